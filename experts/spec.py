@@ -1,0 +1,163 @@
+"""Expert specifications and the YAML configuration file.
+
+    config = load_config(Path("experts.yaml"))
+    for spec in config.experts: ...
+
+An invalid file raises `ConfigError` whose message names the file and the offending field, e.g.
+``experts.yaml: experts[1].max_batch_size: Input should be greater than or equal to 1``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from experts.errors import ConfigError
+
+
+class BackendKind(StrEnum):
+    OPENAI = "openai"
+    LOCAL = "local"
+    RECORDED = "recorded"
+
+
+class Price(BaseModel):
+    """USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: float = Field(default=0.0, ge=0.0)
+    output: float = Field(default=0.0, ge=0.0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
+
+class ExpertSpec(BaseModel):
+    """One registered expert. `name` is how routers, the CLI and the gateway refer to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+    backend: BackendKind
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    path: str | None = None
+    api_key_env: str | None = None
+    aliases: tuple[str, ...] = ()
+    price_per_mtok: Price = Price()
+    description: str = ""
+    params_b: float | None = Field(default=None, gt=0, description="parameters in billions (CoE budget)")
+    max_batch_size: int = Field(default=16, ge=1, le=4096)
+    max_concurrency: int = Field(default=4, ge=1, le=1024)
+    max_queue: int = Field(default=1024, ge=1)
+    max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000)
+    timeout_s: float = Field(default=120.0, gt=0.0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    max_new_tokens: int = Field(default=512, ge=1)
+    chat_template: bool = Field(default=True, description="local: wrap prompts in the model's chat template")
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_backend_fields(self) -> "ExpertSpec":
+        if self.backend is BackendKind.OPENAI and not self.base_url:
+            raise ValueError("base_url is required for backend 'openai'")
+        if self.backend is BackendKind.RECORDED and not self.path:
+            raise ValueError("path (a recorded-outputs directory) is required for backend 'recorded'")
+        return self
+
+    def all_names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+class OrchestratorConfig(BaseModel):
+    """The whole configuration file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = "sqlite+aiosqlite:///./orchestrator.db"
+    experts: list[ExpertSpec] = Field(default_factory=list)
+    # Router-specific constructor arguments keyed by router name.
+    routers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    default_router: str = "single"
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "OrchestratorConfig":
+        seen: dict[str, str] = {}
+        for spec in self.experts:
+            for n in spec.all_names():
+                key = n.lower()
+                if key in seen:
+                    raise ValueError(f"expert name or alias {n!r} is used twice ({seen[key]} and {spec.name})")
+                seen[key] = spec.name
+        return self
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = _format_loc(tuple(p for p in e["loc"] if p not in ("function-after",)))
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _resolve_relative_paths(data: dict[str, Any], base_dir: Path) -> None:
+    """Paths inside a config file are relative to the file, not to the working directory."""
+    for item in data.get("experts") or []:
+        if isinstance(item, dict) and isinstance(item.get("path"), str):
+            p = Path(item["path"]).expanduser()
+            if not p.is_absolute():
+                item["path"] = str((base_dir / p).resolve())
+
+
+def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> OrchestratorConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the file must hold a mapping with keys such as 'store' and 'experts'")
+    if base_dir is not None:
+        _resolve_relative_paths(data, base_dir)
+    try:
+        return OrchestratorConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def load_config(path: Path) -> OrchestratorConfig:
+    """Read and validate a YAML configuration file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; pass an existing file with --config") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the file ({e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return parse_config(data, str(path), base_dir=path.parent)
