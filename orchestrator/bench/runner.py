@@ -1,0 +1,385 @@
+"""The benchmark runner: several routers, one pool, the same questions, in grouped batch mode.
+
+    report = await run_benchmark(BenchOptions(dataset="mmlu-pro", recorded=Path(...), routers=[...]))
+
+Recorded mode replays real model outputs (no GPU); live mode runs registered experts. Fit data
+(profiles, classifiers, best-single) is kept disjoint from evaluation data by question id.
+Outcomes are written to the store chunk by chunk under a run id derived from the options, so a
+killed run continues where it stopped when the same command is run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experts.errors import ConfigError
+from experts.registry import ExpertRegistry
+from experts.spec import ExpertSpec
+from orchestrator.bench import recorded_pool
+from orchestrator.bench.datasets import Question
+from orchestrator.bench.metrics import mcnemar_exact, wilson_interval
+from orchestrator.residency import ResidencyManager
+from orchestrator.scheduler import GroupedScheduler
+from routers.base import FitData, FitOutcome, Query, RouterContext, RoutingError
+from routers.registry import build_router
+from store.records import BenchItemRecord
+from store.repository import Store
+
+ProgressHook = Callable[[str, int, int], None]
+CHUNK = 1000
+
+
+@dataclass
+class BenchOptions:
+    dataset: str = "mmlu-pro"
+    routers: list[str] = field(default_factory=lambda: ["best-single", "all-vote", "oracle"])
+    recorded: Path | None = None
+    fit_recorded: Path | None = None
+    pool: list[str] | None = None
+    data: Path | None = None
+    limit: int | None = None
+    seed: int = 0
+    out: Path | None = None
+    fit_fraction: float = 0.3
+    fit_limit: int | None = None
+    prompt: str = "cot-5shot"  # cot-5shot | zero-shot
+    max_tokens: int = 512
+    gpqa_subset: str = "diamond"
+    gpqa_password: str | None = None
+    router_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    residency: int = 1
+    fresh: bool = False
+
+    def run_id(self, pool: list[str]) -> str:
+        key = {
+            "dataset": self.dataset, "recorded": str(self.recorded) if self.recorded else None,
+            "fit_recorded": str(self.fit_recorded) if self.fit_recorded else None, "pool": pool,
+            "data": str(self.data) if self.data else None, "limit": self.limit, "seed": self.seed,
+            "fit_fraction": self.fit_fraction, "fit_limit": self.fit_limit, "prompt": self.prompt,
+            "max_tokens": self.max_tokens, "gpqa_subset": self.gpqa_subset, "router_options": self.router_options,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return f"{self.dataset}-{digest}" + (f"-{int(time.time())}" if self.fresh else "")
+
+
+@dataclass
+class RouterResult:
+    name: str
+    items: list[BenchItemRecord]
+    wall_s: float
+    fit_summary: dict[str, Any]
+
+
+def split_fit_eval(ids: list[str], fit_fraction: float, seed: int) -> tuple[set[str], set[str]]:
+    """A seeded split by question id: the same ids always land on the same side."""
+    order = sorted(ids, key=lambda q: hashlib.sha256(f"{seed}:{q}".encode()).hexdigest())
+    n_fit = int(round(len(order) * fit_fraction))
+    return set(order[:n_fit]), set(order[n_fit:])
+
+
+def _query(q: Question, prompt: str | None, max_tokens: int) -> Query:
+    return Query(
+        text=q.question, choices=tuple(q.options), question_id=q.id, category=q.category, prompt=prompt,
+        gold=q.answer, max_tokens=max_tokens,
+    )
+
+
+class BenchmarkRunner:
+    def __init__(self, opts: BenchOptions, store: Store, *, registry: ExpertRegistry | None = None, progress: ProgressHook | None = None) -> None:
+        self.opts = opts
+        self.store = store
+        self.live_registry = registry
+        self.progress = progress
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------------ data
+    def load_questions(self) -> tuple[list[Question], list[Question]]:
+        """(test questions, validation exemplars)."""
+        from orchestrator.bench import datasets
+
+        if self.opts.dataset == "mmlu-pro":
+            if self.opts.data is not None:
+                test = datasets.load_mmlu_pro(self.opts.data)
+                val_path = datasets.default_mmlu_pro_paths().get("validation")
+            else:
+                paths = datasets.default_mmlu_pro_paths()
+                if "test" not in paths:
+                    raise ConfigError("MMLU-Pro data not found: pass --data FILE (JSONL in the original layout)")
+                test = datasets.load_mmlu_pro(paths["test"])
+                val_path = paths.get("validation")
+            val = datasets.load_mmlu_pro(val_path) if val_path else []
+            return test, val
+        if self.opts.dataset == "gpqa":
+            zip_path = self.opts.data or datasets.default_gpqa_zip()
+            if zip_path is None:
+                raise ConfigError("GPQA dataset.zip not found: pass --data PATH/TO/dataset.zip")
+            return datasets.load_gpqa(zip_path, subset=self.opts.gpqa_subset, password=self.opts.gpqa_password, seed=self.opts.seed), []
+        raise ConfigError(f"--dataset must be mmlu-pro or gpqa, got {self.opts.dataset!r}")
+
+    def prompt_for(self, q: Question, exemplars: dict[str, list[Question]]) -> str:
+        from orchestrator.bench import prompts
+
+        if self.opts.dataset == "gpqa":
+            return prompts.gpqa_zero_shot_prompt(q)
+        if self.opts.prompt == "zero-shot":
+            return prompts.mmlu_pro_zero_shot_prompt(q)
+        return prompts.mmlu_pro_cot_prompt(q, exemplars.get(q.category, []))
+
+    # ------------------------------------------------------------------ pools
+    def build_pool(self, questions: list[Question]) -> tuple[ExpertRegistry, list[str], list[Question], dict[str, Any]]:
+        o = self.opts
+        if o.recorded is not None:
+            directory = o.recorded.resolve()
+            pool = recorded_pool.resolve_pool(directory, o.pool)
+            registry = ExpertRegistry.from_specs(recorded_pool.recorded_specs(directory, pool))
+            ids = [q.id for q in questions]
+            cov = recorded_pool.coverage(registry.recorded_library, directory, pool, ids)
+            covered = {q for q in ids if all(q in registry.recorded_library.table(directory, m) for m in pool)}
+            kept = [q for q in questions if q.id in covered]
+            info = {
+                "mode": "recorded", "directory": str(directory), "questions_in_dataset": cov.questions,
+                "covered_by_every_model": cov.covered_by_all, "per_model": cov.per_model,
+                "price_convention": f"USD {recorded_pool.PRICE_PER_BILLION_PARAMS} per Mtok per billion parameters",
+                "answers": "each run's own parsed letter (`pred`); no answer counts as wrong",
+            }
+            if not kept:
+                raise ConfigError(f"no question is covered by every model of the pool in {directory}")
+            return registry, pool, kept, info
+        if self.live_registry is None:
+            raise ConfigError("live benchmark needs registered experts (--config) or --recorded DIR")
+        registry = self.live_registry
+        pool = o.pool or registry.names
+        for m in pool:
+            registry.resolve(m)
+        return registry, [registry.resolve(m) for m in pool], questions, {"mode": "live"}
+
+    async def fit_data(self, registry: ExpertRegistry, pool: list[str], fit_questions: list[Query]) -> FitData:
+        o = self.opts
+        if o.recorded is not None or o.fit_recorded is not None:
+            directory = (o.fit_recorded or o.recorded).resolve()  # type: ignore[union-attr]
+            outcomes: dict[str, dict[str, FitOutcome]] = {}
+            for m in pool:
+                table = registry.recorded_library.table(directory, m)
+                outcomes[m] = {
+                    q.question_id: FitOutcome(correct=table[q.question_id].correct, answer=table[q.question_id].pred, response=table[q.question_id].response)
+                    for q in fit_questions if q.question_id in table
+                }
+            return FitData(questions=fit_questions, outcomes=outcomes, source=f"recorded outputs in {directory}")
+        # Live: every pool expert answers every fit question (grouped, each loaded once).
+        from routers.baselines import AllVoteRouter
+
+        scheduler = GroupedScheduler(registry, ResidencyManager(registry, o.residency), progress=self._phase("fit"))
+        run = await scheduler.run(AllVoteRouter(RouterContext(pool=pool, registry=registry)), fit_questions)
+        outcomes = defaultdict(dict)
+        for out in run.outcomes:
+            for o_ in out.outputs:
+                outcomes[o_.expert][out.query.question_id] = FitOutcome(
+                    correct=o_.answer is not None and o_.answer == out.query.gold, answer=o_.answer, response=o_.text
+                )
+        return FitData(questions=fit_questions, outcomes=dict(outcomes), source="live expert runs")
+
+    def _phase(self, prefix: str) -> ProgressHook | None:
+        if self.progress is None:
+            return None
+        hook = self.progress
+        return lambda phase, done, total: hook(f"{prefix}:{phase}", done, total)
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> dict[str, Any]:
+        o = self.opts
+        t_all = time.perf_counter()
+        test, val = self.load_questions()
+        registry, pool, questions, pool_info = self.build_pool(test)
+        exemplars: dict[str, list[Question]] = defaultdict(list)
+        for v in val:
+            exemplars[v.category].append(v)
+
+        ids = [q.id for q in questions]
+        if o.fit_recorded is not None and o.fit_recorded.resolve() != (o.recorded.resolve() if o.recorded else None):
+            fit_ids, eval_ids = split_fit_eval(ids, o.fit_fraction, o.seed)
+            split_note = f"fit on {o.fit_recorded} ids disjoint from the evaluated ids (seeded split {o.fit_fraction:.0%}/{1 - o.fit_fraction:.0%})"
+        else:
+            fit_ids, eval_ids = split_fit_eval(ids, o.fit_fraction, o.seed)
+            split_note = f"seeded split by question id: {o.fit_fraction:.0%} fit / {1 - o.fit_fraction:.0%} evaluation (seed {o.seed})"
+        assert not fit_ids & eval_ids
+        eval_qs = [q for q in questions if q.id in eval_ids]
+        fit_qs = [q for q in questions if q.id in fit_ids]
+        rng = random.Random(o.seed)
+        if o.limit is not None and o.limit < len(eval_qs):
+            position = {q: i for i, q in enumerate(ids)}
+            eval_qs = sorted(rng.sample(eval_qs, o.limit), key=lambda q: position[q.id])
+        if o.fit_limit is not None and o.fit_limit < len(fit_qs):
+            fit_qs = rng.sample(fit_qs, o.fit_limit)
+        eval_queries = [_query(q, self.prompt_for(q, exemplars), o.max_tokens) for q in eval_qs]
+        fit_queries = [_query(q, self.prompt_for(q, exemplars), o.max_tokens) for q in fit_qs]
+
+        run_id = o.run_id(pool)
+        resumed = await self.store.start_bench_run(run_id, {"options": _jsonable(vars(o)), "pool": pool})
+        needs_fit = any(getattr(_router_cls(r), "needs_fit", False) or _has_fit(r) for r in o.routers)
+        fit = await self.fit_data(registry, pool, fit_queries) if (needs_fit and fit_queries) else FitData([], {}, "none")
+
+        results: dict[str, RouterResult] = {}
+        for name in o.routers:
+            results[name] = await self._run_router(name, registry, pool, eval_queries, fit, run_id)
+
+        report = self._summarise(results, eval_queries, registry, pool, pool_info, split_note, fit, run_id, resumed)
+        report["wall_s_total"] = round(time.perf_counter() - t_all, 2)
+        await self.store.finish_bench_run(run_id, report)
+        return report
+
+    async def _run_router(self, name: str, registry: ExpertRegistry, pool: list[str], queries: list[Query], fit: FitData, run_id: str) -> RouterResult:
+        opts = dict(self.opts.router_options.get(name, {}))
+        router_pool = opts.pop("pool", None) or pool
+        ctx = RouterContext(pool=router_pool, registry=registry, store=self.store, seed=self.opts.seed, services={})
+        router = build_router(name, ctx, opts)
+        fit_summary: dict[str, Any] = {}
+        t_fit = time.perf_counter()
+        if fit.questions:
+            fit_summary = await router.fit(fit) or {}
+        elif router.needs_fit:
+            raise RoutingError(f"router {name!r} needs fit data, but the fit split is empty")
+        fit_s = time.perf_counter() - t_fit
+
+        done = {i.question_id: i for i in await self.store.bench_items(run_id, name)}
+        todo = [q for q in queries if q.question_id not in done]
+        scheduler = GroupedScheduler(
+            registry, ResidencyManager(registry, self.opts.residency if self.opts.recorded is None else len(registry)),
+            progress=self._phase(name), keep_outputs=self.opts.recorded is None,
+        )
+        t0 = time.perf_counter()
+        if self.progress and done:
+            self.progress(f"{name}:resume", len(done), len(queries))
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start : start + CHUNK]
+            visible = chunk if router.uses_gold else [q.model_copy(update={"gold": None}) for q in chunk]
+            run = await scheduler.run(router, visible)
+            items = []
+            for q, out in zip(chunk, run.outcomes, strict=True):
+                expert_calls = [c for c in out.calls if c.role == "expert"]
+                agg_calls = [c for c in out.calls if c.role == "aggregator"]
+                items.append(
+                    BenchItemRecord(
+                        router=name, question_id=q.question_id or "", category=q.category or "", pred=out.final.answer,
+                        correct=out.final.answer is not None and out.final.answer == q.gold,
+                        detail={
+                            "experts": [c.expert for c in expert_calls],
+                            "expert_calls": len(expert_calls),
+                            "aggregator_calls": len(agg_calls),
+                            "errors": sum(1 for c in out.calls if c.error_kind),
+                            "prompt_tokens": sum(c.prompt_tokens for c in out.calls),
+                            "completion_tokens": sum(c.completion_tokens for c in out.calls),
+                            "tokens_estimated": any(c.tokens_estimated for c in out.calls),
+                            "cost_usd": sum(c.cost_usd for c in out.calls),
+                            "method": out.final.method,
+                            **({"plan": out.plan.detail} if out.plan.detail and len(json.dumps(out.plan.detail, default=str)) < 2000 else {}),
+                        },
+                    )
+                )
+            await self.store.add_bench_items(run_id, items)
+            if self.progress:
+                self.progress(f"{name}:done", len(done) + start + len(chunk), len(queries))
+        wall = time.perf_counter() - t0 + fit_s
+        all_items = {i.question_id: i for i in await self.store.bench_items(run_id, name)}
+        ordered = [all_items[q.question_id] for q in queries if q.question_id in all_items]
+        return RouterResult(name=name, items=ordered, wall_s=wall, fit_summary=fit_summary)
+
+    # ------------------------------------------------------------------ report
+    def _summarise(self, results: dict[str, RouterResult], queries: list[Query], registry: ExpertRegistry, pool: list[str],
+                   pool_info: dict[str, Any], split_note: str, fit: FitData, run_id: str, resumed: bool) -> dict[str, Any]:
+        n = len(queries)
+        routers: dict[str, Any] = {}
+        for name, rr in results.items():
+            items = rr.items
+            correct = sum(i.correct for i in items)
+            lo, hi = wilson_interval(correct, len(items))
+            per_cat: dict[str, dict[str, Any]] = {}
+            by_cat: dict[str, list[bool]] = defaultdict(list)
+            for i in items:
+                by_cat[i.category].append(i.correct)
+            for cat in sorted(by_cat):
+                per_cat[cat] = {"n": len(by_cat[cat]), "accuracy": round(sum(by_cat[cat]) / len(by_cat[cat]), 4)}
+            usage = Counter(e for i in items for e in i.detail.get("experts", []))
+            tokens = sum(i.detail.get("prompt_tokens", 0) + i.detail.get("completion_tokens", 0) for i in items)
+            cost = sum(i.detail.get("cost_usd", 0.0) for i in items)
+            m = max(len(items), 1)
+            routers[name] = {
+                "accuracy": round(correct / m, 4),
+                "ci95": [round(lo, 4), round(hi, 4)],
+                "n": len(items),
+                "correct": correct,
+                "unparsed": sum(1 for i in items if i.pred is None),
+                "expert_calls_per_question": round(sum(i.detail.get("expert_calls", 0) for i in items) / m, 3),
+                "aggregator_calls_per_question": round(sum(i.detail.get("aggregator_calls", 0) for i in items) / m, 3),
+                "errors": sum(i.detail.get("errors", 0) for i in items),
+                "tokens": tokens,
+                "tokens_estimated": any(i.detail.get("tokens_estimated") for i in items),
+                "cost_usd": round(cost, 6),
+                "cost_per_question_usd": round(cost / m, 8),
+                "wall_s": round(rr.wall_s, 3),
+                "per_category": per_cat,
+                "expert_usage": dict(usage.most_common()),
+                "fit": rr.fit_summary,
+                "upper_bound": name == "oracle",
+            }
+        # Paired test between the two most accurate routers that are not upper bounds.
+        ranked = sorted((r for r in routers if not routers[r]["upper_bound"]), key=lambda r: -routers[r]["accuracy"])
+        paired: dict[str, Any] | None = None
+        if len(ranked) >= 2:
+            a, b = ranked[:2]
+            ia = {i.question_id: i.correct for i in results[a].items}
+            ib = {i.question_id: i.correct for i in results[b].items}
+            common = [q for q in ia if q in ib]
+            paired = {"a": a, "b": b, "n": len(common), "test": "exact McNemar (two-sided)",
+                      **mcnemar_exact([ia[q] for q in common], [ib[q] for q in common])}
+        return {
+            "dataset": self.opts.dataset if self.opts.dataset != "gpqa" else f"gpqa-{self.opts.gpqa_subset}",
+            "n_questions": n,
+            "pool": pool,
+            "fit": f"{split_note}; {fit.source}; {len(fit.questions)} fit questions",
+            "prompt": "recorded 5-shot CoT outputs (TIGER-Lab format)" if self.opts.recorded else self.opts.prompt,
+            "scoring": "a missing answer counts as wrong (no random guess)",
+            "pool_info": pool_info,
+            "prices_usd_per_mtok": {s.name: s.price_per_mtok.input for s in (registry.spec(p) for p in pool)},
+            "params_b": {p: registry.spec(p).params_b for p in pool},
+            "run_id": run_id,
+            "resumed": resumed,
+            "routers": routers,
+            "paired_test": paired,
+        }
+
+
+def _router_cls(name: str):  # type: ignore[no-untyped-def]
+    from routers.registry import router_class
+
+    return router_class(name)
+
+
+def _has_fit(name: str) -> bool:
+    from routers.base import Router
+
+    return _router_cls(name).fit is not Router.fit
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(d, default=str))
+
+
+async def run_benchmark(opts: BenchOptions, store: Store, *, registry: ExpertRegistry | None = None,
+                        progress: ProgressHook | None = None) -> dict[str, Any]:
+    report = await BenchmarkRunner(opts, store, registry=registry, progress=progress).run()
+    if opts.out is not None:
+        from orchestrator.bench.report import write_reports
+
+        write_reports(report, opts.out)
+    return report
+
+
+__all__ = ["BenchOptions", "BenchmarkRunner", "ExpertSpec", "run_benchmark", "split_fit_eval"]

@@ -1,0 +1,322 @@
+"""The `orchestrator` command line.
+
+    orchestrator ask "Which enzyme unwinds DNA?" --router all-vote
+    orchestrator experts check --config experts.yaml
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from experts.errors import OrchestratorError
+from routers.base import Query, RoutingError
+from routers.registry import router_names
+from store.db import StoreUnavailable
+
+T = TypeVar("T")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Compound multi-LLM routing orchestrator.")
+experts_app = typer.Typer(no_args_is_help=True, help="The expert registry.")
+app.add_typer(experts_app, name="experts")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: embedded default)")]
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False)
+
+
+def run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; user-caused errors print one or two lines and exit 2, not a traceback."""
+    try:
+        return asyncio.run(fn())
+    except (OrchestratorError, RoutingError, StoreUnavailable) as e:
+        _console(stderr=True).print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        _console(stderr=True).print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(130) from None
+
+
+def _load_config(config: Path | None):  # type: ignore[no-untyped-def]
+    from orchestrator.settings import resolve_config
+
+    return resolve_config(config)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer")],
+    router: Annotated[str | None, typer.Option("--router", "-r", help=f"One of: {', '.join(router_names())}")] = None,
+    config: ConfigOpt = None,
+    expert: Annotated[str | None, typer.Option("--expert", "-e", help="For --router single: the expert")] = None,
+    choices: Annotated[list[str] | None, typer.Option("--choice", help="An answer option (repeat for multiple choice)")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, max=8192, help="Max new tokens per expert call")] = 128,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+) -> None:
+    """Answer one question with a router and record its trace."""
+    from orchestrator.pipeline import Runtime
+
+    if not question.strip():
+        _console(stderr=True).print("[red]error:[/red] the question is empty")
+        raise typer.Exit(2)
+    cfg = _load_config(config)
+    router_name = router or cfg.default_router
+    if router_name not in router_names():
+        _console(stderr=True).print(f"[red]error:[/red] unknown router {router_name!r}; available: {', '.join(router_names())}")
+        raise typer.Exit(2)
+
+    async def go() -> dict[str, Any]:
+        async with await Runtime.create(cfg) as rt:
+            options = {"expert": expert} if expert and router_name == "single" else None
+            if options:
+                rt.config.routers.setdefault("single", {}).update(options)
+            query = Query(text=question, choices=tuple(choices) if choices else None, max_tokens=max_tokens)
+            result = await rt.answer(query, router_name)
+            return _result_json(result)
+
+    out = run_async(go)
+    if as_json:
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        _print_result(out)
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    plan = result.plan
+    return {
+        "answer": result.final.text,
+        "parsed_answer": result.final.answer,
+        "router": result.router,
+        "aggregation": result.final.method,
+        "trace_id": result.trace_id,
+        "experts": [
+            {"expert": a.expert, "reason": a.reason, "weight": a.weight} for a in (plan.assignments if plan else [])
+        ],
+        "plan_detail": plan.detail if plan else {},
+        "calls": [c.model_dump(exclude={"seq"}) for c in result.calls],
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "cost_usd": result.cost_usd,
+        "latency_s": round(result.latency_s, 4),
+    }
+
+
+def _short(text: str | None, n: int = 60) -> str:
+    t = " ".join((text or "").split())
+    return t if len(t) <= n else t[: n - 1] + "…"
+
+
+def _print_result(out: dict[str, Any]) -> None:
+    con = _console()
+    con.print(out["answer"].strip() or "[dim](empty answer)[/dim]")
+    con.print()
+    table = Table(title=f"router {out['router']} · aggregation {out['aggregation']}", title_justify="left")
+    for col in ("role", "expert", "why", "answer", "tokens in/out", "cost $", "latency s", "status"):
+        table.add_column(col)
+    reasons = [e["reason"] for e in out["experts"]]
+    for i, c in enumerate(out["calls"]):
+        why = c["fallback_for"] and f"fallback for {c['fallback_for']}" or (reasons[i] if i < len(reasons) and c["role"] == "expert" else "")
+        table.add_row(
+            c["role"],
+            c["expert"],
+            _short(why, 40),
+            _short(c["answer"] or c["output"], 40),
+            f"{c['prompt_tokens']}/{c['completion_tokens']}" + ("~" if c["tokens_estimated"] else ""),
+            f"{c['cost_usd']:.6f}",
+            f"{c['latency_s']:.2f}",
+            "ok" if c["error_kind"] is None else f"[red]{c['error_kind']}[/red]: {_short(c['error_message'], 40)}",
+        )
+    con.print(table)
+    con.print(
+        f"tokens {out['prompt_tokens']}/{out['completion_tokens']} · cost ${out['cost_usd']:.6f} · "
+        f"latency {out['latency_s']:.2f} s · trace {out['trace_id']}"
+    )
+
+
+@experts_app.command("list")
+def experts_list(config: ConfigOpt = None) -> None:
+    """List registered experts."""
+    cfg = _load_config(config)
+    table = Table()
+    for col in ("name", "backend", "model", "where", "price in/out $/Mtok", "batch", "description"):
+        table.add_column(col)
+    for s in cfg.experts:
+        table.add_row(
+            s.name, s.backend.value, s.model, s.base_url or s.path or "in-process",
+            f"{s.price_per_mtok.input:g}/{s.price_per_mtok.output:g}", str(s.max_batch_size), _short(s.description, 50),
+        )
+    _console().print(table)
+
+
+@experts_app.command("check")
+def experts_check(
+    config: ConfigOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per probe")] = 10.0,
+) -> None:
+    """Probe every expert; exits 1 if any is down."""
+    from experts.registry import ExpertRegistry
+
+    cfg = _load_config(config)
+
+    async def go():  # type: ignore[no-untyped-def]
+        reg = ExpertRegistry.from_specs(cfg.experts)
+        try:
+            return await reg.check(timeout)
+        finally:
+            await reg.aclose()
+
+    statuses = run_async(go)
+    table = Table()
+    for col in ("expert", "backend", "status", "detail"):
+        table.add_column(col)
+    for st in statuses:
+        table.add_row(st.name, st.backend, "[green]up[/green]" if st.healthy else "[red]down[/red]", st.detail)
+    _console().print(table)
+    down = [s.name for s in statuses if not s.healthy]
+    if down:
+        _console(stderr=True).print(f"[red]{len(down)} expert(s) down:[/red] {', '.join(down)}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def trace(
+    trace_id: Annotated[str, typer.Argument(help="A trace id printed by `ask`")],
+    config: ConfigOpt = None,
+) -> None:
+    """Print a stored trace as JSON."""
+    from store.repository import Store
+
+    cfg = _load_config(config)
+
+    async def go():  # type: ignore[no-untyped-def]
+        async with await Store.open(cfg.store) as store:
+            return await store.get_trace(trace_id)
+
+    rec = run_async(go)
+    if rec is None:
+        _console(stderr=True).print(f"[red]error:[/red] no trace {trace_id!r} in {cfg.store}")
+        raise typer.Exit(2)
+    sys.stdout.write(rec.model_dump_json(indent=2) + "\n")
+
+
+def _parse_router_options(values: list[str] | None) -> dict[str, dict[str, Any]]:
+    """`--router-opt coe.budget=0.5` → {"coe": {"budget": 0.5}} (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for v in values or []:
+        if "=" not in v or "." not in v.split("=", 1)[0]:
+            raise typer.BadParameter(f"{v!r}: expected ROUTER.KEY=VALUE, e.g. random.k=3", param_hint="--router-opt")
+        key, value = v.split("=", 1)
+        router, opt = key.split(".", 1)
+        out.setdefault(router, {})[opt] = yaml.safe_load(value)
+    return out
+
+
+@app.command()
+def bench(
+    dataset: Annotated[str, typer.Option(help="mmlu-pro or gpqa")] = "mmlu-pro",
+    router: Annotated[list[str] | None, typer.Option("--router", "-r", help="A router to compare (repeat)")] = None,
+    recorded: Annotated[Path | None, typer.Option(help="Evaluate on replayed recorded outputs in DIR")] = None,
+    fit_recorded: Annotated[Path | None, typer.Option(help="Fit on recorded outputs in DIR (ids kept disjoint)")] = None,
+    pool: Annotated[str | None, typer.Option(help="Comma-separated expert names, or a named pool (small16)")] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset file (MMLU-Pro JSONL, or GPQA dataset.zip)")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N questions")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for splits, sampling and shuffles")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write results.json, report.md, plot.png here")] = None,
+    config: ConfigOpt = None,
+    fit_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of question ids used for fitting")] = 0.3,
+    fit_limit: Annotated[int | None, typer.Option(min=1, help="Fit on at most N questions (live runs)")] = None,
+    prompt: Annotated[str, typer.Option(help="cot-5shot (official MMLU-Pro) or zero-shot")] = "cot-5shot",
+    max_tokens: Annotated[int, typer.Option(min=1, max=32768, help="Max new tokens per live expert call")] = 512,
+    gpqa_subset: Annotated[str, typer.Option(help="diamond, main or extended")] = "diamond",
+    gpqa_password: Annotated[str | None, typer.Option(envvar="GPQA_PASSWORD", help="Password of GPQA's dataset.zip")] = None,
+    router_opt: Annotated[list[str] | None, typer.Option("--router-opt", help="ROUTER.KEY=VALUE (repeat)")] = None,
+    residency: Annotated[int, typer.Option(min=1, help="Live: models resident at once")] = 1,
+    fresh: Annotated[bool, typer.Option(help="Start a new run instead of resuming the same one")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout")] = False,
+) -> None:
+    """Compare routers on MMLU-Pro or GPQA, live or on recorded outputs (resumable)."""
+    from orchestrator.bench.runner import BenchOptions, run_benchmark
+    from orchestrator.progress import PhaseProgress
+
+    routers = router or ["best-single", "all-vote", "oracle"]
+    unknown = [r for r in routers if r not in router_names()]
+    if unknown:
+        _console(stderr=True).print(f"[red]error:[/red] unknown router(s) {', '.join(unknown)}; available: {', '.join(router_names())}")
+        raise typer.Exit(2)
+    if dataset not in ("mmlu-pro", "gpqa"):
+        _console(stderr=True).print(f"[red]error:[/red] --dataset must be mmlu-pro or gpqa, got {dataset!r}")
+        raise typer.Exit(2)
+    if prompt not in ("cot-5shot", "zero-shot"):
+        _console(stderr=True).print(f"[red]error:[/red] --prompt must be cot-5shot or zero-shot, got {prompt!r}")
+        raise typer.Exit(2)
+    for p, flag in ((recorded, "--recorded"), (fit_recorded, "--fit-recorded"), (data, "--data")):
+        if p is not None and not p.exists():
+            _console(stderr=True).print(f"[red]error:[/red] {flag} {p}: no such file or directory")
+            raise typer.Exit(2)
+    cfg = _load_config(config)
+    opts = BenchOptions(
+        dataset=dataset, routers=list(dict.fromkeys(routers)), recorded=recorded, fit_recorded=fit_recorded,
+        pool=[p.strip() for p in pool.split(",") if p.strip()] if pool else None, data=data, limit=limit, seed=seed,
+        out=out, fit_fraction=fit_fraction, fit_limit=fit_limit, prompt=prompt, max_tokens=max_tokens,
+        gpqa_subset=gpqa_subset, gpqa_password=gpqa_password, router_options=_parse_router_options(router_opt),
+        residency=residency, fresh=fresh,
+    )
+
+    async def go() -> dict[str, Any]:
+        from experts.registry import ExpertRegistry
+        from store.repository import Store
+
+        registry = None if recorded else ExpertRegistry.from_specs(cfg.experts)
+        async with await Store.open(cfg.store) as store:
+            try:
+                with PhaseProgress(enabled=not as_json) as progress:
+                    return await run_benchmark(opts, store, registry=registry, progress=progress)
+            finally:
+                if registry is not None:
+                    await registry.aclose()
+
+    report = run_async(go)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    _print_bench(report)
+    if out is not None:
+        _console().print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'plot.png'}")
+
+
+def _print_bench(report: dict[str, Any]) -> None:
+    table = Table(title=f"{report['dataset']}: {report['n_questions']} questions, pool of {len(report['pool'])}", title_justify="left")
+    for col in ("router", "accuracy", "95% CI", "calls/q", "agg/q", "cost $/q", "unparsed", "wall s"):
+        table.add_column(col, justify="left" if col == "router" else "right")
+    for name, m in sorted(report["routers"].items(), key=lambda kv: -kv[1]["accuracy"]):
+        table.add_row(
+            name + (" (upper bound)" if m.get("upper_bound") else ""), f"{m['accuracy']:.3f}",
+            f"{m['ci95'][0]:.3f}–{m['ci95'][1]:.3f}", f"{m['expert_calls_per_question']:.2f}",
+            f"{m['aggregator_calls_per_question']:.2f}", f"{m['cost_per_question_usd']:.6f}", str(m["unparsed"]), f"{m['wall_s']:.1f}",
+        )
+    con = _console()
+    con.print(table)
+    p = report.get("paired_test")
+    if p:
+        con.print(f"paired {p['test']}: {p['a']} vs {p['b']}: p = {p['p_value']:.3g} ({p['a_only']} vs {p['b_only']} discordant)")
+    con.print(f"fit: {report['fit']}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

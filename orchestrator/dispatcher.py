@@ -1,0 +1,221 @@
+"""Per-expert request queues that coalesce concurrent requests into backend batches.
+
+    dispatcher = Dispatcher(registry)
+    result = await dispatcher.submit("qwen2.5-7b", request)       # batched with its neighbours
+    outcome = await dispatcher.call(assignment)                      # + fallback expert on failure
+    await dispatcher.aclose()
+
+Each expert gets one bounded `asyncio.Queue` and one collector task. The collector takes the
+first waiting request, then keeps taking until the batch holds `max_batch_size` requests or
+`max_wait_ms` has passed, and sends the batch as ONE backend call while at most
+`max_concurrency` batches are in flight. A full queue rejects at once with `ExpertOverloaded`
+(retryable), so memory stays bounded under overload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from experts.errors import ExpertError, ExpertOverloaded, ExpertTimeout, ExpertUnavailable
+from experts.registry import ExpertRegistry
+from experts.types import GenerationRequest, GenerationResult
+from routers.base import Assignment
+
+
+@dataclass
+class CallAttempt:
+    """One expert call as the trace records it."""
+
+    expert: str
+    result: GenerationResult
+    fallback_for: str | None = None
+
+
+@dataclass
+class CallOutcome:
+    """The final result of an assignment, with every attempt (primary, then fallback)."""
+
+    attempts: list[CallAttempt]
+
+    @property
+    def final(self) -> CallAttempt:
+        return self.attempts[-1]
+
+    @property
+    def ok(self) -> bool:
+        return self.final.result.ok
+
+
+@dataclass
+class QueueStats:
+    backend_calls: int = 0
+    requests: int = 0
+    rejected: int = 0
+    batch_sizes: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass
+class _Pending:
+    request: GenerationRequest
+    future: asyncio.Future[GenerationResult]
+
+
+class _ExpertQueue:
+    def __init__(self, name: str, registry: ExpertRegistry, stats: QueueStats, on_batch: "BatchObserver | None") -> None:
+        spec = registry.spec(name)
+        self.name = name
+        self.backend = registry.backend(name)
+        self.max_batch = spec.max_batch_size
+        self.max_wait = spec.max_wait_ms / 1000.0
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=spec.max_queue)
+        self.slots = asyncio.Semaphore(spec.max_concurrency)
+        self.stats = stats
+        self.on_batch = on_batch
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.collector = asyncio.create_task(self._collect(), name=f"dispatch:{name}")
+
+    def put(self, req: GenerationRequest) -> asyncio.Future[GenerationResult]:
+        fut: asyncio.Future[GenerationResult] = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait(_Pending(req, fut))
+        except asyncio.QueueFull:
+            self.stats.rejected += 1
+            raise ExpertOverloaded(
+                f"expert {self.name!r} has {self.queue.maxsize} requests waiting; retry later", expert=self.name
+            ) from None
+        return fut
+
+    async def _collect(self) -> None:
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            deadline = time.monotonic() + self.max_wait
+            while len(batch) < self.max_batch:
+                # Take what is already queued without waiting, then wait up to the deadline.
+                try:
+                    batch.append(self.queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            await self.slots.acquire()
+            task = asyncio.create_task(self._run(batch))
+            self.inflight.add(task)
+            task.add_done_callback(self.inflight.discard)
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        try:
+            live = [p for p in batch if not p.future.done()]  # callers may have given up
+            if not live:
+                return
+            self.stats.backend_calls += 1
+            self.stats.requests += len(live)
+            self.stats.batch_sizes[len(live)] += 1
+            if self.on_batch is not None:
+                self.on_batch(self.name, len(live), self.queue.qsize())
+            try:
+                results = await self.backend.generate([p.request for p in live])
+            except Exception as e:  # a backend bug must not strand its callers
+                err = ExpertUnavailable(f"expert {self.name!r} failed: {type(e).__name__}: {e}", expert=self.name)
+                results = [GenerationResult.failed(err) for _ in live]
+            for p, r in zip(live, results, strict=True):
+                if not p.future.done():
+                    p.future.set_result(r)
+        finally:
+            self.slots.release()
+
+    async def aclose(self) -> None:
+        self.collector.cancel()
+        for t in list(self.inflight):
+            t.cancel()
+        await asyncio.gather(self.collector, *self.inflight, return_exceptions=True)
+        while not self.queue.empty():
+            p = self.queue.get_nowait()
+            if not p.future.done():
+                p.future.set_exception(ExpertUnavailable(f"dispatcher closed before {self.name!r} answered", expert=self.name))
+
+
+class BatchObserver:
+    """Called with (expert, batch_size, queue_depth) for every backend call (metrics hook)."""
+
+    def __call__(self, expert: str, batch_size: int, queue_depth: int) -> None:  # pragma: no cover - protocol
+        ...
+
+
+class Dispatcher:
+    """Schedules expert calls: one coalescing queue per expert, fallback on failure."""
+
+    def __init__(self, registry: ExpertRegistry, *, on_batch: BatchObserver | None = None) -> None:
+        self.registry = registry
+        self._queues: dict[str, _ExpertQueue] = {}
+        self.stats: dict[str, QueueStats] = {}
+        self._on_batch = on_batch
+        self._closed = False
+
+    def _queue(self, expert: str) -> _ExpertQueue:
+        if self._closed:
+            raise RuntimeError("the dispatcher is closed")
+        name = self.registry.resolve(expert)
+        q = self._queues.get(name)
+        if q is None:
+            stats = self.stats.setdefault(name, QueueStats())
+            q = self._queues[name] = _ExpertQueue(name, self.registry, stats, self._on_batch)
+        return q
+
+    def queue_depth(self, expert: str) -> int:
+        q = self._queues.get(self.registry.resolve(expert))
+        return q.queue.qsize() if q else 0
+
+    async def submit(self, expert: str, request: GenerationRequest) -> GenerationResult:
+        """One request to one expert, batched with concurrent requests to the same expert.
+
+        Raises `ExpertOverloaded` when the expert's queue is full; other failures come back in
+        the result's `error`. The wait is bounded by the expert's timeout."""
+        q = self._queue(expert)
+        fut = q.put(request)
+        timeout = self.registry.spec(q.name).timeout_s * (1 + self.registry.spec(q.name).max_retries) + 5.0
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.TimeoutError:
+            fut.cancel()
+            return GenerationResult.failed(ExpertTimeout(f"expert {q.name!r} gave no answer within {timeout:.0f} s", expert=q.name))
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+
+    async def submit_or_error(self, expert: str, request: GenerationRequest) -> GenerationResult:
+        try:
+            return await self.submit(expert, request)
+        except ExpertError as e:
+            return GenerationResult.failed(e)
+
+    async def call(self, assignment: Assignment) -> CallOutcome:
+        """Run an assignment; if its expert fails and the plan named a fallback, ask that one."""
+        first = await self.submit_or_error(assignment.expert, assignment.request)
+        attempts = [CallAttempt(assignment.expert, first)]
+        if not first.ok and assignment.fallback and assignment.fallback != assignment.expert:
+            second = await self.submit_or_error(assignment.fallback, assignment.request)
+            attempts.append(CallAttempt(assignment.fallback, second, fallback_for=assignment.expert))
+        return CallOutcome(attempts)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await asyncio.gather(*(q.aclose() for q in self._queues.values()), return_exceptions=True)
+        self._queues.clear()
+
+    async def __aenter__(self) -> "Dispatcher":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+

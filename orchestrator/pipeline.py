@@ -1,0 +1,183 @@
+"""The runtime that answers queries: registry + dispatcher + routers + store.
+
+    async with Runtime.create(config) as rt:
+        result = await rt.answer(Query(text="Which enzyme unwinds DNA?"), router="all-vote")
+        print(result.final.text, result.trace_id)
+
+Every answered query is written to the store as one trace (request, plan, steps, expert calls),
+in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from experts.registry import ExpertRegistry
+from experts.spec import OrchestratorConfig
+from orchestrator.aggregators import ExpertOutput, FinalAnswer
+from orchestrator.dispatcher import BatchObserver, Dispatcher
+from routers.base import Plan, Query, Router, RouterContext, RoutingError
+from routers.registry import build_router
+from store.records import ExpertCallRecord, PlanRecord, TraceRecord, TraceStepRecord
+from store.repository import Store
+
+
+@dataclass
+class QueryResult:
+    trace_id: str
+    router: str
+    final: FinalAnswer
+    plan: Plan | None
+    outputs: list[ExpertOutput]
+    calls: list[ExpertCallRecord]
+    steps: list[TraceStepRecord]
+    latency_s: float
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(c.prompt_tokens for c in self.calls)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.completion_tokens for c in self.calls)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(c.cost_usd for c in self.calls)
+
+    @property
+    def ok(self) -> bool:
+        return any(c.error_kind is None for c in self.calls) or (not self.calls and bool(self.final.text))
+
+    @property
+    def experts_used(self) -> list[str]:
+        return list(dict.fromkeys(c.expert for c in self.calls if c.error_kind is None))
+
+
+class Runtime:
+    """Owns the long-lived objects; build it in a lifespan or `async with`, never at import."""
+
+    def __init__(
+        self,
+        config: OrchestratorConfig,
+        registry: ExpertRegistry,
+        store: Store,
+        *,
+        seed: int = 0,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.store = store
+        self.seed = seed
+        self.dispatcher = Dispatcher(registry, on_batch=on_batch)
+        self.services: dict[str, Any] = {}
+        self._routers: dict[str, Router] = {}
+        self._graphs: dict[str, Any] = {}
+
+    @classmethod
+    async def create(cls, config: OrchestratorConfig, *, store_url: str | None = None, seed: int = 0, **kw: Any) -> "Runtime":
+        store = await Store.open(store_url or config.store)
+        registry = ExpertRegistry.from_specs(config.experts)
+        await store.upsert_experts([s.model_dump(mode="json") for s in config.experts])
+        return cls(config, registry, store, seed=seed, **kw)
+
+    async def aclose(self) -> None:
+        await self.dispatcher.aclose()
+        await self.registry.aclose()
+        await self.store.aclose()
+
+    async def __aenter__(self) -> "Runtime":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def router_context(self, pool: list[str] | None = None) -> RouterContext:
+        return RouterContext(
+            pool=pool or self.registry.names,
+            registry=self.registry,
+            dispatcher=self.dispatcher,
+            store=self.store,
+            seed=self.seed,
+            services=self.services,
+        )
+
+    async def router(self, name: str, options: dict[str, Any] | None = None) -> Router:
+        """The named router, built once with the config's options (and restored if fitted)."""
+        key = name if options is None else f"{name}:{sorted(options.items())}"
+        if key not in self._routers:
+            opts = dict(self.config.routers.get(name, {}))
+            opts.update(options or {})
+            pool = opts.pop("pool", None)
+            router = build_router(name, self.router_context(pool), opts)
+            if router.needs_fit:
+                restore = getattr(router, "restore", None)
+                if restore is None or not await restore():
+                    raise RoutingError(
+                        f"router {name!r} must be fitted first (e.g. `orchestrator bench ... --router {name}` "
+                        "or its fit command); no fitted artefact was found in the store"
+                    )
+            self._routers[key] = router
+        return self._routers[key]
+
+    async def answer(self, query: Query, router: str, *, owner: str | None = None, record: bool = True) -> QueryResult:
+        """Route, generate, aggregate and record one query."""
+        r = await self.router(router)
+        graph = self._graphs.get(router)
+        if graph is None:
+            graph = self._graphs[router] = r.build_graph(self)
+        t0 = time.perf_counter()
+        state = await graph.ainvoke({"query": query})
+        latency = time.perf_counter() - t0
+        calls = sorted(state.get("calls", []), key=lambda c: c.seq)
+        for i, c in enumerate(calls):
+            c.seq = i
+        steps = sorted(state.get("steps", []), key=lambda s: (s.kind != "route", s.seq))
+        for i, s in enumerate(steps):
+            s.seq = i
+        result = QueryResult(
+            trace_id=str(uuid.uuid4()),
+            router=router,
+            final=state["final"],
+            plan=state.get("plan"),
+            outputs=sorted(state.get("outputs", []), key=lambda o: o.index),
+            calls=calls,
+            steps=steps,
+            latency_s=latency,
+        )
+        if record:
+            await self.store.save_trace(self.trace_record(query, result, owner=owner))
+        return result
+
+    @staticmethod
+    def trace_record(query: Query, result: QueryResult, *, owner: str | None = None) -> TraceRecord:
+        plan = result.plan
+        return TraceRecord(
+            id=result.trace_id,
+            router=result.router,
+            query_text=query.text,
+            query_meta={k: v for k, v in query.model_dump(exclude={"text", "gold", "prompt"}).items() if v not in (None, {}, ())},
+            answer_text=result.final.text,
+            answer=result.final.answer,
+            status="ok" if result.ok else "error",
+            error=None if result.ok else "; ".join(c.error_message or "" for c in result.calls if c.error_kind) or "no expert answered",
+            latency_s=result.latency_s,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cost_usd=result.cost_usd,
+            owner=owner,
+            plan=PlanRecord(
+                router=plan.router,
+                experts=[a.expert for a in plan.assignments],
+                aggregation=plan.aggregation.model_dump(),
+                detail={"reasons": [a.reason for a in plan.assignments], **plan.detail},
+            )
+            if plan
+            else None,
+            steps=result.steps,
+            calls=result.calls,
+        )

@@ -1,0 +1,153 @@
+"""ORM tables. Migrations in `store/migrations/versions` create exactly these."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ExpertRow(Base):
+    __tablename__ = "experts"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    backend: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(512))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class RequestRow(Base):
+    """One query handled by the orchestrator: the root of a trace."""
+
+    __tablename__ = "requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    router: Mapped[str] = mapped_column(String(64), index=True)
+    query_text: Mapped[str] = mapped_column(Text)
+    query_meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    answer_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answer: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    latency_s: Mapped[float] = mapped_column(Float, default=0.0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+    plan: Mapped["RoutingPlanRow | None"] = relationship(back_populates="request", cascade="all, delete-orphan", uselist=False)
+    steps: Mapped[list["TraceStepRow"]] = relationship(back_populates="request", cascade="all, delete-orphan", order_by="TraceStepRow.seq")
+    calls: Mapped[list["ExpertCallRow"]] = relationship(back_populates="request", cascade="all, delete-orphan", order_by="ExpertCallRow.seq")
+
+
+class RoutingPlanRow(Base):
+    __tablename__ = "routing_plans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), unique=True)
+    router: Mapped[str] = mapped_column(String(64))
+    experts: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    aggregation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    request: Mapped[RequestRow] = relationship(back_populates="plan")
+
+
+class TraceStepRow(Base):
+    __tablename__ = "trace_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+
+    request: Mapped[RequestRow] = relationship(back_populates="steps")
+
+
+class ExpertCallRow(Base):
+    __tablename__ = "expert_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    expert: Mapped[str] = mapped_column(String(128), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_estimated: Mapped[bool] = mapped_column(default=False)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_s: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    finish_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    fallback_for: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answer: Mapped[str | None] = mapped_column(String(256), nullable=True)
+
+    request: Mapped[RequestRow] = relationship(back_populates="calls")
+
+
+class BenchRunRow(Base):
+    __tablename__ = "bench_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class BenchItemRow(Base):
+    """One router's outcome on one question of a benchmark run (what makes a run resumable)."""
+
+    __tablename__ = "bench_items"
+    __table_args__ = (UniqueConstraint("run_id", "router", "question_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("bench_runs.id", ondelete="CASCADE"), index=True)
+    router: Mapped[str] = mapped_column(String(64))
+    question_id: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(64), default="")
+    pred: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    correct: Mapped[bool] = mapped_column(default=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ArtefactRow(Base):
+    """A fitted, versioned router artefact (profiles, classifiers, maps, checkpoints)."""
+
+    __tablename__ = "artefacts"
+    __table_args__ = (UniqueConstraint("kind", "name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class KeywordCacheRow(Base):
+    __tablename__ = "keyword_cache"
+
+    question_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tagger: Mapped[str] = mapped_column(String(128), primary_key=True)
+    keywords: Mapped[list[Any]] = mapped_column(JSON)

@@ -1,0 +1,80 @@
+"""Typed records the store accepts and returns (no ORM objects leave the store)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ExpertCallRecord(BaseModel):
+    seq: int = 0
+    expert: str
+    role: str = "expert"  # expert | aggregator | keyword | callee | policy
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens_estimated: bool = False
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    attempts: int = 1
+    finish_reason: str | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    fallback_for: str | None = None
+    output: str | None = None
+    answer: str | None = None
+
+
+class TraceStepRecord(BaseModel):
+    seq: int = 0
+    kind: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+    duration_s: float = 0.0
+
+
+class PlanRecord(BaseModel):
+    router: str
+    experts: list[Any] = Field(default_factory=list)
+    aggregation: dict[str, Any] = Field(default_factory=dict)
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class TraceRecord(BaseModel):
+    """One request with its plan, steps and expert calls: written in one transaction."""
+
+    id: str
+    created_at: datetime | None = None
+    router: str
+    query_text: str
+    query_meta: dict[str, Any] = Field(default_factory=dict)
+    answer_text: str | None = None
+    answer: str | None = None
+    status: str = "ok"
+    error: str | None = None
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    owner: str | None = None
+    plan: PlanRecord | None = None
+    steps: list[TraceStepRecord] = Field(default_factory=list)
+    calls: list[ExpertCallRecord] = Field(default_factory=list)
+
+
+class BenchItemRecord(BaseModel):
+    router: str
+    question_id: str
+    category: str = ""
+    pred: str | None = None
+    correct: bool = False
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ArtefactRecord(BaseModel):
+    kind: str
+    name: str
+    version: int
+    created_at: datetime | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    payload: bytes = b""

@@ -1,0 +1,276 @@
+"""The store's API: every read and write the rest of the system makes.
+
+    store = await Store.open("sqlite+aiosqlite:///./orchestrator.db")
+    await store.save_trace(trace)            # request, plan, steps and calls commit together
+    trace = await store.get_trace(trace.id)
+    await store.aclose()
+
+Sessions never leave this module; callers get pydantic records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
+
+from store.db import StoreUnavailable, open_engine
+from store.models import (
+    ArtefactRow,
+    BenchItemRow,
+    BenchRunRow,
+    ExpertCallRow,
+    ExpertRow,
+    KeywordCacheRow,
+    RequestRow,
+    RoutingPlanRow,
+    TraceStepRow,
+)
+from store.records import (
+    ArtefactRecord,
+    BenchItemRecord,
+    ExpertCallRecord,
+    PlanRecord,
+    TraceRecord,
+    TraceStepRecord,
+)
+
+
+class Store:
+    """Async repository over one SQLAlchemy engine (SQLite or Postgres)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, url: str) -> "Store":
+        return cls(await open_engine(url))
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> "Store":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _session(self) -> AsyncSession:
+        return self._sessions()
+
+    async def ping(self) -> None:
+        try:
+            async with self._session() as s:
+                await s.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError) as e:
+            raise StoreUnavailable(f"store at {self.url} is unavailable: {type(e).__name__}") from e
+
+    # ---------------------------------------------------------------- experts
+    async def upsert_experts(self, specs: Iterable[dict[str, Any]]) -> None:
+        async with self._session() as s, s.begin():
+            for spec in specs:
+                row = await s.get(ExpertRow, spec["name"])
+                if row is None:
+                    s.add(ExpertRow(name=spec["name"], backend=spec["backend"], model=spec["model"], spec=spec))
+                else:
+                    row.backend, row.model, row.spec = spec["backend"], spec["model"], spec
+
+    async def list_experts(self) -> list[dict[str, Any]]:
+        async with self._session() as s:
+            rows = (await s.execute(select(ExpertRow).order_by(ExpertRow.name))).scalars().all()
+            return [dict(r.spec) for r in rows]
+
+    async def delete_expert(self, name: str) -> bool:
+        async with self._session() as s, s.begin():
+            res = await s.execute(delete(ExpertRow).where(ExpertRow.name == name))
+            return (res.rowcount or 0) > 0
+
+    # ---------------------------------------------------------------- traces
+    @staticmethod
+    def _trace_rows(trace: TraceRecord) -> RequestRow:
+        row = RequestRow(
+            **trace.model_dump(exclude={"plan", "steps", "calls", "created_at"}),
+        )
+        if trace.created_at is not None:
+            row.created_at = trace.created_at
+        if trace.plan is not None:
+            row.plan = RoutingPlanRow(**trace.plan.model_dump())
+        row.steps = [TraceStepRow(**st.model_dump()) for st in trace.steps]
+        row.calls = [ExpertCallRow(**c.model_dump()) for c in trace.calls]
+        return row
+
+    async def save_trace(self, trace: TraceRecord) -> None:
+        """Write a request with its plan, steps and calls atomically."""
+        await self.save_traces([trace])
+
+    async def save_traces(self, traces: Sequence[TraceRecord]) -> None:
+        if not traces:
+            return
+        async with self._session() as s, s.begin():
+            s.add_all([self._trace_rows(t) for t in traces])
+
+    async def get_trace(self, trace_id: str, *, owner: str | None = None) -> TraceRecord | None:
+        """Return a trace; with `owner`, only if that key owns it."""
+        async with self._session() as s:
+            q = (
+                select(RequestRow)
+                .where(RequestRow.id == trace_id)
+                .options(selectinload(RequestRow.plan), selectinload(RequestRow.steps), selectinload(RequestRow.calls))
+            )
+            row = (await s.execute(q)).scalar_one_or_none()
+            if row is None or (owner is not None and row.owner != owner):
+                return None
+            return TraceRecord(
+                id=row.id,
+                created_at=row.created_at,
+                router=row.router,
+                query_text=row.query_text,
+                query_meta=row.query_meta or {},
+                answer_text=row.answer_text,
+                answer=row.answer,
+                status=row.status,
+                error=row.error,
+                latency_s=row.latency_s,
+                prompt_tokens=row.prompt_tokens,
+                completion_tokens=row.completion_tokens,
+                cost_usd=row.cost_usd,
+                owner=row.owner,
+                plan=PlanRecord(router=row.plan.router, experts=row.plan.experts, aggregation=row.plan.aggregation, detail=row.plan.detail)
+                if row.plan
+                else None,
+                steps=[TraceStepRecord(seq=st.seq, kind=st.kind, detail=st.detail, duration_s=st.duration_s) for st in row.steps],
+                calls=[
+                    ExpertCallRecord.model_validate({c: getattr(cr, c) for c in ExpertCallRecord.model_fields})
+                    for cr in row.calls
+                ],
+            )
+
+    async def count_traces(self, router: str | None = None) -> int:
+        async with self._session() as s:
+            q = select(func.count()).select_from(RequestRow)
+            if router is not None:
+                q = q.where(RequestRow.router == router)
+            return int((await s.execute(q)).scalar_one())
+
+    async def expert_latency_stats(self) -> dict[str, dict[str, float]]:
+        """Mean latency and call count per expert over successful calls (Router-R1 descriptors)."""
+        async with self._session() as s:
+            q = (
+                select(ExpertCallRow.expert, func.avg(ExpertCallRow.latency_s), func.count())
+                .where(ExpertCallRow.error_kind.is_(None))
+                .group_by(ExpertCallRow.expert)
+            )
+            return {e: {"mean_latency_s": float(m or 0.0), "calls": int(n)} for e, m, n in (await s.execute(q)).all()}
+
+    # ---------------------------------------------------------------- benchmark runs
+    async def start_bench_run(self, run_id: str, config: dict[str, Any]) -> bool:
+        """Create the run, or find it to resume. Returns True if it already existed."""
+        async with self._session() as s, s.begin():
+            row = await s.get(BenchRunRow, run_id)
+            if row is not None:
+                row.status = "running"
+                return True
+            s.add(BenchRunRow(id=run_id, config=config, status="running"))
+            return False
+
+    async def bench_items(self, run_id: str, router: str | None = None) -> list[BenchItemRecord]:
+        async with self._session() as s:
+            q = select(BenchItemRow).where(BenchItemRow.run_id == run_id)
+            if router is not None:
+                q = q.where(BenchItemRow.router == router)
+            rows = (await s.execute(q.order_by(BenchItemRow.id))).scalars().all()
+            return [
+                BenchItemRecord(router=r.router, question_id=r.question_id, category=r.category, pred=r.pred, correct=r.correct, detail=r.detail)
+                for r in rows
+            ]
+
+    async def add_bench_items(self, run_id: str, items: Sequence[BenchItemRecord]) -> None:
+        """Insert a chunk of outcomes in one transaction (a killed run loses at most a chunk)."""
+        if not items:
+            return
+        async with self._session() as s, s.begin():
+            s.add_all([BenchItemRow(run_id=run_id, **it.model_dump()) for it in items])
+
+    async def finish_bench_run(self, run_id: str, results: dict[str, Any]) -> None:
+        async with self._session() as s, s.begin():
+            row = await s.get(BenchRunRow, run_id)
+            if row is None:
+                raise KeyError(run_id)
+            row.status, row.results = "done", results
+
+    async def get_bench_run(self, run_id: str) -> dict[str, Any] | None:
+        async with self._session() as s:
+            row = await s.get(BenchRunRow, run_id)
+            if row is None:
+                return None
+            return {"id": row.id, "status": row.status, "config": row.config, "results": row.results}
+
+    async def latest_bench_results(self, limit: int = 20) -> list[dict[str, Any]]:
+        async with self._session() as s:
+            q = select(BenchRunRow).where(BenchRunRow.status == "done").order_by(BenchRunRow.updated_at.desc()).limit(limit)
+            return [dict(r.results or {}) for r in (await s.execute(q)).scalars().all()]
+
+    # ---------------------------------------------------------------- artefacts
+    async def save_artefact(self, kind: str, name: str, payload: bytes, meta: dict[str, Any] | None = None) -> int:
+        """Store a new version of an artefact; returns its version number (1, 2, ...)."""
+        for _ in range(5):  # concurrent writers may race for the same version number
+            try:
+                async with self._session() as s, s.begin():
+                    q = select(func.max(ArtefactRow.version)).where(ArtefactRow.kind == kind, ArtefactRow.name == name)
+                    version = int((await s.execute(q)).scalar_one() or 0) + 1
+                    s.add(ArtefactRow(kind=kind, name=name, version=version, meta=meta or {}, payload=payload))
+                return version
+            except IntegrityError:
+                continue
+        raise StoreUnavailable(f"could not allocate a version for artefact {kind}/{name}")
+
+    async def load_artefact(self, kind: str, name: str, version: int | None = None) -> ArtefactRecord | None:
+        """The given version, or the newest one."""
+        async with self._session() as s:
+            q = select(ArtefactRow).where(ArtefactRow.kind == kind, ArtefactRow.name == name)
+            q = q.where(ArtefactRow.version == version) if version is not None else q.order_by(ArtefactRow.version.desc()).limit(1)
+            row = (await s.execute(q)).scalars().first()
+            if row is None:
+                return None
+            return ArtefactRecord(kind=row.kind, name=row.name, version=row.version, created_at=row.created_at, meta=row.meta, payload=row.payload)
+
+    async def list_artefacts(self, kind: str | None = None) -> list[ArtefactRecord]:
+        async with self._session() as s:
+            q = select(ArtefactRow.kind, ArtefactRow.name, ArtefactRow.version, ArtefactRow.created_at, ArtefactRow.meta)
+            if kind is not None:
+                q = q.where(ArtefactRow.kind == kind)
+            rows = (await s.execute(q.order_by(ArtefactRow.kind, ArtefactRow.name, ArtefactRow.version))).all()
+            return [ArtefactRecord(kind=k, name=n, version=v, created_at=c, meta=m) for k, n, v, c, m in rows]
+
+    # ---------------------------------------------------------------- keyword cache
+    async def get_keywords(self, hashes: Sequence[str], tagger: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        async with self._session() as s:
+            for i in range(0, len(hashes), 500):
+                chunk = list(hashes[i : i + 500])
+                q = select(KeywordCacheRow).where(KeywordCacheRow.tagger == tagger, KeywordCacheRow.question_hash.in_(chunk))
+                for r in (await s.execute(q)).scalars():
+                    out[r.question_hash] = list(r.keywords)
+        return out
+
+    async def put_keywords(self, items: dict[str, list[str]], tagger: str) -> None:
+        if not items:
+            return
+        async with self._session() as s, s.begin():
+            existing = set()
+            keys = list(items)
+            for i in range(0, len(keys), 500):
+                q = select(KeywordCacheRow.question_hash).where(
+                    KeywordCacheRow.tagger == tagger, KeywordCacheRow.question_hash.in_(keys[i : i + 500])
+                )
+                existing.update((await s.execute(q)).scalars())
+            s.add_all([KeywordCacheRow(question_hash=h, tagger=tagger, keywords=kw) for h, kw in items.items() if h not in existing])

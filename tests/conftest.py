@@ -1,0 +1,105 @@
+"""Shared fixtures. Data lives in ../shared beside the repository (as in CI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+RECORDED = SHARED / "data" / "recorded" / "mmlu_pro_tiger"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests must not pick up a developer's config or store.
+    for var in ("ORCHESTRATOR_CONFIG", "ORCHESTRATOR_STORE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def recorded_dir() -> Path:
+    assert RECORDED.is_dir(), f"recorded data missing at {RECORDED}: the shared/ folder must sit beside the repository"
+    return RECORDED
+
+
+def postgres_url() -> str | None:
+    return os.environ.get("POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database: SQLite in tmp, and the real Postgres started by .ci/run."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    url = postgres_url()
+    if not url:
+        if os.environ.get("ORCH_SKIP_POSTGRES") == "1":
+            pytest.skip("ORCH_SKIP_POSTGRES=1 set explicitly")
+        pytest.fail("POSTGRES_URL is not set: start Postgres with `bash .ci/postgres.sh start` (or set ORCH_SKIP_POSTGRES=1)")
+    return _fresh_pg_schema(url, request.node.name)
+
+
+def _fresh_pg_schema(url: str, name: str) -> str:
+    """Give each test an empty database by dropping and recreating the public schema."""
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def reset() -> None:
+        eng = create_async_engine(url)
+        async with eng.begin() as conn:
+            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+        await eng.dispose()
+
+    asyncio.run(reset())
+    return url
+
+
+POOL3 = ["Meta-Llama-3.1-8B-Instruct", "Phi-3-mini-4k-instruct", "Yi-34B"]
+
+
+def recorded_specs(models: list[str], **overrides: object) -> list:
+    from experts import ExpertSpec
+
+    return [
+        ExpertSpec(name=m, backend="recorded", path=str(RECORDED), model=m, **overrides)  # type: ignore[arg-type]
+        for m in models
+    ]
+
+
+@pytest.fixture
+def recorded_registry():
+    """A registry of three real recorded experts (replayed MMLU-Pro outputs)."""
+    from experts import ExpertRegistry
+
+    return ExpertRegistry.from_specs(recorded_specs(POOL3))
+
+
+def mmlu_questions(n: int, *, offset: int = 0) -> list:
+    """The first n MMLU-Pro test questions that every model of POOL3 has a recorded row for."""
+    import gzip
+    import json
+
+    from routers.base import Query
+
+    with gzip.open(RECORDED / "responses" / f"{POOL3[2]}.jsonl.gz", "rt") as f:
+        have = {str(json.loads(line)["question_id"]) for line in f}
+    out = []
+    with open(SHARED / "data" / "mmlu_pro" / "test.jsonl") as f:
+        for line in f:
+            d = json.loads(line)
+            if str(d["question_id"]) in have:
+                out.append(
+                    Query(
+                        text=d["question"], choices=tuple(d["options"]), question_id=str(d["question_id"]),
+                        category=d["category"], gold=d["answer"],
+                    )
+                )
+    return out[offset : offset + n]
