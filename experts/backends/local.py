@@ -1,0 +1,214 @@
+"""In-process generation with transformers (CPU here; CUDA when present).
+
+    backend = LocalBackend(ExpertSpec(name="smol", backend="local", model="smollm2-135m-instruct"))
+    [result] = await backend.generate([GenerationRequest.chat("What is the capital of France?")])
+
+Batched generation with left padding; chat requests go through the model's chat template (base
+models get plain text). Loading and generation run in a worker thread so the event loop stays
+free; one lock serialises generation on the single model instance. `load()`/`unload()` are
+explicit so the residency manager can swap models in limited memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable: never try one
+import threading
+import time
+from typing import Any
+
+# Imported here, not inside worker threads: transformers' lazy module is not safe to import
+# from two threads at once (two models loading in parallel hit a spurious ImportError).
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, StopStringCriteria, StoppingCriteriaList
+
+from experts.backends.base import ExpertBackend
+from experts.errors import ConfigError, ExpertError, ExpertUnavailable
+from experts.spec import ExpertSpec
+from experts.types import GenerationRequest, GenerationResult, HealthStatus
+
+
+class LocalBackend(ExpertBackend):
+    def __init__(self, spec: ExpertSpec) -> None:
+        super().__init__(spec)
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._device = "cpu"
+        self._gen_lock = threading.Lock()
+        self._load_lock = asyncio.Lock()
+        self.load_count = 0
+
+    # ------------------------------------------------------------------ residency
+    @property
+    def is_loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def model(self) -> Any:
+        return self._model
+
+    async def load(self) -> None:
+        async with self._load_lock:
+            if self._model is None:
+                await asyncio.to_thread(self._load_sync)
+
+    def _load_sync(self) -> None:
+        from experts.packaged_models import resolve_model_dir
+
+        path = resolve_model_dir(self.spec.model)
+        self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        # bf16 matmuls are slow on most CPUs: compute in float32 there.
+        dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
+        tok = AutoTokenizer.from_pretrained(str(path))
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(self._device)
+        model.eval()
+        self._tokenizer, self._model = tok, model
+        self.load_count += 1
+
+    async def unload(self) -> None:
+        async with self._load_lock:
+            if self._model is not None:
+                await asyncio.to_thread(self._unload_sync)
+
+    def _unload_sync(self) -> None:
+        with self._gen_lock:
+            self._model = None
+            self._tokenizer = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ generation
+    def _render(self, req: GenerationRequest) -> str:
+        tok = self._tokenizer
+        has_template = bool(getattr(tok, "chat_template", None)) and self.spec.chat_template
+        if req.messages is not None:
+            msgs = [m.model_dump() for m in req.messages]
+            if has_template:
+                if req.continue_final_message and msgs[-1]["role"] == "assistant":
+                    return tok.apply_chat_template(msgs, tokenize=False, continue_final_message=True)
+                return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            # Base model: plain text transcript; a continued assistant turn is just appended.
+            return "\n\n".join(m["content"] for m in msgs) + ("" if req.continue_final_message else "\n\n")
+        assert req.prompt is not None
+        if has_template:
+            return tok.apply_chat_template([{"role": "user", "content": req.prompt}], tokenize=False, add_generation_prompt=True)
+        return req.prompt
+
+    def _generate_sync(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
+        with self._gen_lock:
+            if self._model is None:
+                raise ExpertUnavailable(f"local expert {self.name!r} was unloaded", expert=self.name)
+            tok, model = self._tokenizer, self._model
+            texts = [self._render(r) for r in batch]
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
+            first = batch[0]
+            max_new = min(max(r.max_tokens for r in batch), self.spec.max_new_tokens)
+            stops = sorted({s for r in batch for s in r.stop})
+            kwargs: dict[str, Any] = {"max_new_tokens": max_new, "pad_token_id": tok.pad_token_id}
+            if first.temperature > 0:
+                kwargs.update(do_sample=True, temperature=first.temperature, top_p=first.top_p)
+                if first.seed is not None:
+                    torch.manual_seed(first.seed)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            if stops:
+                kwargs["stopping_criteria"] = StoppingCriteriaList([StopStringCriteria(tok, stops)])
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(**enc, **kwargs)
+            latency = time.perf_counter() - t0
+            prompt_len = enc["input_ids"].shape[1]
+            eos_ids = set(_as_list(model.generation_config.eos_token_id) + _as_list(tok.eos_token_id))
+            results = []
+            for i, req in enumerate(batch):
+                gen = out[i, prompt_len:].tolist()
+                # Trim padding and everything after the first end-of-sequence token.
+                cut = next((j for j, t in enumerate(gen) if t in eos_ids), None)
+                hit_eos = cut is not None
+                gen = gen[:cut] if hit_eos else [t for t in gen if t != tok.pad_token_id]
+                text = tok.decode(gen, skip_special_tokens=True)
+                finish = "stop" if hit_eos else "length"
+                for s in req.stop:
+                    k = text.find(s)
+                    if k >= 0:
+                        text, finish = text[:k], "stop"
+                n_gen = min(len(gen), req.max_tokens)
+                if len(gen) > req.max_tokens:  # batch neighbours asked for more tokens than this one
+                    text = tok.decode(gen[: req.max_tokens], skip_special_tokens=True)
+                    finish = "length"
+                results.append(
+                    GenerationResult(
+                        text=text,
+                        prompt_tokens=int(enc["attention_mask"][i].sum()),
+                        completion_tokens=n_gen,
+                        latency_s=latency,
+                        finish_reason=finish,
+                    )
+                )
+            return results
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        if not requests:
+            return []
+        try:
+            await self.load()
+        except ConfigError as e:
+            return [GenerationResult.failed(ExpertUnavailable(str(e), expert=self.name)) for _ in requests]
+        except Exception as e:  # a broken model directory must come back as a typed error
+            err = ExpertUnavailable(f"local expert {self.name!r} failed to load: {type(e).__name__}: {e}", expert=self.name)
+            return [GenerationResult.failed(err) for _ in requests]
+        results: list[GenerationResult] = []
+        # Same sampling settings per sub-batch (greedy and sampled requests are not mixed).
+        step = self.spec.max_batch_size
+        groups: dict[tuple[float, float, int | None], list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((r.temperature, r.top_p, r.seed), []).append(i)
+        by_index: dict[int, GenerationResult] = {}
+        for idxs in groups.values():
+            for k in range(0, len(idxs), step):
+                chunk = idxs[k : k + step]
+                try:
+                    out = await asyncio.wait_for(
+                        asyncio.to_thread(self._generate_sync, [requests[i] for i in chunk]), self.spec.timeout_s
+                    )
+                except ExpertError as e:
+                    out = [GenerationResult.failed(e) for _ in chunk]
+                except asyncio.TimeoutError:
+                    from experts.errors import ExpertTimeout
+
+                    err = ExpertTimeout(f"local expert {self.name!r} took longer than {self.spec.timeout_s:.0f} s", expert=self.name)
+                    out = [GenerationResult.failed(err) for _ in chunk]
+                except Exception as e:
+                    err = ExpertUnavailable(f"local expert {self.name!r} failed: {type(e).__name__}: {e}", expert=self.name)
+                    out = [GenerationResult.failed(err) for _ in chunk]
+                by_index.update(zip(chunk, out, strict=True))
+        results = [by_index[i] for i in range(len(requests))]
+        return results
+
+    async def health(self) -> HealthStatus:
+        from experts.packaged_models import locate_model, model_cache_dir
+
+        try:
+            found = locate_model(self.spec.model)
+        except ConfigError as e:
+            return HealthStatus(name=self.name, backend="local", healthy=False, detail=str(e))
+        where = found if not hasattr(found, "id") else model_cache_dir() / found.id  # type: ignore[union-attr]
+        state = "loaded" if self.is_loaded else "not loaded"
+        return HealthStatus(name=self.name, backend="local", healthy=True, detail=f"weights {where} ({state})")
+
+
+def _as_list(x: Any) -> list[int]:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [int(x)]

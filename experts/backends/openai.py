@@ -1,0 +1,283 @@
+"""Any OpenAI-compatible server (vLLM first) over one pooled `httpx.AsyncClient`.
+
+    backend = OpenAIBackend(spec)                       # spec.base_url = "http://host:8000/v1"
+    results = await backend.generate(requests)
+    await backend.aclose()
+
+* Chat requests go to `/chat/completions`, one HTTP request each, sent concurrently (bounded by
+  `max_concurrency`).
+* Plain-prompt requests of a batch that share sampling settings go as ONE `/completions`
+  request with a list of prompts (vLLM batches them server-side).
+* Retries with exponential backoff and full jitter on connection errors, timeouts, 429
+  (honouring `Retry-After`), 5xx and malformed bodies; a 4xx caused by our own request is never
+  retried. Every attempt stays within the expert's timeout budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from experts.backends.base import ExpertBackend
+from experts.errors import (
+    ExpertBadResponse,
+    ExpertError,
+    ExpertRateLimited,
+    ExpertRequestRejected,
+    ExpertServerError,
+    ExpertTimeout,
+    ExpertUnavailable,
+)
+from experts.spec import ExpertSpec
+from experts.types import GenerationRequest, GenerationResult, HealthStatus
+
+MAX_RETRY_AFTER_S = 30.0
+
+
+def map_httpx_error(exc: httpx.HTTPError, expert: str, url: str) -> ExpertError:
+    """Translate an httpx transport exception into our error tree (cause chained by caller)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return ExpertTimeout(f"expert {expert!r} timed out ({type(exc).__name__}) at {url}", expert=expert)
+    if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.NetworkError)):
+        reason = "connection refused" if "refused" in str(exc).lower() or isinstance(exc, httpx.ConnectError) else "connection lost"
+        return ExpertUnavailable(f"expert {expert!r}: {reason} at {url}", expert=expert)
+    return ExpertUnavailable(f"expert {expert!r}: {type(exc).__name__} at {url}", expert=expert)
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _server_message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        err = body.get("error", body) if isinstance(body, dict) else body
+        msg = err.get("message") if isinstance(err, dict) else None
+        return str(msg or body)[:500]
+    except ValueError:
+        return resp.text[:500]
+
+
+def map_status(resp: httpx.Response, expert: str) -> ExpertError:
+    msg = f"expert {expert!r} answered {resp.status_code}: {_server_message(resp)}"
+    if resp.status_code == 429:
+        return ExpertRateLimited(msg, expert=expert, retry_after_s=_retry_after(resp))
+    if resp.status_code >= 500:
+        return ExpertServerError(msg, expert=expert, status_code=resp.status_code)
+    return ExpertRequestRejected(msg, expert=expert, status_code=resp.status_code)
+
+
+class OpenAIBackend(ExpertBackend):
+    def __init__(
+        self,
+        spec: ExpertSpec,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        sleep_mode: bool = False,
+    ) -> None:
+        super().__init__(spec)
+        assert spec.base_url is not None  # validated by ExpertSpec
+        self.base_url = spec.base_url
+        self.root_url = spec.base_url.removesuffix("/v1")
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.sleep_mode = sleep_mode
+        headers = {"User-Agent": "llm-orchestrator"}
+        if spec.api_key_env:
+            key = os.environ.get(spec.api_key_env)
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+        connect = min(5.0, spec.timeout_s)
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            headers=headers,
+            timeout=httpx.Timeout(spec.timeout_s, connect=connect, pool=spec.timeout_s),
+            limits=httpx.Limits(max_connections=max(spec.max_concurrency * 2, 8), max_keepalive_connections=spec.max_concurrency * 2),
+        )
+        self._slots = asyncio.Semaphore(spec.max_concurrency)
+        self._awake = True
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # ------------------------------------------------------------------ retries
+    async def _post(self, path: str, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """POST with retries; returns (body, attempts) or raises ExpertError."""
+        url = f"{self.base_url}{path}"
+        deadline = time.monotonic() + self.spec.timeout_s * (self.spec.max_retries + 1)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                err: ExpertError
+                # httpx bounds each phase; this bounds the whole exchange (a server that drips
+                # bytes slowly never trips a per-read timeout).
+                resp = await asyncio.wait_for(self._client.post(url, json=payload), self.spec.timeout_s)
+                if resp.status_code == 200:
+                    try:
+                        body = resp.json()
+                        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+                            raise ValueError("no choices list")
+                        return body, attempt
+                    except ValueError as e:
+                        err = ExpertBadResponse(f"expert {self.name!r} sent a malformed completion ({e})", expert=self.name)
+                else:
+                    err = map_status(resp, self.name)
+            except httpx.HTTPError as e:
+                err = map_httpx_error(e, self.name, url)
+                err.__cause__ = e
+            except asyncio.TimeoutError:
+                err = ExpertTimeout(f"expert {self.name!r} gave no complete answer within {self.spec.timeout_s:g} s", expert=self.name)
+            err.attempts = attempt  # type: ignore[attr-defined]
+            if not err.retryable or attempt > self.spec.max_retries:
+                raise err
+            delay = random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
+            if isinstance(err, ExpertRateLimited) and err.retry_after_s is not None:
+                delay = min(err.retry_after_s, MAX_RETRY_AFTER_S)
+            if time.monotonic() + delay >= deadline:
+                raise err
+            await asyncio.sleep(delay)
+
+    async def _guard(self, fn: Callable[[], Awaitable[list[GenerationResult]]], n: int) -> list[GenerationResult]:
+        t0 = time.perf_counter()
+        try:
+            async with self._slots:
+                return await fn()
+        except ExpertError as e:
+            return [GenerationResult.failed(e, latency_s=time.perf_counter() - t0, attempts=getattr(e, "attempts", 1)) for _ in range(n)]
+
+    # ------------------------------------------------------------------ generation
+    def _sampling(self, r: GenerationRequest) -> dict[str, Any]:
+        p: dict[str, Any] = {
+            "model": self.spec.model,
+            "max_tokens": min(r.max_tokens, self.spec.max_new_tokens),
+            "temperature": r.temperature,
+            "top_p": r.top_p,
+        }
+        if r.stop:
+            p["stop"] = list(r.stop)
+        if r.seed is not None:
+            p["seed"] = r.seed
+        return p
+
+    async def _chat(self, r: GenerationRequest) -> list[GenerationResult]:
+        t0 = time.perf_counter()
+        payload = self._sampling(r)
+        payload["messages"] = [m.model_dump() for m in r.messages or ()]
+        if r.continue_final_message:
+            # vLLM's extension: keep writing the last assistant message instead of opening a turn.
+            payload.update(continue_final_message=True, add_generation_prompt=False)
+        body, attempts = await self._post("/chat/completions", payload)
+        try:
+            choice = body["choices"][0]
+            text = choice["message"].get("content") or ""
+            usage = body.get("usage") or {}
+            return [
+                GenerationResult(
+                    text=text, prompt_tokens=int(usage.get("prompt_tokens", 0)), completion_tokens=int(usage.get("completion_tokens", 0)),
+                    latency_s=time.perf_counter() - t0, finish_reason=choice.get("finish_reason"), attempts=attempts,
+                )
+            ]
+        except (KeyError, IndexError, TypeError, AttributeError) as e:
+            raise ExpertBadResponse(f"expert {self.name!r} sent a chat completion without a message ({e})", expert=self.name) from e
+
+    async def _completions(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
+        t0 = time.perf_counter()
+        payload = self._sampling(batch[0])
+        payload["max_tokens"] = max(min(r.max_tokens, self.spec.max_new_tokens) for r in batch)
+        payload["prompt"] = [r.prompt for r in batch]
+        body, attempts = await self._post("/completions", payload)
+        choices = body["choices"]
+        if len(choices) != len(batch):
+            raise ExpertBadResponse(f"expert {self.name!r} returned {len(choices)} choices for {len(batch)} prompts", expert=self.name)
+        usage = body.get("usage") or {}
+        ordered = sorted(choices, key=lambda c: c.get("index", 0))
+        texts = [str(c.get("text") or "") for c in ordered]
+        # The server reports usage for the whole batch only: apportion prompt tokens by prompt
+        # length and completion tokens by output length (exact in total, estimated per request).
+        p_total, c_total = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        p_len = [max(1, len(r.prompt or "")) for r in batch]
+        c_len = [max(1, len(t)) for t in texts]
+        latency = time.perf_counter() - t0
+        return [
+            GenerationResult(
+                text=t, prompt_tokens=round(p_total * pl / sum(p_len)), completion_tokens=round(c_total * cl / sum(c_len)),
+                tokens_estimated=len(batch) > 1, latency_s=latency, finish_reason=c.get("finish_reason"), attempts=attempts,
+            )
+            for t, c, pl, cl in zip(texts, ordered, p_len, c_len, strict=True)
+        ]
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        results: list[GenerationResult | None] = [None] * len(requests)
+        tasks: list[tuple[list[int], Awaitable[list[GenerationResult]]]] = []
+        prompt_groups: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            if r.messages is not None:
+                tasks.append(([i], self._guard(lambda r=r: self._chat(r), 1)))
+            else:
+                key = json.dumps({k: v for k, v in self._sampling(r).items() if k != "max_tokens"}, sort_keys=True)
+                prompt_groups.setdefault(key, []).append(i)
+        for idxs in prompt_groups.values():
+            for k in range(0, len(idxs), self.spec.max_batch_size):
+                chunk = idxs[k : k + self.spec.max_batch_size]
+                tasks.append((chunk, self._guard(lambda c=chunk: self._completions([requests[i] for i in c]), len(chunk))))
+        outs = await asyncio.gather(*(t for _, t in tasks))
+        for (idxs, _), out in zip(tasks, outs, strict=True):
+            for i, res in zip(idxs, out, strict=True):
+                results[i] = res
+        return [r for r in results if r is not None]
+
+    # ------------------------------------------------------------------ health and residency
+    async def health(self) -> HealthStatus:
+        t0 = time.perf_counter()
+        try:
+            h = await self._client.get(f"{self.root_url}/health", timeout=min(5.0, self.spec.timeout_s))
+            if h.status_code >= 400:
+                return HealthStatus(name=self.name, backend="openai", healthy=False, detail=f"/health answered {h.status_code} at {self.root_url}")
+            m = await self._client.get(f"{self.base_url}/models", timeout=min(5.0, self.spec.timeout_s))
+            if m.status_code >= 400:
+                return HealthStatus(name=self.name, backend="openai", healthy=False, detail=f"/v1/models answered {m.status_code}: {_server_message(m)}")
+            served = [d.get("id") for d in m.json().get("data", [])]
+        except httpx.HTTPError as e:
+            err = map_httpx_error(e, self.name, self.root_url)
+            return HealthStatus(name=self.name, backend="openai", healthy=False, detail=err.message)
+        except (ValueError, AttributeError):
+            return HealthStatus(name=self.name, backend="openai", healthy=False, detail="/v1/models did not return a model list")
+        ms = (time.perf_counter() - t0) * 1000
+        if self.spec.model not in served:
+            return HealthStatus(name=self.name, backend="openai", healthy=False, detail=f"model {self.spec.model!r} not served; served: {served}", latency_ms=ms)
+        return HealthStatus(name=self.name, backend="openai", healthy=True, detail=f"serving {self.spec.model} at {self.base_url}", latency_ms=ms)
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._awake
+
+    async def load(self) -> None:
+        """Residency hook: wake a sleeping vLLM server (sleep mode); no-op by default."""
+        if self.sleep_mode and not self._awake:
+            await self._client.post(f"{self.root_url}/wake_up")
+        self._awake = True
+
+    async def unload(self) -> None:
+        if self.sleep_mode and self._awake:
+            await self._client.post(f"{self.root_url}/sleep", params={"level": 1})
+        self._awake = False if self.sleep_mode else True

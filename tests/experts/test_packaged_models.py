@@ -1,0 +1,28 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from experts import ConfigError
+from experts.packaged_models import KNOWN_MODELS, resolve_model_dir
+
+
+def test_existing_directory_is_returned_unchanged(tmp_path: Path) -> None:
+    assert resolve_model_dir(str(tmp_path)) == tmp_path
+
+
+def test_unknown_id_lists_known_models() -> None:
+    with pytest.raises(ConfigError) as e:
+        resolve_model_dir("gpt-17")
+    for known in KNOWN_MODELS:
+        assert known in str(e.value)
+
+
+@pytest.mark.slow
+def test_smollm2_converts_to_a_normal_model_directory() -> None:
+    path = resolve_model_dir("smollm2-135m-instruct")
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["hidden_size"] == 576 and cfg["num_hidden_layers"] == 30
+    assert "quantization_config" not in cfg  # vLLM must not look for a GGUF file
+    assert (path / "tokenizer.json").exists() and any(path.glob("*.safetensors"))
+    assert resolve_model_dir("smollm2-135m-instruct") == path  # cached
