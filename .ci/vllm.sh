@@ -43,7 +43,7 @@ start() {
   VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 \
     setsid nohup "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
       --model "$model_dir" --served-model-name "$MODEL_NAME" --host 127.0.0.1 --port "$PORT" \
-      --max-model-len 2048 --dtype bfloat16 --gpu-memory-utilization 0.3 >"$LOG" 2>&1 &
+      --max-model-len 2048 --dtype "${VLLM_DTYPE:-float32}" --gpu-memory-utilization 0.3 >"$LOG" 2>&1 &
   echo $! >"$PIDFILE"
   local waited=0
   until healthy; do

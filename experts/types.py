@@ -95,8 +95,10 @@ class GenerationResult(BaseModel):
     finish_reason: str | None = None
     error: ErrorInfo | None = None
     attempts: int = 1
-    # An answer the backend already parsed (recorded outputs carry the run's own extraction).
+    # An answer the backend already parsed (recorded outputs carry the run's own extraction);
+    # `answer_parsed` says the backend's parse is final, even when it found no answer.
     answer: str | None = None
+    answer_parsed: bool = False
 
     @property
     def ok(self) -> bool:

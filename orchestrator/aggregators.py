@@ -44,7 +44,7 @@ class FinalAnswer:
 def extract_answer(query: Query, result: GenerationResult) -> str | None:
     if not result.ok:
         return None
-    if result.answer is not None:
+    if result.answer_parsed or result.answer is not None:
         return result.answer
     if query.is_multiple_choice:
         return extract_choice(result.text, query.n_options)

@@ -32,7 +32,7 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML con
 
 
 def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=stderr)
 
 
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:
@@ -50,7 +50,11 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
 def _load_config(config: Path | None):  # type: ignore[no-untyped-def]
     from orchestrator.settings import resolve_config
 
-    return resolve_config(config)
+    try:
+        return resolve_config(config)
+    except OrchestratorError as e:
+        _console(stderr=True).print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
 
 
 @app.command()

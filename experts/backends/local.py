@@ -32,6 +32,11 @@ from experts.types import GenerationRequest, GenerationResult, HealthStatus
 
 
 class LocalBackend(ExpertBackend):
+    # One load at a time per process: transformers builds models under a context manager that
+    # patches torch globally (empty-weight init), so two threads loading at once corrupt each
+    # other ("Cannot copy out of meta tensor").
+    _process_load_lock = threading.Lock()
+
     def __init__(self, spec: ExpertSpec) -> None:
         super().__init__(spec)
         self._model: Any = None
@@ -60,6 +65,10 @@ class LocalBackend(ExpertBackend):
                 await asyncio.to_thread(self._load_sync)
 
     def _load_sync(self) -> None:
+        with LocalBackend._process_load_lock:
+            self._load_locked()
+
+    def _load_locked(self) -> None:
         from experts.packaged_models import resolve_model_dir
 
         path = resolve_model_dir(self.spec.model)

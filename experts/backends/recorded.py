@@ -139,6 +139,7 @@ class RecordedBackend(ExpertBackend):
         return GenerationResult(
             text=row.response,
             answer=row.pred,
+            answer_parsed=True,
             prompt_tokens=max(1, len(req.prompt_text()) // CHARS_PER_TOKEN),
             completion_tokens=max(1, len(row.response) // CHARS_PER_TOKEN),
             tokens_estimated=True,

@@ -1,0 +1,104 @@
+"""The `orchestrator` CLI end to end (real experts; the vLLM one from .ci/vllm.sh)."""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import POOL3, RECORDED
+from orchestrator.cli import app
+
+runner = CliRunner()
+
+
+def write_config(tmp_path: Path, vllm_url: str) -> Path:
+    p = tmp_path / "experts.yaml"
+    p.write_text(f"""
+store: sqlite+aiosqlite:///{tmp_path / 'cli.db'}
+experts:
+  - name: vllm-smol
+    backend: openai
+    base_url: {vllm_url}
+    model: smollm2-135m-instruct
+    timeout_s: 60
+  - name: local-smol
+    backend: local
+    model: smollm2-135m-instruct
+  - name: yi-recorded
+    backend: recorded
+    path: {RECORDED}
+    model: Yi-34B
+""")
+    return p
+
+
+def closed_port_url() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.mark.vllm
+def test_experts_check_all_three_backends_then_vllm_down(tmp_path: Path) -> None:
+    url = os.environ.get("VLLM_BASE_URL")
+    if not url:
+        if os.environ.get("ORCH_SKIP_VLLM") == "1":
+            pytest.skip("ORCH_SKIP_VLLM=1 set explicitly")
+        pytest.fail("VLLM_BASE_URL is not set: start the server with `bash .ci/vllm.sh start`")
+    up = runner.invoke(app, ["experts", "check", "--config", str(write_config(tmp_path, url))])
+    assert up.exit_code == 0, up.output
+    assert up.output.count("up") >= 3 and "down" not in up.output
+
+    # The same config with the vLLM server unreachable: reported down with the reason, exit non-zero.
+    down = runner.invoke(app, ["experts", "check", "--config", str(write_config(tmp_path, closed_port_url()))])
+    assert down.exit_code == 1
+    assert "vllm-smol" in down.output and "down" in down.output and "connection refused" in down.output
+
+
+def test_experts_list_and_bad_config_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experts:\n  - name: x\n    backend: openai\n    model: m\n")
+    r = runner.invoke(app, ["experts", "list", "--config", str(bad)])
+    assert r.exit_code == 2
+    assert "bad.yaml: experts[0]: base_url is required" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_ask_all_vote_on_recorded_experts_stores_its_trace(tmp_path: Path) -> None:
+    cfg = tmp_path / "rec.yaml"
+    experts = "\n".join(f"  - {{name: {m}, backend: recorded, path: {RECORDED}, model: {m}}}" for m in POOL3)
+    cfg.write_text(f"store: sqlite+aiosqlite:///{tmp_path / 'r.db'}\nexperts:\n{experts}\n")
+    # A recorded expert answers only questions it has outputs for: an unknown question fails
+    # clearly in the trace rather than inventing an answer.
+    r = runner.invoke(app, ["ask", "What is 2+2?", "--router", "all-vote", "--config", str(cfg), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert [c["error_kind"] for c in out["calls"]] == ["unknown_question"] * 3
+    t = runner.invoke(app, ["trace", out["trace_id"], "--config", str(cfg)])
+    assert t.exit_code == 0 and json.loads(t.stdout)["status"] == "error"
+
+
+def test_unknown_router_is_a_one_line_error() -> None:
+    r = runner.invoke(app, ["ask", "hi", "--router", "nope"])
+    assert r.exit_code == 2 and "unknown router 'nope'; available: single" in r.output
+
+
+@pytest.mark.slow
+def test_ask_all_vote_on_the_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first command: in-process tiny models, SQLite in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["ask", "What is the capital of France?", "--router", "all-vote", "--max-tokens", "24", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert [c["expert"] for c in out["calls"]] == ["smollm2-135m", "gemma-3-270m"]
+    assert all(c["error_kind"] is None and c["completion_tokens"] > 0 for c in out["calls"])
+    assert "Paris" in out["calls"][0]["output"]
+    assert (tmp_path / "orchestrator.db").exists()
+    t = runner.invoke(app, ["trace", out["trace_id"]])
+    trace = json.loads(t.stdout)
+    assert [s["kind"] for s in trace["steps"]] == ["route", "generate", "generate", "aggregate"]
