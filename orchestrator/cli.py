@@ -27,6 +27,8 @@ T = TypeVar("T")
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Compound multi-LLM routing orchestrator.")
 experts_app = typer.Typer(no_args_is_help=True, help="The expert registry.")
 app.add_typer(experts_app, name="experts")
+profile_app = typer.Typer(no_args_is_help=True, help="Fitted router artefacts (profiles, classifiers).")
+app.add_typer(profile_app, name="profile")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: embedded default)")]
 
@@ -230,7 +232,7 @@ def _parse_router_options(values: list[str] | None) -> dict[str, dict[str, Any]]
 @app.command()
 def bench(
     dataset: Annotated[str, typer.Option(help="mmlu-pro or gpqa")] = "mmlu-pro",
-    router: Annotated[list[str] | None, typer.Option("--router", "-r", help="A router to compare (repeat)")] = None,
+    router: Annotated[list[str] | None, typer.Option("--router", "-r", help="A router to compare (repeat); NAME@LABEL runs a second configuration")] = None,
     recorded: Annotated[Path | None, typer.Option(help="Evaluate on replayed recorded outputs in DIR")] = None,
     fit_recorded: Annotated[Path | None, typer.Option(help="Fit on recorded outputs in DIR (ids kept disjoint)")] = None,
     pool: Annotated[str | None, typer.Option(help="Comma-separated expert names, or a named pool (small16)")] = None,
@@ -255,7 +257,7 @@ def bench(
     from orchestrator.progress import PhaseProgress
 
     routers = router or ["best-single", "all-vote", "oracle"]
-    unknown = [r for r in routers if r not in router_names()]
+    unknown = [r for r in routers if r.split("@", 1)[0] not in router_names()]
     if unknown:
         _console(stderr=True).print(f"[red]error:[/red] unknown router(s) {', '.join(unknown)}; available: {', '.join(router_names())}")
         raise typer.Exit(2)
@@ -316,6 +318,62 @@ def _print_bench(report: dict[str, Any]) -> None:
     if p:
         con.print(f"paired {p['test']}: {p['a']} vs {p['b']}: p = {p['p_value']:.3g} ({p['a_only']} vs {p['b_only']} discordant)")
     con.print(f"fit: {report['fit']}")
+
+
+@profile_app.command("build")
+def profile_build(
+    router: Annotated[str, typer.Option("--router", "-r", help="The router to fit")] = "symbolic-moe",
+    config: ConfigOpt = None,
+    recorded: Annotated[Path | None, typer.Option(help="Fit on recorded outputs in DIR instead of live experts")] = None,
+    pool: Annotated[str | None, typer.Option(help="Comma-separated expert names, or a named pool (small16)")] = None,
+    fit_limit: Annotated[int | None, typer.Option(min=1, help="Fit on at most N questions")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per live expert call")] = 256,
+    prompt: Annotated[str, typer.Option(help="cot-5shot or zero-shot (live)")] = "zero-shot",
+    seed: Annotated[int, typer.Option()] = 0,
+    router_opt: Annotated[list[str] | None, typer.Option("--router-opt", help="KEY=VALUE option of the router (repeat)")] = None,
+) -> None:
+    """Fit a router on MMLU-Pro fit questions (live experts or recorded outputs) and store it."""
+    from orchestrator.bench.runner import BenchOptions, BenchmarkRunner, _query, split_fit_eval
+    from orchestrator.progress import PhaseProgress
+    from orchestrator.pipeline import Runtime
+
+    if router not in router_names():
+        _console(stderr=True).print(f"[red]error:[/red] unknown router {router!r}; available: {', '.join(router_names())}")
+        raise typer.Exit(2)
+    options = _parse_router_options([f"{router}.{o}" for o in router_opt or []]).get(router, {})
+    cfg = _load_config(config)
+
+    async def go() -> dict[str, Any]:
+        from experts.registry import ExpertRegistry
+        from routers.registry import build_router
+
+        opts = BenchOptions(recorded=recorded, pool=[p.strip() for p in pool.split(",")] if pool else None, seed=seed,
+                            fit_limit=fit_limit, prompt=prompt, max_tokens=max_tokens)
+        async with await Runtime.create(cfg) as rt:
+            bench_runner = BenchmarkRunner(opts, rt.store, registry=rt.registry)
+            test, val = bench_runner.load_questions()
+            registry, pool_names, questions, _ = bench_runner.build_pool(test)
+            fit_ids, _ = split_fit_eval([q.id for q in questions], opts.fit_fraction, seed)
+            fit_qs = [q for q in questions if q.id in fit_ids]
+            if fit_limit:
+                import random as _random
+
+                fit_qs = _random.Random(seed).sample(fit_qs, min(fit_limit, len(fit_qs)))
+            exemplars: dict[str, list[Any]] = {}
+            for v in val:
+                exemplars.setdefault(v.category, []).append(v)
+            queries = [_query(q, bench_runner.prompt_for(q, exemplars), max_tokens) for q in fit_qs]
+            with PhaseProgress() as progress:
+                bench_runner.progress = progress
+                data = await bench_runner.fit_data(registry, pool_names, queries)
+            ctx = rt.router_context(pool_names)
+            ctx.registry = registry
+            r = build_router(router, ctx, options)
+            summary = await r.fit(data)
+            return {"router": router, "pool": pool_names, "fit_questions": len(queries), "source": data.source, **summary}
+
+    out = run_async(go)
+    _console().print_json(json.dumps(out, default=str))
 
 
 def main() -> None:  # pragma: no cover

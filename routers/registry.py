@@ -14,6 +14,7 @@ ROUTER_CLASSES: dict[str, str] = {
     "all-vote": "routers.baselines:AllVoteRouter",
     "best-single": "routers.baselines:BestSingleRouter",
     "oracle": "routers.baselines:OracleRouter",
+    "symbolic-moe": "routers.symbolic_moe:SymbolicMoERouter",
 }
 
 

@@ -239,7 +239,7 @@ class BenchmarkRunner:
         opts = dict(self.opts.router_options.get(name, {}))
         router_pool = opts.pop("pool", None) or pool
         ctx = RouterContext(pool=router_pool, registry=registry, store=self.store, seed=self.opts.seed, services={})
-        router = build_router(name, ctx, opts)
+        router = build_router(base_router_name(name), ctx, opts)
         fit_summary: dict[str, Any] = {}
         t_fit = time.perf_counter()
         if fit.questions:
@@ -327,7 +327,7 @@ class BenchmarkRunner:
                 "per_category": per_cat,
                 "expert_usage": dict(usage.most_common()),
                 "fit": rr.fit_summary,
-                "upper_bound": name == "oracle",
+                "upper_bound": base_router_name(name) == "oracle",
             }
         # Paired test between the two most accurate routers that are not upper bounds.
         ranked = sorted((r for r in routers if not routers[r]["upper_bound"]), key=lambda r: -routers[r]["accuracy"])
@@ -356,10 +356,15 @@ class BenchmarkRunner:
         }
 
 
+def base_router_name(label: str) -> str:
+    """`symbolic-moe@topk` → `symbolic-moe`: one method compared in several configurations."""
+    return label.split("@", 1)[0]
+
+
 def _router_cls(name: str):  # type: ignore[no-untyped-def]
     from routers.registry import router_class
 
-    return router_class(name)
+    return router_class(base_router_name(name))
 
 
 def _has_fit(name: str) -> bool:

@@ -1,0 +1,86 @@
+"""Model profiles, the global prior, and recruiting weights (Symbolic-MoE §1.5–1.6).
+
+    P_m[k] = Σ over fit items v carrying keyword k of (+1 if m answered v correctly else −1)
+    G_m    = Σ_k P_m[k];  shift so that min G = 1 if any G < 0;  g = G^(1/T) / Σ, T = 0.5
+    L_m(q) = Σ over the query's mapped keywords k of P_m[k]   (duplicates count twice)
+    keep L_m > 0 (or, if none is positive, shift all to L − min L + 1);  w ∝ L_m · g_m
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+PRIOR_TEMPERATURE = 0.5
+
+Profiles = dict[str, dict[str, int]]
+
+
+def build_profiles(
+    item_keywords: Mapping[str, Sequence[str]], correctness: Mapping[str, Mapping[str, bool]], models: Sequence[str]
+) -> Profiles:
+    """`item_keywords[item]` → keywords; `correctness[model][item]` → right or wrong.
+
+    Every model gets every keyword of the fit set (possibly 0), as in the reference."""
+    vocab = sorted({k for kws in item_keywords.values() for k in kws})
+    profiles: Profiles = {m: dict.fromkeys(vocab, 0) for m in models}
+    for item, kws in item_keywords.items():
+        for m in models:
+            if item not in correctness.get(m, {}):
+                continue
+            delta = 1 if correctness[m][item] else -1
+            for k in kws:
+                profiles[m][k] += delta
+    return profiles
+
+
+def global_prior(profiles: Profiles, temperature: float = PRIOR_TEMPERATURE) -> dict[str, float]:
+    totals = {m: float(sum(p.values())) for m, p in profiles.items()}
+    low = min(totals.values())
+    if low < 0:
+        totals = {m: g - low + 1 for m, g in totals.items()}
+    powered = {m: g ** (1.0 / temperature) for m, g in totals.items()}
+    z = sum(powered.values())
+    if z == 0:
+        return {m: 1.0 / len(powered) for m in powered}
+    return {m: v / z for m, v in powered.items()}
+
+
+def local_scores(profiles: Profiles, mapped_keywords: Sequence[str]) -> dict[str, float]:
+    return {m: float(sum(p.get(k, 0) for k in mapped_keywords)) for m, p in profiles.items()}
+
+
+def recruit_weights(local: Mapping[str, float], prior: Mapping[str, float]) -> dict[str, float]:
+    """Normalised sampling weights w ∝ L·g over the candidate models."""
+    positive = {m: s for m, s in local.items() if s > 0}
+    if not positive:
+        low = min(local.values())
+        positive = {m: s - low + 1 for m, s in local.items()}
+    raw = {m: s * prior.get(m, 0.0) for m, s in positive.items()}
+    z = sum(raw.values())
+    if z <= 0:
+        return {m: 1.0 / len(raw) for m in raw}
+    return {m: v / z for m, v in raw.items()}
+
+
+def draw(
+    weights: Mapping[str, float], k: int, rng: random.Random, *, mode: str = "sample", backup: Sequence[str] = ()
+) -> list[str]:
+    """`sample`: k i.i.d. draws with replacement (the reference, `random.choices`);
+    `topk`: the k highest weights, distinct, ties broken by model order, filled up from
+    `backup` (models ranked by local score) when fewer than k candidates scored positive."""
+    models = list(weights)
+    if mode == "topk":
+        chosen = sorted(models, key=lambda m: (-weights[m], models.index(m)))[:k]
+        chosen += [m for m in backup if m not in chosen][: k - len(chosen)]
+        return chosen
+    return rng.choices(models, weights=[weights[m] for m in models], k=k)
+
+
+def keyword_stats(profiles: Profiles) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for p in profiles.values():
+        for k in p:
+            out[k] += 1
+    return dict(out)

@@ -1,0 +1,287 @@
+"""Symbolic-MoE (Chen et al., arXiv 2503.05641): skill-based recruiting of k experts, then an
+aggregator. Method as in `shared/reference/symbolic-moe-coe-routellm.md` §1.
+
+Pipeline: tag fit questions with skill keywords → per-model ±1 keyword profiles → global prior
+(shift, square, normalise) → per query: map its keywords to the nearest profile keywords
+(MiniLM cosine), local score Σ P_m[k], keep positive scores, weight by the prior, draw k=3 with
+replacement → experts answer (grouped batch inference) → aggregator synthesises.
+
+Deliberate deviations (each one an option, the reference behaviour is the default where it can run):
+* Tagger. The paper's keyword LLM (Qwen2.5-7B, 5 samples at T=0.7, kept if seen ≥2 times,
+  ≤20 characters) is `tagger="llm"`. With no capable keyword LLM (CPU, recorded experts) the
+  default `tagger="embedding"` maps a question to its 3 nearest skills of a built-in vocabulary
+  (`vocabulary.py`); profiles are built over that vocabulary. Reports name the tagger.
+* Aggregation. The paper picks one aggregator model per task with a synthetic 1-right/2-wrong
+  benchmark; we do the same when the pool has live experts. Recorded experts cannot synthesise
+  new text, so with a recorded pool the default is a majority vote over the recruited answers
+  (reported as such); `aggregation="weighted-vote"` weights each vote by its recruiting weight.
+* Duplicates. Drawing with replacement can recruit one model 2–3 times; live experts then give
+  independent samples at T=0.7 as in the paper, recorded experts replay the same answer, which
+  simply counts once per draw in the vote.
+* `mode="topk"` (k distinct highest-weight experts) is an added deterministic variant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any
+
+import numpy as np
+
+from experts.spec import BackendKind
+from experts.types import GenerationRequest
+from orchestrator.answers import extract_choice
+from orchestrator.prompts import aggregator_prompt
+from routers.base import Aggregation, Assignment, FitData, Plan, Query, Router, RouterContext, RoutingError
+from routers.embeddings import shared_embedder
+from routers.symbolic_moe import profiles as prof
+from routers.symbolic_moe.keywords import EmbeddingTagger, LLMKeywordTagger, question_key
+from routers.symbolic_moe.vocabulary import SKILLS
+
+ARTEFACT_KIND = "symbolic-moe-profile"
+AGGREGATIONS = ("auto", "vote", "weighted-vote", "llm")
+
+
+class SymbolicMoERouter(Router):
+    name = "symbolic-moe"
+    description = "skill-based recruiting of k experts (Symbolic-MoE), then aggregation"
+    needs_fit = True
+
+    def __init__(
+        self,
+        ctx: RouterContext,
+        *,
+        k: int = 3,
+        mode: str = "sample",
+        tagger: str = "embedding",
+        keyword_expert: str | None = None,
+        skills_per_question: int = 3,
+        aggregation: str = "auto",
+        aggregator: str | None = None,
+        aggregator_fit_limit: int = 40,
+        artefact: str = "default",
+        **options: Any,
+    ) -> None:
+        super().__init__(ctx, **options)
+        if k < 1:
+            raise RoutingError(f"router 'symbolic-moe': k must be at least 1, got {k}")
+        if mode not in ("sample", "topk"):
+            raise RoutingError(f"router 'symbolic-moe': mode must be 'sample' or 'topk', got {mode!r}")
+        if tagger not in ("embedding", "llm"):
+            raise RoutingError(f"router 'symbolic-moe': tagger must be 'embedding' or 'llm', got {tagger!r}")
+        if aggregation not in AGGREGATIONS:
+            raise RoutingError(f"router 'symbolic-moe': aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
+        self.k, self.mode, self.tagger_kind, self.aggregation_kind = k, mode, tagger, aggregation
+        self.keyword_expert = keyword_expert
+        self.skills_per_question = skills_per_question
+        self.aggregator = aggregator
+        self.aggregator_fit_limit = aggregator_fit_limit
+        self.artefact = artefact
+        self.profiles: prof.Profiles | None = None
+        self.prior: dict[str, float] = {}
+        self.profile_keywords: list[str] = []
+        self._kw_vecs: np.ndarray | None = None
+        self.chosen_aggregation: Aggregation = Aggregation(kind="vote")
+        self.fit_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ tagging
+    def _tagger(self) -> Any:
+        if self.tagger_kind == "llm":
+            if self.ctx.dispatcher is None:
+                raise RoutingError("router 'symbolic-moe': the LLM tagger needs a dispatcher (live experts)")
+            expert = self.keyword_expert or self.pool[0]
+            return LLMKeywordTagger(self.ctx.dispatcher, self.ctx.registry.resolve(expert))
+        return EmbeddingTagger(shared_embedder(self.ctx.services), SKILLS, top_n=self.skills_per_question)
+
+    async def tag(self, texts: list[str]) -> list[list[str]]:
+        """Keywords per text, cached in the store per (question hash, tagger)."""
+        tagger = self._tagger()
+        keys = [question_key(t) for t in texts]
+        cached: dict[str, list[str]] = {}
+        if self.ctx.store is not None:
+            cached = await self.ctx.store.get_keywords(list(dict.fromkeys(keys)), tagger.name)
+        todo = [i for i, k in enumerate(keys) if k not in cached]
+        if todo:
+            tags = await tagger.tag([texts[i] for i in todo])
+            new = {keys[i]: t for i, t in zip(todo, tags, strict=True)}
+            cached.update(new)
+            if self.ctx.store is not None:
+                await self.ctx.store.put_keywords(new, tagger.name)
+        self.fit_info.setdefault("tagger", tagger.name)
+        return [cached[k] for k in keys]
+
+    # ------------------------------------------------------------------ fitting
+    async def fit(self, data: FitData) -> dict[str, Any]:
+        qs = [q for q in data.questions if q.question_id]
+        if not qs:
+            raise RoutingError("router 'symbolic-moe': no fit questions")
+        keywords = await self.tag([q.text for q in qs])
+        item_kws = {q.question_id: kw for q, kw in zip(qs, keywords, strict=True) if kw}
+        correctness = {m: {qid: o.correct for qid, o in data.outcomes.get(m, {}).items()} for m in self.pool}
+        self.profiles = prof.build_profiles(item_kws, correctness, self.pool)
+        self.prior = prof.global_prior(self.profiles)
+        self.profile_keywords = sorted({k for kws in item_kws.values() for k in kws})
+        self._kw_vecs = None
+        self.fit_info = {}
+        self.chosen_aggregation = await self._select_aggregation(data)
+        self.fit_info = {
+            **self.fit_info,
+            "tagger": self._tagger().name,
+            "fit_questions": len(qs),
+            "tagged_questions": len(item_kws),
+            "profile_keywords": len(self.profile_keywords),
+            "prior": {m: round(p, 4) for m, p in sorted(self.prior.items(), key=lambda kv: -kv[1])},
+            "aggregation": self.chosen_aggregation.model_dump(),
+            "k": self.k,
+            "mode": self.mode,
+        }
+        await self._save()
+        return self.fit_info
+
+    def _recorded_pool(self) -> bool:
+        return all(self.ctx.registry.spec(m).backend is BackendKind.RECORDED for m in self.pool)
+
+    async def _select_aggregation(self, data: FitData) -> Aggregation:
+        kind = self.aggregation_kind
+        if kind in ("vote", "weighted-vote"):
+            return Aggregation(kind=kind)
+        if self.aggregator:
+            return Aggregation(kind="llm", expert=self.ctx.registry.resolve(self.aggregator))
+        if self._recorded_pool() or self.ctx.dispatcher is None:
+            if kind == "llm":
+                raise RoutingError("router 'symbolic-moe': recorded experts cannot act as aggregators; use aggregation=vote")
+            self.fit_info["aggregator_note"] = "recorded pool: aggregated by majority vote (no live aggregator)"
+            return Aggregation(kind="vote")
+        scores = await self.score_aggregators(data)
+        best = max(self.pool, key=lambda m: (scores.get(m, 0.0), -self.pool.index(m)))
+        self.fit_info["aggregator_scores"] = scores
+        return Aggregation(kind="llm", expert=best)
+
+    def synthetic_aggregation_set(self, data: FitData, limit: int) -> list[tuple[Query, list[str]]]:
+        """Per fit question: 1 correct + 2 incorrect responses (empty strings when missing), shuffled."""
+        rng = self.ctx.rng("aggregator-set")
+        out = []
+        for q in data.questions[:limit]:
+            right = [o.response for m in self.pool if (o := data.outcomes.get(m, {}).get(q.question_id or "")) and o.correct]
+            wrong = [o.response for m in self.pool if (o := data.outcomes.get(m, {}).get(q.question_id or "")) and not o.correct]
+            picked = [rng.choice(right) if right else ""]
+            picked += rng.sample(wrong, 2) if len(wrong) >= 2 else ["", ""]
+            rng.shuffle(picked)
+            out.append((q, picked))
+        return out
+
+    async def score_aggregators(self, data: FitData) -> dict[str, float]:
+        """Accuracy of every pool expert as aggregator on the synthetic set (one per task)."""
+        items = self.synthetic_aggregation_set(data, self.aggregator_fit_limit)
+        if not items:
+            return {}
+
+        async def run(expert: str) -> float:
+            reqs = [
+                GenerationRequest.chat(aggregator_prompt(q.text_with_options(), resp, q.answer_instruction()),
+                                       max_tokens=q.max_tokens or 256, question_id=None)
+                for q, resp in items
+            ]
+            results = await asyncio.gather(*(self.ctx.dispatcher.submit_or_error(expert, r) for r in reqs))
+            right = sum(
+                1 for (q, _), r in zip(items, results, strict=True)
+                if r.ok and q.gold is not None and extract_choice(r.text, q.n_options) == q.gold
+            )
+            return right / len(items)
+
+        return {m: await run(m) for m in dict.fromkeys(self.pool)}
+
+    # ------------------------------------------------------------------ persistence
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool, "profiles": self.profiles, "prior": self.prior, "profile_keywords": self.profile_keywords,
+            "aggregation": self.chosen_aggregation.model_dump(), "fit_info": self.fit_info,
+            "tagger": self.tagger_kind, "keyword_expert": self.keyword_expert, "k": self.k, "mode": self.mode,
+        }
+
+    async def _save(self) -> None:
+        if self.ctx.store is not None:
+            await self.ctx.store.save_artefact(ARTEFACT_KIND, self.artefact, json.dumps(self._payload()).encode(), {"pool": self.pool})
+
+    async def restore(self) -> bool:
+        """Load the newest stored profile for this pool (used by `ask` and the gateway)."""
+        if self.ctx.store is None:
+            return False
+        rec = await self.ctx.store.load_artefact(ARTEFACT_KIND, self.artefact)
+        if rec is None:
+            return False
+        data = json.loads(rec.payload)
+        if sorted(data["pool"]) != sorted(self.pool):
+            raise RoutingError(
+                f"router 'symbolic-moe': the stored profile '{self.artefact}' (v{rec.version}) was built for pool "
+                f"{data['pool']}, not {self.pool}; rebuild it with `orchestrator profile build`"
+            )
+        self.profiles, self.prior = data["profiles"], data["prior"]
+        # The profile vocabulary came from this tagger: query keywords must come from it too.
+        self.tagger_kind = data.get("tagger", self.tagger_kind)
+        self.keyword_expert = data.get("keyword_expert", self.keyword_expert)
+        self.profile_keywords = data["profile_keywords"]
+        self.chosen_aggregation = Aggregation(**data["aggregation"])
+        self.fit_info = {**data.get("fit_info", {}), "version": rec.version}
+        return True
+
+    # ------------------------------------------------------------------ routing
+    async def _keyword_vectors(self) -> np.ndarray:
+        if self._kw_vecs is None:
+            self._kw_vecs = await shared_embedder(self.ctx.services).embed(self.profile_keywords)
+        return self._kw_vecs
+
+    async def map_keywords(self, keywords: list[list[str]]) -> list[list[str]]:
+        """Each query keyword → its single nearest profile keyword (cosine; no threshold;
+        duplicates kept)."""
+        flat = sorted({k for kws in keywords for k in kws})
+        if not flat or not self.profile_keywords:
+            return [[] for _ in keywords]
+        known = set(self.profile_keywords)
+        unknown = [k for k in flat if k not in known]
+        mapping = {k: k for k in flat if k in known}
+        if unknown:
+            vecs = await shared_embedder(self.ctx.services).embed(unknown)
+            sims = vecs @ (await self._keyword_vectors()).T
+            for k, j in zip(unknown, sims.argmax(axis=1), strict=True):
+                mapping[k] = self.profile_keywords[int(j)]
+        return [[mapping[k] for k in kws] for kws in keywords]
+
+    async def route(self, query: Query) -> Plan:
+        return (await self.route_batch([query]))[0]
+
+    async def route_batch(self, queries: list[Query]) -> list[Plan]:  # type: ignore[override]
+        if self.profiles is None:
+            raise RoutingError("router 'symbolic-moe' is not fitted: run `orchestrator profile build` or `orchestrator bench`")
+        keywords = await self.tag([q.text for q in queries])
+        mapped = await self.map_keywords(keywords)
+        plans = []
+        for q, kws, mkws in zip(queries, keywords, mapped, strict=True):
+            rng = random.Random(f"{self.ctx.seed}:symbolic-moe:{q.question_id or q.text}")
+            if mkws:
+                local = prof.local_scores(self.profiles, mkws)
+                weights = prof.recruit_weights(local, self.prior)
+                backup = sorted(self.pool, key=lambda m: (-local[m] * self.prior.get(m, 0.0), self.pool.index(m)))
+                chosen = prof.draw(weights, self.k, rng, mode=self.mode, backup=backup)
+                why = f"skills {', '.join(mkws)}"
+            else:  # no keywords: k uniformly random experts, with replacement (the reference)
+                local, weights = {}, {m: 1.0 / len(self.pool) for m in self.pool}
+                chosen = rng.choices(self.pool, k=self.k) if self.mode == "sample" else self.pool[: self.k]
+                why = "no keywords: uniform draw"
+            req = q.expert_request()
+            agg = self.chosen_aggregation
+            plans.append(
+                Plan(
+                    router=self.name,
+                    assignments=[
+                        Assignment(expert=m, request=req, weight=weights.get(m, 0.0),
+                                   reason=f"{why}; local {local.get(m, 0):g}, weight {weights.get(m, 0.0):.3f}")
+                        for m in chosen
+                    ],
+                    aggregation=agg,
+                    detail={"keywords": kws, "mapped": mkws, "tagger": self.fit_info.get("tagger", self.tagger_kind)},
+                )
+            )
+        return plans

@@ -1,0 +1,142 @@
+"""Symbolic-MoE: the method's arithmetic on hand-computed examples, and the router end to end."""
+
+import json
+import random
+
+import httpx
+import pytest
+
+from conftest import POOL3, RECORDED, mmlu_questions, recorded_specs
+from experts import ExpertRegistry, ExpertSpec
+from experts.backends.openai import OpenAIBackend
+from orchestrator.dispatcher import Dispatcher
+from routers.base import FitData, FitOutcome, Query, RouterContext
+from routers.symbolic_moe import SymbolicMoERouter
+from routers.symbolic_moe import profiles as prof
+from routers.symbolic_moe.keywords import filter_keywords, parse_keywords
+
+
+def test_keyword_parsing_and_self_consistency_filter() -> None:
+    assert parse_keywords("Sure!\nKeywords: Genetics, Cell Biology., molecular biology") == ["genetics", "cell biology", "molecular biology"]
+    assert parse_keywords("Keywords: a\nKeywords: Organic Chemistry, Stoichiometry") == ["organic chemistry", "stoichiometry"]
+    samples = [
+        ["genetics", "evolution", "a very long keyword indeed"],
+        ["genetics", "evolution", "a very long keyword indeed"],
+        ["genetics", "ecology"],
+        ["ecology", "genetics", "genetics"],  # counted once per sample
+        ["botany"],
+    ]
+    # seen ≥ 2 times (per sample), ≤ 20 characters, most frequent first
+    assert filter_keywords(samples) == ["genetics", "evolution", "ecology"]
+    assert filter_keywords([["x"], ["y"]]) == []  # a query can end up with no keywords
+
+
+def test_profiles_on_a_hand_computed_example() -> None:
+    items = {"q1": ["algebra", "calculus"], "q2": ["algebra"], "q3": ["law"]}
+    correct = {"A": {"q1": True, "q2": True, "q3": False}, "B": {"q1": False, "q2": True, "q3": True}}
+    p = prof.build_profiles(items, correct, ["A", "B"])
+    assert p == {"A": {"algebra": 2, "calculus": 1, "law": -1}, "B": {"algebra": 0, "calculus": -1, "law": 1}}
+    # G_A = 2, G_B = 0 → no shift; squared: 4, 0 → g = (1, 0)
+    assert prof.global_prior(p) == {"A": 1.0, "B": 0.0}
+
+
+def test_prior_shifts_negative_totals_then_squares() -> None:
+    p = {"A": {"k": -3}, "B": {"k": 1}, "C": {"k": 0}}
+    # shift by -min + 1 = 4: A 1, B 5, C 4 → squares 1, 25, 16 → / 42
+    g = prof.global_prior(p)
+    assert g == pytest.approx({"A": 1 / 42, "B": 25 / 42, "C": 16 / 42})
+
+
+def test_recruiting_weights_keep_positive_local_scores() -> None:
+    p = {"A": {"x": 3, "y": -1}, "B": {"x": -2, "y": 2}, "C": {"x": 1, "y": 1}}
+    local = prof.local_scores(p, ["x", "x", "y"])  # duplicates count twice
+    assert local == {"A": 5.0, "B": -2.0, "C": 3.0}
+    w = prof.recruit_weights(local, {"A": 0.5, "B": 0.3, "C": 0.2})
+    assert w == pytest.approx({"A": 2.5 / 3.1, "C": 0.6 / 3.1})  # B dropped (not positive)
+    none_positive = prof.recruit_weights({"A": -1.0, "B": -3.0}, {"A": 0.5, "B": 0.5})
+    assert none_positive == pytest.approx({"A": 3 / 4, "B": 1 / 4})  # shifted: L − min L + 1 → 3, 1
+
+
+def test_draws_are_seeded_and_topk_is_distinct() -> None:
+    w = {"A": 0.6, "B": 0.3, "C": 0.1}
+    a = prof.draw(w, 3, random.Random(5))
+    assert a == prof.draw(w, 3, random.Random(5))
+    draws = [m for s in range(300) for m in prof.draw(w, 3, random.Random(s))]
+    assert draws.count("A") > draws.count("B") > draws.count("C")  # ∝ weights, with replacement
+    assert prof.draw(w, 2, random.Random(0), mode="topk") == ["A", "B"]
+    assert prof.draw({"A": 1.0}, 3, random.Random(0), mode="topk", backup=["A", "C", "B"]) == ["A", "C", "B"]
+
+
+def fit_data(n: int = 300) -> FitData:
+    import gzip
+
+    qs = mmlu_questions(n, offset=500)
+    outcomes = {}
+    for m in POOL3:
+        with gzip.open(RECORDED / "responses" / f"{m}.jsonl.gz", "rt") as f:
+            rows = {str(d["question_id"]): d for d in map(json.loads, f)}
+        outcomes[m] = {q.question_id: FitOutcome(rows[q.question_id]["correct"], rows[q.question_id]["pred"], rows[q.question_id]["response"]) for q in qs}
+    return FitData(qs, outcomes, "recorded")
+
+
+async def test_router_fits_routes_deterministically_and_restores(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from store import Store
+
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    async with await Store.open(f"sqlite+aiosqlite:///{tmp_path / 's.db'}") as store:
+        ctx = RouterContext(pool=POOL3, registry=reg, store=store, seed=3)
+        router = SymbolicMoERouter(ctx)
+        info = await router.fit(fit_data())
+        assert info["tagger"].startswith("embedding:minilm") and info["aggregation"]["kind"] == "vote"
+        assert "recorded pool" in info["aggregator_note"]
+        queries = mmlu_questions(20, offset=900)
+        plans = await router.route_batch(queries)
+        assert all(len(p.assignments) == 3 and p.detail["mapped"] for p in plans)
+        # A second router restored from the store plans identically (same seed, same profile).
+        restored = SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg, store=store, seed=3))
+        assert await restored.restore()
+        assert [p.experts for p in await restored.route_batch(queries)] == [p.experts for p in plans]
+        other_seed = SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg, store=store, seed=4))
+        await other_seed.restore()
+        assert [p.experts for p in await other_seed.route_batch(queries)] != [p.experts for p in plans]
+
+
+async def test_unknown_query_keywords_map_to_the_nearest_profile_keyword() -> None:
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    router = SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg))
+    router.profiles = {m: {"organic chemistry": 1, "criminal law": 1, "probability": 1} for m in POOL3}
+    router.profile_keywords = ["criminal law", "organic chemistry", "probability"]
+    mapped = await router.map_keywords([["chemistry of carbon compounds", "felony"], ["probability"], []])
+    assert mapped == [["organic chemistry", "criminal law"], ["probability"], []]
+
+
+async def test_aggregator_selection_scores_each_expert_on_the_synthetic_set() -> None:
+    """Two OpenAI-compatible experts behind httpx's mock transport: `careful` answers with the
+    letter of the one correct response in the prompt, `lazy` always says (A)."""
+    data = fit_data(12)
+    gold = {q.text_with_options(): q.gold for q in data.questions}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        prompt = body["messages"][0]["content"]
+        if body["model"] == "careful":
+            q = next(t for t in gold if t in prompt)
+            letter = gold[q]
+        else:
+            letter = "A"
+        return httpx.Response(200, json={"choices": [{"index": 0, "message": {"role": "assistant", "content": f"The answer is ({letter})"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+
+    specs = [ExpertSpec(name=n, backend="openai", base_url="http://agg.test/v1", model=n) for n in ("careful", "lazy")]
+    reg = ExpertRegistry()
+    for s in specs:
+        reg.add(s, OpenAIBackend(s, transport=httpx.MockTransport(handler)))
+    outcomes = {"careful": data.outcomes[POOL3[0]], "lazy": data.outcomes[POOL3[1]]}
+    async with Dispatcher(reg) as d:
+        router = SymbolicMoERouter(RouterContext(pool=["careful", "lazy"], registry=reg, dispatcher=d))
+        items = router.synthetic_aggregation_set(FitData(data.questions, outcomes), 12)
+        assert all(len(r) == 3 for _, r in items)
+        scores = await router.score_aggregators(FitData(data.questions, outcomes))
+        chosen = await router._select_aggregation(FitData(data.questions, outcomes))
+    expected_lazy = sum(q.gold == "A" for q in data.questions) / len(data.questions)
+    assert scores == {"careful": 1.0, "lazy": pytest.approx(expected_lazy)}
+    assert chosen.kind == "llm" and chosen.expert == "careful"
