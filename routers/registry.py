@@ -15,6 +15,7 @@ ROUTER_CLASSES: dict[str, str] = {
     "best-single": "routers.baselines:BestSingleRouter",
     "oracle": "routers.baselines:OracleRouter",
     "symbolic-moe": "routers.symbolic_moe:SymbolicMoERouter",
+    "coe": "routers.coe:CoERouter",
 }
 
 

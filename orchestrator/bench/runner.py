@@ -327,6 +327,7 @@ class BenchmarkRunner:
                 "per_category": per_cat,
                 "expert_usage": dict(usage.most_common()),
                 "fit": rr.fit_summary,
+                **_category_stats(items),
                 "upper_bound": base_router_name(name) == "oracle",
             }
         # Paired test between the two most accurate routers that are not upper bounds.
@@ -354,6 +355,18 @@ class BenchmarkRunner:
             "routers": routers,
             "paired_test": paired,
         }
+
+
+def _category_stats(items: list[BenchItemRecord]) -> dict[str, Any]:
+    """Routers that predict a category (CoE) get its accuracy against the dataset's labels."""
+    pred = [(i.detail.get("plan", {}).get("predicted_category"), i.category, i.detail.get("plan", {}).get("fallback_used")) for i in items]
+    pred = [p for p in pred if p[0] is not None]
+    if not pred:
+        return {}
+    return {
+        "classifier_accuracy": round(sum(p == c for p, c, _ in pred) / len(pred), 4),
+        "fallback_rate": round(sum(bool(f) for _, _, f in pred) / len(pred), 4),
+    }
 
 
 def base_router_name(label: str) -> str:

@@ -61,6 +61,7 @@ class SymbolicMoERouter(Router):
         aggregation: str = "auto",
         aggregator: str | None = None,
         aggregator_fit_limit: int = 40,
+        vote_weights: str = "recruit",
         artefact: str = "default",
         **options: Any,
     ) -> None:
@@ -73,7 +74,11 @@ class SymbolicMoERouter(Router):
             raise RoutingError(f"router 'symbolic-moe': tagger must be 'embedding' or 'llm', got {tagger!r}")
         if aggregation not in AGGREGATIONS:
             raise RoutingError(f"router 'symbolic-moe': aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
+        if vote_weights not in ("recruit", "log-odds"):
+            raise RoutingError(f"router 'symbolic-moe': vote_weights must be 'recruit' or 'log-odds', got {vote_weights!r}")
         self.k, self.mode, self.tagger_kind, self.aggregation_kind = k, mode, tagger, aggregation
+        self.vote_weights = vote_weights
+        self.keyword_counts: dict[str, int] = {}
         self.keyword_expert = keyword_expert
         self.skills_per_question = skills_per_question
         self.aggregator = aggregator
@@ -123,6 +128,10 @@ class SymbolicMoERouter(Router):
         self.profiles = prof.build_profiles(item_kws, correctness, self.pool)
         self.prior = prof.global_prior(self.profiles)
         self.profile_keywords = sorted({k for kws in item_kws.values() for k in kws})
+        self.keyword_counts = {}
+        for kws in item_kws.values():
+            for kw in kws:
+                self.keyword_counts[kw] = self.keyword_counts.get(kw, 0) + 1
         self._kw_vecs = None
         self.fit_info = {}
         self.chosen_aggregation = await self._select_aggregation(data)
@@ -197,6 +206,7 @@ class SymbolicMoERouter(Router):
     def _payload(self) -> dict[str, Any]:
         return {
             "pool": self.pool, "profiles": self.profiles, "prior": self.prior, "profile_keywords": self.profile_keywords,
+            "keyword_counts": self.keyword_counts,
             "aggregation": self.chosen_aggregation.model_dump(), "fit_info": self.fit_info,
             "tagger": self.tagger_kind, "keyword_expert": self.keyword_expert, "k": self.k, "mode": self.mode,
         }
@@ -223,6 +233,7 @@ class SymbolicMoERouter(Router):
         self.tagger_kind = data.get("tagger", self.tagger_kind)
         self.keyword_expert = data.get("keyword_expert", self.keyword_expert)
         self.profile_keywords = data["profile_keywords"]
+        self.keyword_counts = data.get("keyword_counts", {})
         self.chosen_aggregation = Aggregation(**data["aggregation"])
         self.fit_info = {**data.get("fit_info", {}), "version": rec.version}
         return True
@@ -249,6 +260,15 @@ class SymbolicMoERouter(Router):
                 mapping[k] = self.profile_keywords[int(j)]
         return [[mapping[k] for k in kws] for kws in keywords]
 
+    def skill_log_odds(self, expert: str, mapped: list[str], n_options: int) -> float:
+        """Weighted-majority vote weight log((K−1)·p/(1−p)), p = the expert's smoothed accuracy on
+        the fit items of the query's skills (from the profile: correct = (n_k + P[k]) / 2)."""
+        assert self.profiles is not None
+        n = sum(self.keyword_counts.get(k, 0) for k in mapped)
+        right = sum((self.keyword_counts.get(k, 0) + self.profiles[expert].get(k, 0)) / 2 for k in mapped)
+        p = (right + 1) / (n + 2)
+        return float(np.log(max(n_options - 1, 1) * p / (1 - p)))
+
     async def route(self, query: Query) -> Plan:
         return (await self.route_batch([query]))[0]
 
@@ -272,6 +292,8 @@ class SymbolicMoERouter(Router):
                 why = "no keywords: uniform draw"
             req = q.expert_request()
             agg = self.chosen_aggregation
+            if self.vote_weights == "log-odds" and mkws and self.keyword_counts:
+                weights = {m: self.skill_log_odds(m, mkws, max(q.n_options, 2)) for m in set(chosen)}
             plans.append(
                 Plan(
                     router=self.name,

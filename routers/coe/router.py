@@ -1,0 +1,250 @@
+"""Composition of Experts (CoE; Jain et al., arXiv 2412.01868): a category classifier, then a
+category → expert map chosen under a budget, with an uncertainty fallback to a generalist.
+
+Method per `shared/reference/symbolic-moe-coe-routellm.md` §2. Confirmed by the paper's abstract:
+two-step routing (category router, then category-to-expert map) under a budget on average active
+parameters. Our design where the paper could not be read (§2.7): MiniLM embeddings + a kNN or
+logistic-regression head picked on validation; expert quality per category = accuracy on fit
+data (the paper uses LLM-judge win rates); the map solved exactly as an integer program; the
+fallback fires when the classifier's max probability is below a threshold calibrated on held-out
+fit data.
+
+Options:
+  budget          average cost per query (None = unconstrained); in USD, or in billions of
+                  active parameters with budget_kind="params" (the paper's formulation)
+  budget_kind     "params" (default) or "cost"
+  fallback        the generalist expert (default: the best overall fit accuracy)
+  threshold       a fixed confidence threshold, or None to calibrate
+  calibrate       "accuracy" (threshold maximising held-out accuracy) or "rate" (fallback share
+                  closest to target_fallback_rate)
+  labels_path     JSONL of {"text", "label"} to train the classifier on instead of the
+                  questions' own categories (any user taxonomy)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experts.errors import ConfigError
+from routers.base import FitData, Plan, Query, Router, RouterContext, RoutingError
+from routers.coe.assignment import InfeasibleBudget, per_category_accuracy, solve_assignment
+from routers.coe.classifier import CategoryClassifier
+from routers.embeddings import shared_embedder
+
+ARTEFACT_KIND = "coe-router"
+
+
+def load_labelled(path: Path) -> tuple[list[str], list[str]]:
+    texts, labels = [], []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read labelled prompts ({e})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            texts.append(str(d["text"]))
+            labels.append(str(d["label"]))
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{path}: line {n}: expected a JSON object with 'text' and 'label'") from None
+    if len(set(labels)) < 2:
+        raise ConfigError(f"{path}: need at least two different labels")
+    return texts, labels
+
+
+class CoERouter(Router):
+    name = "coe"
+    description = "category classifier, then the best expert per category under a budget (CoE)"
+    needs_fit = True
+
+    def __init__(
+        self,
+        ctx: RouterContext,
+        *,
+        budget: float | None = None,
+        budget_kind: str = "params",
+        fallback: str | None = None,
+        threshold: float | None = None,
+        calibrate: str = "accuracy",
+        target_fallback_rate: float = 0.1,
+        calibration_fraction: float = 0.25,
+        labels_path: str | None = None,
+        decision: str = "argmax",
+        artefact: str = "default",
+        **options: Any,
+    ) -> None:
+        super().__init__(ctx, **options)
+        if budget_kind not in ("params", "cost"):
+            raise RoutingError(f"router 'coe': budget_kind must be 'params' or 'cost', got {budget_kind!r}")
+        if calibrate not in ("accuracy", "rate"):
+            raise RoutingError(f"router 'coe': calibrate must be 'accuracy' or 'rate', got {calibrate!r}")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise RoutingError(f"router 'coe': threshold must be within [0, 1], got {threshold}")
+        if decision not in ("argmax", "expected"):
+            raise RoutingError(f"router 'coe': decision must be 'argmax' or 'expected', got {decision!r}")
+        self.decision = decision
+        self.category_accuracy: dict[str, dict[str, float]] = {}
+        self.budget, self.budget_kind = budget, budget_kind
+        self.fallback = ctx.registry.resolve(fallback) if fallback else None
+        self.threshold = threshold
+        self.calibrate, self.target_fallback_rate = calibrate, target_fallback_rate
+        self.calibration_fraction = calibration_fraction
+        self.labels_path = labels_path
+        self.artefact = artefact
+        self.classifier: CategoryClassifier | None = None
+        self.mapping: dict[str, str] = {}
+        self.fit_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ costs
+    def expert_costs(self, data: FitData) -> dict[str, float]:
+        """Per-query cost of each expert: active parameters (B), or mean USD on the fit data."""
+        out = {}
+        for e in self.pool:
+            spec = self.ctx.registry.spec(e)
+            if self.budget_kind == "params":
+                if spec.params_b is None:
+                    raise RoutingError(f"router 'coe': expert {e!r} has no params_b; set it or use budget_kind=cost")
+                out[e] = spec.params_b
+            else:
+                qs = {q.question_id: q for q in data.questions}
+                costs = [
+                    spec.price_per_mtok.cost(len(qs[qid].prompt or qs[qid].text) // 4, len(o.response) // 4)
+                    for qid, o in data.outcomes.get(e, {}).items() if qid in qs
+                ]
+                out[e] = float(np.mean(costs)) if costs else 0.0
+        return out
+
+    # ------------------------------------------------------------------ fitting
+    async def fit(self, data: FitData) -> dict[str, Any]:
+        qs = [q for q in data.questions if q.question_id and q.category]
+        if len(qs) < 20:
+            raise RoutingError("router 'coe': needs at least 20 categorised fit questions")
+        rng = np.random.default_rng(self.ctx.seed)
+        order = rng.permutation(len(qs))
+        n_cal = int(len(qs) * self.calibration_fraction)
+        cal = [qs[i] for i in order[:n_cal]]
+        train = [qs[i] for i in order[n_cal:]]
+        emb = shared_embedder(self.ctx.services)
+
+        # Step 1: the classifier (on the user's labelled set, or on the fit questions' categories).
+        if self.labels_path:
+            texts, labels = load_labelled(Path(self.labels_path))
+        else:
+            texts, labels = [q.text for q in train], [q.category or "" for q in train]
+        self.classifier = CategoryClassifier().fit(await emb.embed(texts), labels, seed=self.ctx.seed)
+
+        # Step 2: the category → expert map under the budget, exact.
+        correct = {e: {qid: o.correct for qid, o in data.outcomes.get(e, {}).items()} for e in self.pool}
+        acc, freq = per_category_accuracy(correct, {q.question_id: q.category for q in train}, self.pool)
+        costs = self.expert_costs(data)
+        try:
+            solution = solve_assignment(acc, freq, costs, self.budget)
+        except InfeasibleBudget as e:
+            raise RoutingError(f"router 'coe': {e}") from None
+        self.mapping = solution.mapping
+        self.category_accuracy = acc
+        overall = {e: float(np.mean([correct[e].get(q.question_id, False) for q in train])) for e in self.pool}
+        if self.fallback is None:
+            self.fallback = max(self.pool, key=lambda e: (overall[e], -self.pool.index(e)))
+
+        # Uncertainty fallback: calibrate the confidence threshold on held-out fit questions.
+        cats, conf = self.classifier.predict(await emb.embed([q.text for q in cal])) if cal else ([], np.array([]))
+        if self.threshold is None:
+            self.threshold = self._calibrate(cal, cats, conf, correct)
+        held_out_cls = float(np.mean([c == q.category for c, q in zip(cats, cal, strict=True)])) if cal else None
+        self.fit_info = {
+            "classifier": self.classifier.chosen,
+            "classifier_validation": self.classifier.validation,
+            "classifier_accuracy_held_out": held_out_cls,
+            "mapping": self.mapping,
+            "budget": self.budget,
+            "budget_kind": self.budget_kind,
+            "expected_fit_accuracy": round(solution.expected_accuracy, 4),
+            "expected_cost": round(solution.expected_cost, 6),
+            "fallback": self.fallback,
+            "threshold": round(float(self.threshold), 4),
+            "calibration": self.calibrate,
+            "fallback_rate_held_out": float(np.mean(conf < self.threshold)) if len(conf) else None,
+        }
+        await self._save()
+        return self.fit_info
+
+    def _calibrate(self, cal: list[Query], cats: list[str], conf: np.ndarray, correct: dict[str, dict[str, bool]]) -> float:
+        if not cal:
+            return 0.0
+        candidates = np.unique(np.concatenate([[0.0], conf, [1.01]]))
+        if self.calibrate == "rate":
+            rates = [(abs(float(np.mean(conf < t)) - self.target_fallback_rate), t) for t in candidates]
+            return float(min(rates)[1])
+        routed = np.array([correct[self.mapping.get(c, self.fallback)].get(q.question_id, False) for c, q in zip(cats, cal, strict=True)])
+        fb = np.array([correct[self.fallback].get(q.question_id, False) for q in cal])  # type: ignore[index]
+        best_t, best_acc = 0.0, -1.0
+        for t in candidates:
+            acc = float(np.mean(np.where(conf < t, fb, routed)))
+            if acc > best_acc + 1e-12:
+                best_t, best_acc = float(t), acc
+        return best_t
+
+    # ------------------------------------------------------------------ persistence
+    async def _save(self) -> None:
+        if self.ctx.store is None or self.classifier is None:
+            return
+        meta = {"pool": self.pool, "mapping": self.mapping, "fallback": self.fallback, "threshold": self.threshold,
+                "fit_info": self.fit_info, "category_accuracy": self.category_accuracy, "decision": self.decision}
+        payload = json.dumps({"meta": meta}).encode() + b"\n" + self.classifier.dumps()
+        await self.ctx.store.save_artefact(ARTEFACT_KIND, self.artefact, payload, {"pool": self.pool})
+
+    async def restore(self) -> bool:
+        if self.ctx.store is None:
+            return False
+        rec = await self.ctx.store.load_artefact(ARTEFACT_KIND, self.artefact)
+        if rec is None:
+            return False
+        head, blob = rec.payload.split(b"\n", 1)
+        meta = json.loads(head)["meta"]
+        if sorted(meta["pool"]) != sorted(self.pool):
+            raise RoutingError(f"router 'coe': the stored artefact '{self.artefact}' (v{rec.version}) was fitted for pool {meta['pool']}")
+        self.classifier = CategoryClassifier.loads(blob)
+        self.mapping, self.fallback, self.threshold = meta["mapping"], meta["fallback"], meta["threshold"]
+        self.category_accuracy = meta.get("category_accuracy", {})
+        self.fit_info = {**meta.get("fit_info", {}), "version": rec.version}
+        return True
+
+    def expected_best(self, probs: np.ndarray) -> str:
+        """The expert of the budgeted map (or the fallback) with the highest expected accuracy
+        Σ_c p(c|q)·acc[c][e] under the classifier's whole probability vector."""
+        labels = self.classifier.labels if self.classifier else []
+        candidates = list(dict.fromkeys([*self.mapping.values(), self.fallback]))
+        def expected(e: str) -> float:
+            return float(sum(pc * self.category_accuracy.get(c, {}).get(e, 0.0) for c, pc in zip(labels, probs, strict=True)))
+        return max(candidates, key=lambda e: (expected(e), -candidates.index(e)))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ routing
+    async def route(self, query: Query) -> Plan:
+        return (await self.route_batch([query]))[0]
+
+    async def route_batch(self, queries: list[Query]) -> list[Plan]:  # type: ignore[override]
+        if self.classifier is None:
+            raise RoutingError("router 'coe' is not fitted: run `orchestrator profile build --router coe` or `orchestrator bench`")
+        vecs = await shared_embedder(self.ctx.services).embed([q.text for q in queries])
+        probs = self.classifier.predict_proba(vecs)
+        cats, conf = self.classifier.predict(vecs)
+        plans = []
+        for q, c, p, pv in zip(queries, cats, conf, probs, strict=True):
+            uncertain = self.threshold is not None and p < self.threshold
+            expert = self.fallback if uncertain or c not in self.mapping else self.mapping[c]
+            if self.decision == "expected" and self.category_accuracy:
+                expert = self.expected_best(pv)
+                uncertain = False
+            reason = (f"category {c} (p={p:.2f} < {self.threshold:.2f}): fallback generalist" if uncertain
+                      else f"category {c} (p={p:.2f}) → {expert}")
+            plans.append(Plan.single(self.name, expert, q.expert_request(), reason=reason,
+                                     fallback=self.fallback if expert != self.fallback else None)
+                         .model_copy(update={"detail": {"predicted_category": c, "confidence": round(float(p), 4), "fallback_used": bool(uncertain)}}))
+        return plans
