@@ -64,11 +64,13 @@ def _fix_smollm2_tokenizer(tok: Any, model: Any) -> Any:
     `<|im_start|>` as end-of-sequence; vLLM's detokenizer then prints raw `Ġ`/`Ċ` symbols and
     never stops. The original model card's tokenizer is GPT-2 style: ByteLevel decoder, no BOS
     added, `<|im_end|>` ends a turn."""
-    from tokenizers import decoders
+    from tokenizers import decoders, processors
     from transformers import GPT2TokenizerFast
 
     backend = tok.backend_tokenizer
     backend.decoder = decoders.ByteLevel()
+    # The original prepends nothing: the chat template writes <|im_start|> itself.
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
     fixed = GPT2TokenizerFast(
         tokenizer_object=backend,
         bos_token="<|im_start|>",
