@@ -102,3 +102,24 @@ def test_ask_all_vote_on_the_embedded_default(tmp_path: Path, monkeypatch: pytes
     t = runner.invoke(app, ["trace", out["trace_id"]])
     trace = json.loads(t.stdout)
     assert [s["kind"] for s in trace["steps"]] == ["route", "generate", "generate", "aggregate"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("router", "build_opts"),
+    [("coe", ["--fit-limit", "24"]), ("symbolic-moe", ["--fit-limit", "4", "--router-opt", "tagger=llm", "--router-opt", "aggregator_fit_limit=2"])],
+)
+def test_fitted_routers_live_on_the_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, router: str, build_opts: list[str]) -> None:
+    """Fit on the tiny in-process experts (SmolLM2 is the keyword LLM), then ask."""
+    monkeypatch.chdir(tmp_path)
+    built = runner.invoke(app, ["profile", "build", "--router", router, "--max-tokens", "8", *build_opts])
+    assert built.exit_code == 0, built.output
+    r = runner.invoke(app, ["ask", "Which enzyme unwinds the DNA double helix?", "--router", router, "--max-tokens", "16", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["router"] == router and out["calls"] and all(c["error_kind"] is None for c in out["calls"])
+    trace = json.loads(runner.invoke(app, ["trace", out["trace_id"]]).stdout)
+    assert trace["plan"]["router"] == router and trace["steps"][0]["kind"] == "route"
+    if router == "symbolic-moe":
+        assert trace["plan"]["detail"]["tagger"] == "llm:smollm2-135m"
+        assert len([c for c in trace["calls"] if c["role"] == "expert"]) == 3

@@ -62,6 +62,7 @@ class SymbolicMoERouter(Router):
         aggregator: str | None = None,
         aggregator_fit_limit: int = 40,
         vote_weights: str = "recruit",
+        temperature: float = 0.7,
         artefact: str = "default",
         **options: Any,
     ) -> None:
@@ -78,6 +79,7 @@ class SymbolicMoERouter(Router):
             raise RoutingError(f"router 'symbolic-moe': vote_weights must be 'recruit' or 'log-odds', got {vote_weights!r}")
         self.k, self.mode, self.tagger_kind, self.aggregation_kind = k, mode, tagger, aggregation
         self.vote_weights = vote_weights
+        self.temperature = temperature
         self.keyword_counts: dict[str, int] = {}
         self.keyword_expert = keyword_expert
         self.skills_per_question = skills_per_question
@@ -290,17 +292,18 @@ class SymbolicMoERouter(Router):
                 local, weights = {}, {m: 1.0 / len(self.pool) for m in self.pool}
                 chosen = rng.choices(self.pool, k=self.k) if self.mode == "sample" else self.pool[: self.k]
                 why = "no keywords: uniform draw"
-            req = q.expert_request()
             agg = self.chosen_aggregation
             if self.vote_weights == "log-odds" and mkws and self.keyword_counts:
                 weights = {m: self.skill_log_odds(m, mkws, max(q.n_options, 2)) for m in set(chosen)}
             plans.append(
                 Plan(
                     router=self.name,
+                    # T=0.7 as in the paper, one seed per draw: a model drawn twice gives two samples.
                     assignments=[
-                        Assignment(expert=m, request=req, weight=weights.get(m, 0.0),
+                        Assignment(expert=m, request=q.expert_request(temperature=self.temperature, seed=self.ctx.seed * 100 + i),
+                                   weight=weights.get(m, 0.0),
                                    reason=f"{why}; local {local.get(m, 0):g}, weight {weights.get(m, 0.0):.3f}")
-                        for m in chosen
+                        for i, m in enumerate(chosen)
                     ],
                     aggregation=agg,
                     detail={"keywords": kws, "mapped": mkws, "tagger": self.fit_info.get("tagger", self.tagger_kind)},
