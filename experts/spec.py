@@ -92,6 +92,8 @@ class OrchestratorConfig(BaseModel):
     # Router-specific constructor arguments keyed by router name.
     routers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     default_router: str = "single"
+    # Named expert pools (e.g. recorded model names) that `bench --pool NAME` accepts.
+    pools: dict[str, list[str]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "OrchestratorConfig":

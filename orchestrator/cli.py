@@ -277,7 +277,7 @@ def bench(
         pool=[p.strip() for p in pool.split(",") if p.strip()] if pool else None, data=data, limit=limit, seed=seed,
         out=out, fit_fraction=fit_fraction, fit_limit=fit_limit, prompt=prompt, max_tokens=max_tokens,
         gpqa_subset=gpqa_subset, gpqa_password=gpqa_password, router_options=_parse_router_options(router_opt),
-        residency=residency, fresh=fresh,
+        residency=residency, fresh=fresh, named_pools=cfg.pools,
     )
 
     async def go() -> dict[str, Any]:

@@ -57,6 +57,7 @@ class BenchOptions:
     router_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     residency: int = 1
     fresh: bool = False
+    named_pools: dict[str, list[str]] = field(default_factory=dict)
 
     def run_id(self, pool: list[str]) -> str:
         key = {
@@ -111,8 +112,8 @@ class BenchmarkRunner:
                 val_path = datasets.default_mmlu_pro_paths().get("validation")
             else:
                 paths = datasets.default_mmlu_pro_paths()
-                if "test" not in paths:
-                    raise ConfigError("MMLU-Pro data not found: pass --data FILE (JSONL in the original layout)")
+                if "test" not in paths:  # no local copy: the hub, when a network exists
+                    return datasets.load_mmlu_pro_hub("test"), datasets.load_mmlu_pro_hub("validation")
                 test = datasets.load_mmlu_pro(paths["test"])
                 val_path = paths.get("validation")
             val = datasets.load_mmlu_pro(val_path) if val_path else []
@@ -138,7 +139,7 @@ class BenchmarkRunner:
         o = self.opts
         if o.recorded is not None:
             directory = o.recorded.resolve()
-            pool = recorded_pool.resolve_pool(directory, o.pool)
+            pool = recorded_pool.resolve_pool(directory, self._named(o.pool))
             registry = ExpertRegistry.from_specs(recorded_pool.recorded_specs(directory, pool))
             ids = [q.id for q in questions]
             cov = recorded_pool.coverage(registry.recorded_library, directory, pool, ids)
@@ -156,10 +157,16 @@ class BenchmarkRunner:
         if self.live_registry is None:
             raise ConfigError("live benchmark needs registered experts (--config) or --recorded DIR")
         registry = self.live_registry
-        pool = o.pool or registry.names
+        pool = self._named(o.pool) or registry.names
         for m in pool:
             registry.resolve(m)
         return registry, [registry.resolve(m) for m in pool], questions, {"mode": "live"}
+
+    def _named(self, pool: list[str] | None) -> list[str] | None:
+        """A single pool name from the config's `pools:` (or a built-in named pool) expands."""
+        if pool and len(pool) == 1 and pool[0] in self.opts.named_pools:
+            return list(self.opts.named_pools[pool[0]])
+        return pool
 
     async def fit_data(self, registry: ExpertRegistry, pool: list[str], fit_questions: list[Query]) -> FitData:
         o = self.opts
@@ -310,6 +317,9 @@ class BenchmarkRunner:
             tokens = sum(i.detail.get("prompt_tokens", 0) + i.detail.get("completion_tokens", 0) for i in items)
             cost = sum(i.detail.get("cost_usd", 0.0) for i in items)
             m = max(len(items), 1)
+            params = {e: registry.spec(e).params_b for e in registry.names}
+            used = [params.get(e) for i in items for e in i.detail.get("experts", [])]
+            avg_params = round(sum(p for p in used if p) / m, 3) if used and all(p is not None for p in used) else None
             routers[name] = {
                 "accuracy": round(correct / m, 4),
                 "ci95": [round(lo, 4), round(hi, 4)],
@@ -323,6 +333,7 @@ class BenchmarkRunner:
                 "tokens_estimated": any(i.detail.get("tokens_estimated") for i in items),
                 "cost_usd": round(cost, 6),
                 "cost_per_question_usd": round(cost / m, 8),
+                "active_params_b_per_question": avg_params,
                 "wall_s": round(rr.wall_s, 3),
                 "per_category": per_cat,
                 "expert_usage": dict(usage.most_common()),

@@ -88,3 +88,14 @@ async def test_a_killed_run_resumes_without_redoing_work(tmp_path: Path) -> None
     assert second["run_id"] == run_id and second["resumed"]
     assert second["routers"]["all-vote"]["accuracy"] == first["routers"]["all-vote"]["accuracy"]
     assert second["routers"]["all-vote"]["n"] == 50
+
+
+async def test_a_pool_named_in_the_config_expands_and_coverage_is_reported(tmp_path: Path) -> None:
+    opts = BenchOptions(dataset="mmlu-pro", recorded=RECORDED, pool=["mine"], named_pools={"mine": POOL[:2]},
+                        routers=["all-vote"], limit=20)
+    async with await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}") as store:
+        report = await run_benchmark(opts, store)
+    assert report["pool"] == POOL[:2]
+    info = report["pool_info"]
+    assert info["covered_by_every_model"] <= info["questions_in_dataset"] == 12032
+    assert set(info["per_model"]) == set(POOL[:2])
