@@ -86,11 +86,27 @@ def extract_mmlu_pro(text: str, n_options: int = 10) -> str | None:
     cls = f"[{option_letters(n_options)}]"
     if m := re.search(rf"answer is \(?({cls})\)?", text):
         return m.group(1)
-    if m := re.search(rf".*[aA]nswer:\s*({cls})", text):
-        return m.group(1)
+    if (letter := _first_line_last_answer_colon(text, cls)) is not None:
+        return letter
     # The authors' `\bX\b(?!.*\bX\b)` with DOTALL is the last non-overlapping standalone letter.
     hits = re.findall(rf"\b{cls}\b", text)
     return hits[-1] if hits else None
+
+
+def _first_line_last_answer_colon(text: str, cls: str) -> str | None:
+    """What ``re.search(r".*[aA]nswer:\\s*X", text)`` returns, in linear time.
+
+    That regex (the authors') is quadratic on long lines: ``.*`` cannot cross a newline, so the
+    match starts on the first line holding an ``answer:`` followed by the letter, and greedy
+    backtracking picks the last such ``answer:`` on that line (``\\s*`` may still run on into
+    the next lines). A zero-width lookahead also finds overlapping candidates.
+    """
+    hits = [(m.start(), m.group(1)) for m in re.finditer(rf"(?=[aA]nswer:\s*({cls}))", text)]
+    if not hits:
+        return None
+    line_end = text.find("\n", hits[0][0])
+    line_end = len(text) if line_end < 0 else line_end
+    return [letter for start, letter in hits if start < line_end][-1]
 
 
 def extract_symbolic_moe(text: str, n_options: int = 10) -> str | None:

@@ -27,6 +27,8 @@ T = TypeVar("T")
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Compound multi-LLM routing orchestrator.")
 experts_app = typer.Typer(no_args_is_help=True, help="The expert registry.")
 app.add_typer(experts_app, name="experts")
+keys_app = typer.Typer(no_args_is_help=True, help="Gateway API keys.")
+app.add_typer(keys_app, name="keys")
 profile_app = typer.Typer(no_args_is_help=True, help="Fitted router artefacts (profiles, classifiers).")
 app.add_typer(profile_app, name="profile")
 
@@ -242,7 +244,7 @@ def bench(
     out: Annotated[Path | None, typer.Option(help="Write results.json, report.md, plot.png here")] = None,
     config: ConfigOpt = None,
     fit_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of question ids used for fitting")] = 0.3,
-    fit_limit: Annotated[int | None, typer.Option(min=1, help="Fit on at most N questions (live runs)")] = None,
+    fit_limit: Annotated[int | None, typer.Option(min=1, help="Fit on at most N questions (default: all recorded, 50 live)")] = None,
     prompt: Annotated[str, typer.Option(help="cot-5shot (official MMLU-Pro) or zero-shot")] = "cot-5shot",
     max_tokens: Annotated[int, typer.Option(min=1, max=32768, help="Max new tokens per live expert call")] = 512,
     gpqa_subset: Annotated[str, typer.Option(help="diamond, main or extended")] = "diamond",
@@ -374,6 +376,62 @@ def profile_build(
 
     out = run_async(go)
     _console().print_json(json.dumps(out, default=str))
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Run the OpenAI-compatible gateway."""
+    import logging
+
+    import uvicorn
+
+    from orchestrator.gateway.app import GatewaySettings, create_app
+
+    cfg = _load_config(config)
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s")
+    app_ = create_app(cfg, GatewaySettings())
+    _console(stderr=True).print(f"serving on http://{host}:{port}/v1 (store {cfg.store})")
+    uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False)
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Argument(help="A label for the key")], config: ConfigOpt = None) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    from orchestrator.gateway.security import new_api_key
+    from store.repository import Store
+
+    cfg = _load_config(config)
+    key_id, key, digest = new_api_key()
+
+    async def go() -> None:
+        async with await Store.open(cfg.store) as store:
+            await store.create_api_key(key_id, name, digest)
+
+    run_async(go)
+    _console(stderr=True).print(f"created {key_id} ({name}); store it now, it is not shown again:")
+    sys.stdout.write(key + "\n")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id printed by `keys create`")], config: ConfigOpt = None) -> None:
+    """Revoke an API key."""
+    from store.repository import Store
+
+    cfg = _load_config(config)
+
+    async def go() -> bool:
+        async with await Store.open(cfg.store) as store:
+            return await store.revoke_api_key(key_id)
+
+    if not run_async(go):
+        _console(stderr=True).print(f"[red]error:[/red] no key {key_id!r}")
+        raise typer.Exit(2)
+    _console().print(f"revoked {key_id}")
 
 
 def main() -> None:  # pragma: no cover

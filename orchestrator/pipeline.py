@@ -124,12 +124,15 @@ class Runtime:
             self._routers[key] = router
         return self._routers[key]
 
-    async def answer(self, query: Query, router: str, *, owner: str | None = None, record: bool = True) -> QueryResult:
+    async def answer(
+        self, query: Query, router: str, *, options: dict[str, Any] | None = None, owner: str | None = None, record: bool = True
+    ) -> QueryResult:
         """Route, generate, aggregate and record one query."""
-        r = await self.router(router)
-        graph = self._graphs.get(router)
+        r = await self.router(router, options)
+        key = router if options is None else f"{router}:{sorted(options.items())}"
+        graph = self._graphs.get(key)
         if graph is None:
-            graph = self._graphs[router] = r.build_graph(self)
+            graph = self._graphs[key] = r.build_graph(self)
         t0 = time.perf_counter()
         state = await graph.ainvoke({"query": query})
         latency = time.perf_counter() - t0
@@ -160,7 +163,7 @@ class Runtime:
             id=result.trace_id,
             router=result.router,
             query_text=query.text,
-            query_meta={k: v for k, v in query.model_dump(exclude={"text", "gold", "prompt"}).items() if v not in (None, {}, ())},
+            query_meta={k: v for k, v in query.model_dump(exclude={"text", "gold", "prompt", "messages"}).items() if v not in (None, {}, ())},
             answer_text=result.final.text,
             answer=result.final.answer,
             status="ok" if result.ok else "error",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from experts.types import GenerationRequest
+from experts.types import ChatMessage, GenerationRequest
 
 if TYPE_CHECKING:  # imported for types only: the orchestrator depends on routers, not the reverse
     from experts.registry import ExpertRegistry
@@ -54,6 +54,11 @@ class Query(BaseModel):
     gold: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    # A whole conversation (gateway chat requests): experts receive it as is; `text` (its last
+    # user message) is what routers look at.
+    messages: tuple[ChatMessage, ...] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -85,13 +90,16 @@ class Query(BaseModel):
         """The request an expert gets for this query (the caller's prompt, or the default one)."""
         if temperature is None:
             temperature = self.temperature if self.temperature is not None else 0.0
-        return GenerationRequest.chat(
-            self.prompt or self.default_prompt(),
-            max_tokens=max_tokens or self.max_tokens or 256,
-            temperature=temperature,
-            question_id=self.question_id,
-            seed=seed,
-        )
+        common = {
+            "max_tokens": max_tokens or self.max_tokens or 256,
+            "temperature": temperature,
+            "question_id": self.question_id,
+            "seed": seed if seed is not None else self.seed,
+            "stop": self.stop,
+        }
+        if self.messages and not self.prompt:
+            return GenerationRequest(messages=self.messages, **common)
+        return GenerationRequest.chat(self.prompt or self.default_prompt(), **common)
 
 
 class Assignment(BaseModel):

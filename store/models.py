@@ -151,3 +151,15 @@ class KeywordCacheRow(Base):
     question_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     tagger: Mapped[str] = mapped_column(String(128), primary_key=True)
     keywords: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class ApiKeyRow(Base):
+    """A gateway API key; only its SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked: Mapped[bool] = mapped_column(default=False)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import selectinload
 
 from store.db import StoreUnavailable, open_engine
 from store.models import (
+    ApiKeyRow,
     ArtefactRow,
     BenchItemRow,
     BenchRunRow,
@@ -274,3 +275,28 @@ class Store:
                 )
                 existing.update((await s.execute(q)).scalars())
             s.add_all([KeywordCacheRow(question_hash=h, tagger=tagger, keywords=kw) for h, kw in items.items() if h not in existing])
+
+    # ---------------------------------------------------------------- API keys
+    async def create_api_key(self, key_id: str, name: str, key_hash: str) -> None:
+        async with self._session() as s, s.begin():
+            s.add(ApiKeyRow(id=key_id, name=name, key_hash=key_hash))
+
+    async def find_api_key(self, key_hash: str) -> tuple[str, str] | None:
+        """(key id, name) of an active key with this hash."""
+        async with self._session() as s:
+            q = select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked.is_(False))
+            row = (await s.execute(q)).scalar_one_or_none()
+            return (row.id, row.name) if row else None
+
+    async def count_api_keys(self) -> int:
+        async with self._session() as s:
+            q = select(func.count()).select_from(ApiKeyRow).where(ApiKeyRow.revoked.is_(False))
+            return int((await s.execute(q)).scalar_one())
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        async with self._session() as s, s.begin():
+            row = await s.get(ApiKeyRow, key_id)
+            if row is None:
+                return False
+            row.revoked = True
+            return True

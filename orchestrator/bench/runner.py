@@ -35,6 +35,7 @@ from store.repository import Store
 
 ProgressHook = Callable[[str, int, int], None]
 CHUNK = 1000
+LIVE_FIT_DEFAULT = 50  # live experts on CPU: fit on a sample unless --fit-limit says otherwise
 
 
 @dataclass
@@ -223,8 +224,9 @@ class BenchmarkRunner:
         if o.limit is not None and o.limit < len(eval_qs):
             position = {q: i for i, q in enumerate(ids)}
             eval_qs = sorted(rng.sample(eval_qs, o.limit), key=lambda q: position[q.id])
-        if o.fit_limit is not None and o.fit_limit < len(fit_qs):
-            fit_qs = rng.sample(fit_qs, o.fit_limit)
+        fit_limit = o.fit_limit if o.fit_limit is not None else (None if o.recorded else LIVE_FIT_DEFAULT)
+        if fit_limit is not None and fit_limit < len(fit_qs):
+            fit_qs = rng.sample(fit_qs, fit_limit)
         eval_queries = [_query(q, self.prompt_for(q, exemplars), o.max_tokens) for q in eval_qs]
         fit_queries = [_query(q, self.prompt_for(q, exemplars), o.max_tokens) for q in fit_qs]
 

@@ -1,0 +1,36 @@
+"""Prometheus metrics, in a registry owned by the app (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from store.records import ExpertCallRecord
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("orchestrator_requests", "HTTP requests", ["route", "status"], registry=r)
+        self.latency = Histogram("orchestrator_request_latency_seconds", "request latency", ["route"], registry=r,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.routing = Histogram("orchestrator_routing_latency_seconds", "time to route one query", ["router"], registry=r,
+                                 buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1))
+        self.expert_calls = Counter("orchestrator_expert_calls", "expert calls", ["expert", "status"], registry=r)
+        self.tokens = Counter("orchestrator_tokens", "tokens", ["expert", "kind"], registry=r)
+        self.cost = Counter("orchestrator_cost_usd", "cost in USD", ["expert"], registry=r)
+        self.queue_depth = Gauge("orchestrator_queue_depth", "requests waiting per expert", ["expert"], registry=r)
+        self.batch_size = Histogram("orchestrator_batch_size", "requests per backend call", ["expert"], registry=r,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+    def on_batch(self, expert: str, size: int, depth: int) -> None:
+        self.batch_size.labels(expert).observe(size)
+        self.queue_depth.labels(expert).set(depth)
+
+    def record_calls(self, calls: list[ExpertCallRecord]) -> None:
+        for c in calls:
+            self.expert_calls.labels(c.expert, c.error_kind or "ok").inc()
+            if c.error_kind is None:
+                self.tokens.labels(c.expert, "prompt").inc(c.prompt_tokens)
+                self.tokens.labels(c.expert, "completion").inc(c.completion_tokens)
+                self.cost.labels(c.expert).inc(c.cost_usd)

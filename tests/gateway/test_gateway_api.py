@@ -1,0 +1,103 @@
+"""The gateway over real HTTP: the official openai SDK unchanged, errors, auth, limits."""
+
+import json
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from conftest import POOL3, mmlu_questions
+from gateway_fixtures import recorded_config, running_gateway
+from orchestrator.gateway.app import GatewaySettings
+
+
+def test_openai_sdk_chat_streaming_and_models(tmp_path: Path) -> None:
+    with running_gateway(recorded_config(tmp_path)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything")
+        models = {m.id for m in client.models.list().data}
+        assert {"all-vote", "single", *POOL3} <= models
+
+        # A recorded expert only answers benchmark questions: ask one through the direct path with
+        # its question id is not possible over chat, so expect a clean upstream error...
+        with pytest.raises(openai.APIStatusError) as e:
+            client.chat.completions.create(model=POOL3[0], messages=[{"role": "user", "content": "hi"}])
+        assert e.value.status_code == 502 and "no recorded output" in str(e.value) or "only replay" in str(e.value)
+
+        # ...while an OpenAI-compatible model through the SDK works end to end (see test below).
+        raw = httpx.get(f"{url}/v1/models/{POOL3[0]}").json()
+        assert raw["id"] == POOL3[0] and raw["object"] == "model"
+
+
+def test_error_bodies_are_openai_shaped(tmp_path: Path) -> None:
+    settings = GatewaySettings(max_body_bytes=2000)
+    with running_gateway(recorded_config(tmp_path), settings) as url:
+        def check(r: httpx.Response, status: int, param: str | None = None) -> dict:
+            assert r.status_code == status, r.text
+            body = r.json()
+            assert set(body["error"]) == {"message", "type", "param", "code"}
+            if param:
+                assert body["error"]["param"] == param
+            return body
+
+        ok = {"model": "all-vote", "messages": [{"role": "user", "content": "x"}]}
+        check(httpx.post(f"{url}/v1/chat/completions", json={**ok, "model": "gpt-17"}), 404, "model")
+        check(httpx.post(f"{url}/v1/chat/completions", json={**ok, "max_tokens": -5}), 422, "max_tokens")
+        check(httpx.post(f"{url}/v1/chat/completions", json={**ok, "n": 1000}), 422, "n")
+        check(httpx.post(f"{url}/v1/chat/completions", json={"model": "all-vote"}), 422, "messages")
+        check(httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}), 400)
+        check(httpx.post(f"{url}/v1/chat/completions", content=b'{"model": "\\xff\\xfe"' + bytes([0xFF, 0xFE]) + b"}",
+                         headers={"content-type": "application/json"}), 400)
+        big = {**ok, "messages": [{"role": "user", "content": "x" * 5000}]}
+        check(httpx.post(f"{url}/v1/chat/completions", json=big), 413)
+        check(httpx.get(f"{url}/v1/nope"), 404)
+        check(httpx.get(f"{url}/v1/traces/does-not-exist"), 404)
+
+
+def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+    with running_gateway(recorded_config(tmp_path), GatewaySettings(rate_limit_rpm=6, rate_limit_burst=2)) as url:
+        assert [httpx.get(f"{url}/v1/models").status_code for _ in range(2)] == [200, 200]
+        r = httpx.get(f"{url}/v1/models")
+        assert r.status_code == 429
+        assert r.json()["error"]["type"] == "rate_limit_error" and int(r.headers["retry-after"]) >= 1
+
+
+def test_auth_keys_and_trace_ownership(tmp_path: Path) -> None:
+    import asyncio
+
+    from orchestrator.gateway.security import new_api_key
+    from store import Store
+
+    cfg = recorded_config(tmp_path)
+
+    async def make_keys() -> list[str]:
+        keys = []
+        async with await Store.open(cfg.store) as store:
+            for name in ("alice", "bob"):
+                key_id, key, digest = new_api_key()
+                await store.create_api_key(key_id, name, digest)
+                keys.append(key)
+        return keys
+
+    alice, bob = asyncio.run(make_keys())
+    with running_gateway(cfg) as url:
+        assert httpx.get(f"{url}/v1/models").status_code == 401
+        assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer sk-orch-wrong"}).status_code == 401
+        r = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {alice}"},
+                       json={"model": "all-vote", "messages": [{"role": "user", "content": "hello"}]})
+        assert r.status_code == 502  # recorded experts cannot answer free text: a clean upstream error
+        # errors still leave a trace, owned by alice
+        trace_id = None
+        # find it through the store (the 502 body has no trace id); then check ownership over HTTP
+        async def last_trace() -> str:
+            from sqlalchemy import select
+
+            from store.models import RequestRow
+
+            async with await Store.open(cfg.store) as store:
+                async with store._sessions() as s:
+                    return (await s.execute(select(RequestRow.id))).scalars().first()
+
+        trace_id = asyncio.run(last_trace())
+        assert httpx.get(f"{url}/v1/traces/{trace_id}", headers={"Authorization": f"Bearer {alice}"}).status_code == 200
+        assert httpx.get(f"{url}/v1/traces/{trace_id}", headers={"Authorization": f"Bearer {bob}"}).status_code == 404

@@ -1,0 +1,61 @@
+"""The official openai SDK, unchanged, against the gateway with real answering experts."""
+
+import os
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from gateway_fixtures import recorded_config, running_gateway
+
+SMOL = {"name": "smol", "backend": "local", "model": "smollm2-135m-instruct", "max_new_tokens": 32}
+
+
+@pytest.mark.slow
+def test_sdk_chat_and_stream_through_a_local_expert(tmp_path: Path) -> None:
+    with running_gateway(recorded_config(tmp_path, [SMOL])) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+        raw = client.chat.completions.with_raw_response.create(
+            model="smol", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=24)
+        resp = raw.parse()
+        assert "Paris" in resp.choices[0].message.content
+        assert resp.model == "smol" and resp.usage.completion_tokens > 0
+        trace_id = raw.headers["x-orchestrator-trace-id"]
+        assert raw.headers["x-orchestrator-experts"] == "smol"
+        trace = httpx.get(f"{url}/v1/traces/{trace_id}").json()
+        assert trace["calls"][0]["expert"] == "smol" and trace["router"] == "single"
+
+        stream = client.chat.completions.create(
+            model="smol", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=24,
+            stream=True, stream_options={"include_usage": True})
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert "Paris" in text
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+        assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+        assert len({c.id for c in chunks}) == 1
+
+        # A failure after the first frame ends the stream with an in-band error, then [DONE].
+        with httpx.stream("POST", f"{url}/v1/chat/completions",
+                          json={"model": "Yi-34B", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+            lines = [ln for ln in r.iter_lines() if ln]
+        assert lines[0].startswith("data: {") and '"error"' in lines[-2] and lines[-1] == "data: [DONE]"
+
+
+@pytest.mark.vllm
+def test_vllm_expert_through_the_gateway(tmp_path: Path) -> None:
+    url = os.environ.get("VLLM_BASE_URL")
+    if not url:
+        if os.environ.get("ORCH_SKIP_VLLM") == "1":
+            pytest.skip("ORCH_SKIP_VLLM=1 set explicitly")
+        pytest.fail("VLLM_BASE_URL is not set: start the server with `bash .ci/vllm.sh start`")
+    vllm = {"name": "vllm-smol", "backend": "openai", "base_url": url, "model": "smollm2-135m-instruct", "timeout_s": 60}
+    with running_gateway(recorded_config(tmp_path, [vllm])) as gw:
+        client = openai.OpenAI(base_url=f"{gw}/v1", api_key="unused")
+        resp = client.chat.completions.create(model="vllm-smol", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=24)
+        assert "paris" in resp.choices[0].message.content.lower()
+        assert resp.usage.prompt_tokens > 5 and resp.model == "vllm-smol"
+        experts = httpx.get(f"{gw}/v1/experts").json()["data"]
+        assert {e["name"]: e["healthy"] for e in experts}["vllm-smol"] is True
