@@ -103,3 +103,24 @@ def mmlu_questions(n: int, *, offset: int = 0) -> list:
                     )
                 )
     return out[offset : offset + n]
+
+
+def closed_port_url() -> str:
+    """An http://127.0.0.1 URL on which nothing listens (a real connection refusal)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def require_vllm_url() -> str:
+    """The real vLLM server's URL; a missing server fails the test unless skipped on purpose."""
+    url = os.environ.get("VLLM_BASE_URL")
+    if not url:
+        if os.environ.get("ORCH_SKIP_VLLM") == "1":
+            pytest.skip("ORCH_SKIP_VLLM=1 set explicitly")
+        pytest.fail("VLLM_BASE_URL is not set: start the server with `bash .ci/vllm.sh start` (or set ORCH_SKIP_VLLM=1)")
+    return url

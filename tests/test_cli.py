@@ -1,14 +1,12 @@
 """The `orchestrator` CLI end to end (real experts; the vLLM one from .ci/vllm.sh)."""
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import POOL3, RECORDED
+from conftest import POOL3, RECORDED, closed_port_url, require_vllm_url
 from orchestrator.cli import app
 
 runner = CliRunner()
@@ -35,21 +33,9 @@ experts:
     return p
 
 
-def closed_port_url() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}/v1"
-
-
 @pytest.mark.vllm
 def test_experts_check_all_three_backends_then_vllm_down(tmp_path: Path) -> None:
-    url = os.environ.get("VLLM_BASE_URL")
-    if not url:
-        if os.environ.get("ORCH_SKIP_VLLM") == "1":
-            pytest.skip("ORCH_SKIP_VLLM=1 set explicitly")
-        pytest.fail("VLLM_BASE_URL is not set: start the server with `bash .ci/vllm.sh start`")
+    url = require_vllm_url()
     up = runner.invoke(app, ["experts", "check", "--config", str(write_config(tmp_path, url))])
     assert up.exit_code == 0, up.output
     assert up.output.count("up") >= 3 and "down" not in up.output

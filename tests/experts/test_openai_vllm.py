@@ -1,10 +1,9 @@
 """The openai backend against a REAL vLLM CPU server (started by .ci/vllm.sh / scripts/test.sh)."""
 
-import os
-
 import httpx
 import pytest
 
+from conftest import require_vllm_url
 from experts import ExpertSpec, GenerationRequest
 from experts.backends.openai import OpenAIBackend
 
@@ -13,12 +12,7 @@ pytestmark = pytest.mark.vllm
 
 @pytest.fixture
 def vllm_url() -> str:
-    url = os.environ.get("VLLM_BASE_URL")
-    if not url:
-        if os.environ.get("ORCH_SKIP_VLLM") == "1":
-            pytest.skip("ORCH_SKIP_VLLM=1 set explicitly")
-        pytest.fail("VLLM_BASE_URL is not set: start the server with `bash .ci/vllm.sh start` (or set ORCH_SKIP_VLLM=1)")
-    return url
+    return require_vllm_url()
 
 
 def vllm_spec(url: str) -> ExpertSpec:

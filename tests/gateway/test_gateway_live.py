@@ -1,12 +1,12 @@
 """The official openai SDK, unchanged, against the gateway with real answering experts."""
 
-import os
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from conftest import require_vllm_url
 from gateway_fixtures import recorded_config, running_gateway
 
 SMOL = {"name": "smol", "backend": "local", "model": "smollm2-135m-instruct", "max_new_tokens": 32}
@@ -46,11 +46,7 @@ def test_sdk_chat_and_stream_through_a_local_expert(tmp_path: Path) -> None:
 
 @pytest.mark.vllm
 def test_vllm_expert_through_the_gateway(tmp_path: Path) -> None:
-    url = os.environ.get("VLLM_BASE_URL")
-    if not url:
-        if os.environ.get("ORCH_SKIP_VLLM") == "1":
-            pytest.skip("ORCH_SKIP_VLLM=1 set explicitly")
-        pytest.fail("VLLM_BASE_URL is not set: start the server with `bash .ci/vllm.sh start`")
+    url = require_vllm_url()
     vllm = {"name": "vllm-smol", "backend": "openai", "base_url": url, "model": "smollm2-135m-instruct", "timeout_s": 60}
     with running_gateway(recorded_config(tmp_path, [vllm])) as gw:
         client = openai.OpenAI(base_url=f"{gw}/v1", api_key="unused")

@@ -1,22 +1,13 @@
 """Retry then fallback, and LLM-synthesis aggregation, through the whole pipeline."""
 
-import socket
 from pathlib import Path
 
 import pytest
 
-from conftest import POOL3, RECORDED, mmlu_questions
+from conftest import POOL3, RECORDED, closed_port_url, mmlu_questions
 from experts import parse_config
 from orchestrator.pipeline import Runtime
 from routers.base import Aggregation, Assignment, Plan, Query, Router
-
-
-def dead_url() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}/v1"
 
 
 class FixedPlanRouter(Router):
@@ -36,7 +27,7 @@ async def test_dead_expert_is_retried_then_the_fallback_answers(tmp_path: Path) 
     cfg = parse_config({
         "store": f"sqlite+aiosqlite:///{tmp_path / 'f.db'}",
         "experts": [
-            {"name": "dead-vllm", "backend": "openai", "base_url": dead_url(), "model": "m", "max_retries": 2, "timeout_s": 5},
+            {"name": "dead-vllm", "backend": "openai", "base_url": closed_port_url(), "model": "m", "max_retries": 2, "timeout_s": 5},
             {"name": POOL3[0], "backend": "recorded", "path": str(RECORDED), "model": POOL3[0]},
         ],
     })
