@@ -208,7 +208,7 @@ def load_mmlu_pro(path: Path | str, *, dataset: str = "mmlu-pro") -> list[Questi
     lineno = 0
     try:
         with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):  # noqa: B007 - lineno is reported on decode errors
+            for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:

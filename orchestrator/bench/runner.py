@@ -113,8 +113,8 @@ class BenchmarkRunner:
                 val_path = datasets.default_mmlu_pro_paths().get("validation")
             else:
                 paths = datasets.default_mmlu_pro_paths()
-                if "test" not in paths:  # no local copy: the hub, when a network exists
-                    return datasets.load_mmlu_pro_hub("test"), datasets.load_mmlu_pro_hub("validation")
+                if "test" not in paths:  # no local copy: the hub, when `datasets` and a network exist
+                    return datasets.load_mmlu_pro_split("test"), datasets.load_mmlu_pro_split("validation")
                 test = datasets.load_mmlu_pro(paths["test"])
                 val_path = paths.get("validation")
             val = datasets.load_mmlu_pro(val_path) if val_path else []
