@@ -3,6 +3,8 @@
 from store.db import StoreUnavailable, open_engine
 from store.records import (
     ArtefactRecord,
+    BatchItemRecord,
+    BatchRecord,
     BenchItemRecord,
     ExpertCallRecord,
     PlanRecord,
@@ -13,6 +15,8 @@ from store.repository import Store
 
 __all__ = [
     "ArtefactRecord",
+    "BatchItemRecord",
+    "BatchRecord",
     "BenchItemRecord",
     "ExpertCallRecord",
     "PlanRecord",

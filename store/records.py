@@ -78,3 +78,30 @@ class ArtefactRecord(BaseModel):
     created_at: datetime | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
     payload: bytes = b""
+
+
+class BatchRecord(BaseModel):
+    """A batch job as stored; `requests` are the submitted items (custom_id + chat body)."""
+
+    id: str
+    owner: str | None = None
+    status: str = "in_progress"
+    created_at: datetime | None = None
+    completed_at: datetime | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    requests: list[dict[str, Any]] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class BatchItemRecord(BaseModel):
+    """One finished request of a batch: a chat completion body, or an error envelope."""
+
+    idx: int
+    custom_id: str | None = None
+    ok: bool = True
+    status_code: int = 200
+    body: dict[str, Any] = Field(default_factory=dict)
+    trace_id: str | None = None

@@ -22,6 +22,8 @@ from store.db import StoreUnavailable, open_engine
 from store.models import (
     ApiKeyRow,
     ArtefactRow,
+    BatchItemRow,
+    BatchRow,
     BenchItemRow,
     BenchRunRow,
     ExpertCallRow,
@@ -30,9 +32,12 @@ from store.models import (
     RequestRow,
     RoutingPlanRow,
     TraceStepRow,
+    utcnow,
 )
 from store.records import (
     ArtefactRecord,
+    BatchItemRecord,
+    BatchRecord,
     BenchItemRecord,
     ExpertCallRecord,
     PlanRecord,
@@ -300,3 +305,103 @@ class Store:
                 return False
             row.revoked = True
             return True
+
+    # ---------------------------------------------------------------- batch jobs
+    async def create_batch(self, batch: BatchRecord) -> None:
+        async with self._session() as s, s.begin():
+            s.add(BatchRow(id=batch.id, owner=batch.owner, status=batch.status, total=batch.total,
+                           requests=batch.requests, meta=batch.meta))
+
+    async def _batch_counts(self, s: AsyncSession, batch_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(completed, failed) per batch."""
+        if not batch_ids:
+            return {}
+        q = (
+            select(BatchItemRow.batch_id, BatchItemRow.ok, func.count())
+            .where(BatchItemRow.batch_id.in_(list(batch_ids)))
+            .group_by(BatchItemRow.batch_id, BatchItemRow.ok)
+        )
+        out: dict[str, tuple[int, int]] = {}
+        for bid, ok, n in (await s.execute(q)).all():
+            done, failed = out.get(bid, (0, 0))
+            out[bid] = (done + int(n), failed) if ok else (done, failed + int(n))
+        return out
+
+    @staticmethod
+    def _batch_record(row: BatchRow, counts: tuple[int, int], with_requests: bool) -> BatchRecord:
+        return BatchRecord(
+            id=row.id, owner=row.owner, status=row.status, created_at=row.created_at, completed_at=row.completed_at,
+            total=row.total, completed=counts[0], failed=counts[1], requests=list(row.requests) if with_requests else [],
+            meta=dict(row.meta or {}), error=row.error,
+        )
+
+    async def get_batch(self, batch_id: str, *, owner: str | None = None, with_requests: bool = False) -> BatchRecord | None:
+        """A batch with its progress counts; with `owner`, only if that key owns it."""
+        async with self._session() as s:
+            row = await s.get(BatchRow, batch_id)
+            if row is None or (owner is not None and row.owner != owner):
+                return None
+            counts = await self._batch_counts(s, [batch_id])
+            return self._batch_record(row, counts.get(batch_id, (0, 0)), with_requests)
+
+    async def list_batches(self, *, owner: str | None = None, statuses: Sequence[str] | None = None,
+                           limit: int = 100, with_requests: bool = False) -> list[BatchRecord]:
+        """Newest first; `owner` restricts to one key's batches."""
+        async with self._session() as s:
+            q = select(BatchRow)
+            if owner is not None:
+                q = q.where(BatchRow.owner == owner)
+            if statuses is not None:
+                q = q.where(BatchRow.status.in_(list(statuses)))
+            rows = (await s.execute(q.order_by(BatchRow.created_at.desc()).limit(limit))).scalars().all()
+            counts = await self._batch_counts(s, [r.id for r in rows])
+            return [self._batch_record(r, counts.get(r.id, (0, 0)), with_requests) for r in rows]
+
+    async def set_batch_status(self, batch_id: str, status: str, *, error: str | None = None,
+                               only_from: Sequence[str] | None = None) -> bool:
+        """Move a batch to `status` (optionally only from one of `only_from`); True if it moved."""
+        async with self._session() as s, s.begin():
+            row = await s.get(BatchRow, batch_id)
+            if row is None or (only_from is not None and row.status not in only_from):
+                return False
+            row.status = status
+            if error is not None:
+                row.error = error
+            if status in ("completed", "failed", "cancelled"):
+                row.completed_at = utcnow()
+            return True
+
+    async def batch_done_indices(self, batch_id: str) -> set[int]:
+        async with self._session() as s:
+            q = select(BatchItemRow.idx).where(BatchItemRow.batch_id == batch_id)
+            return set((await s.execute(q)).scalars().all())
+
+    async def save_batch_items(self, batch_id: str, items: Sequence[BatchItemRecord], traces: Sequence[TraceRecord] = ()) -> int:
+        """Write finished items and their traces in one transaction, skipping items already stored
+        (keyed by (batch id, index)), so a resumed or repeated chunk never duplicates a result.
+        Returns how many items were new."""
+        if not items:
+            return 0
+        by_trace = {t.id: t for t in traces}
+        for _ in range(3):  # a concurrent writer of the same item makes the insert fail: re-read and skip it
+            try:
+                async with self._session() as s, s.begin():
+                    q = select(BatchItemRow.idx).where(BatchItemRow.batch_id == batch_id, BatchItemRow.idx.in_([i.idx for i in items]))
+                    have = set((await s.execute(q)).scalars().all())
+                    new = [i for i in items if i.idx not in have]
+                    s.add_all([self._trace_rows(by_trace[i.trace_id]) for i in new if i.trace_id in by_trace])
+                    s.add_all([BatchItemRow(batch_id=batch_id, **i.model_dump()) for i in new])
+                return len(new)
+            except IntegrityError:
+                continue
+        raise StoreUnavailable(f"could not store the results of batch {batch_id}")
+
+    async def batch_items(self, batch_id: str, *, after: int = -1, limit: int | None = None) -> list[BatchItemRecord]:
+        """Finished items in index order (those with index > `after`)."""
+        async with self._session() as s:
+            q = select(BatchItemRow).where(BatchItemRow.batch_id == batch_id, BatchItemRow.idx > after).order_by(BatchItemRow.idx)
+            if limit is not None:
+                q = q.limit(limit)
+            rows = (await s.execute(q)).scalars().all()
+            return [BatchItemRecord(idx=r.idx, custom_id=r.custom_id, ok=r.ok, status_code=r.status_code, body=dict(r.body),
+                                    trace_id=r.trace_id) for r in rows]

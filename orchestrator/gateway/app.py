@@ -64,6 +64,8 @@ class GatewaySettings(BaseSettings):
     default_max_tokens: int = 256
     health_cache_s: float = 10.0
     request_timeout_s: float = 600.0
+    batch_chunk_size: int = 32  # batch items answered (and stored) together
+    batch_pause_s: float = 0.0  # pause between batch chunks, leaving room for interactive traffic
 
 
 class GatewayState:
@@ -130,6 +132,11 @@ async def _lifespan(app: FastAPI, config: OrchestratorConfig, settings: GatewayS
     metrics = GatewayMetrics()
     runtime = await Runtime.create(config, on_batch=metrics.on_batch)
     app.state.gateway = GatewayState(config, settings, runtime, metrics)
+    from orchestrator.gateway.batches import BatchRunner  # imports this module: not at the top
+
+    app.state.batches = BatchRunner(runtime, chunk_size=settings.batch_chunk_size, pause_s=settings.batch_pause_s,
+                                    default_max_tokens=settings.default_max_tokens, on_calls=metrics.record_calls)
+    await app.state.batches.resume()
     logger.info(
         "gateway ready: routers %s; experts %s; store %s",
         ", ".join(router_names()), ", ".join(runtime.registry.names), runtime.store.url,
@@ -137,6 +144,7 @@ async def _lifespan(app: FastAPI, config: OrchestratorConfig, settings: GatewayS
     try:
         yield
     finally:
+        await app.state.batches.aclose()
         await runtime.aclose()
 
 
@@ -381,6 +389,10 @@ def create_app(config: OrchestratorConfig, settings: GatewaySettings | None = No
         for name in st.runtime.registry.names:
             st.metrics.queue_depth.labels(name).set(st.runtime.dispatcher.queue_depth(name))
         return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    from orchestrator.gateway.batches.api import router as batches_router
+
+    app.include_router(batches_router)  # before the /v1 catch-all below
 
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def unknown_v1(rest: str) -> None:
