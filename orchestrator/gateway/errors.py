@@ -93,7 +93,8 @@ def error_response(exc: APIError) -> JSONResponse:
 
 def validation_error(exc: RequestValidationError) -> APIError:
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+    loc = [str(p) for p in first.get("loc", ())]
+    loc = loc[1:] if loc[:1] == ["body"] else loc  # the request body itself, not a field named "body"
     param = ".".join(loc) or None
     msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     if first.get("type") == "json_invalid":
