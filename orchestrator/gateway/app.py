@@ -27,8 +27,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from experts.errors import ConfigError
 from experts.registry import UnknownExpert
 from experts.spec import ExpertSpec, OrchestratorConfig, format_validation_error
-from experts.types import ChatMessage
 from orchestrator.gateway import errors as E
+from orchestrator.gateway.batches.service import BatchRunner, query_from
 from orchestrator.gateway.metrics import GatewayMetrics
 from orchestrator.gateway.protocol import (
     ChatChoice,
@@ -132,8 +132,6 @@ async def _lifespan(app: FastAPI, config: OrchestratorConfig, settings: GatewayS
     metrics = GatewayMetrics()
     runtime = await Runtime.create(config, on_batch=metrics.on_batch)
     app.state.gateway = GatewayState(config, settings, runtime, metrics)
-    from orchestrator.gateway.batches import BatchRunner  # imports this module: not at the top
-
     app.state.batches = BatchRunner(runtime, chunk_size=settings.batch_chunk_size, pause_s=settings.batch_pause_s,
                                     default_max_tokens=settings.default_max_tokens, on_calls=metrics.record_calls)
     await app.state.batches.resume()
@@ -149,18 +147,8 @@ async def _lifespan(app: FastAPI, config: OrchestratorConfig, settings: GatewayS
 
 
 def _query_from(req: ChatCompletionRequest, default_max_tokens: int) -> Query:
-    try:
-        text = req.question()
-    except ValueError as e:
-        raise E.Unprocessable(str(e), param="messages") from None
-    if not text.strip():
-        raise E.Unprocessable("the last user message is empty", param="messages")
-    msgs = tuple(ChatMessage(role="system" if m.role in ("system", "developer") else ("assistant" if m.role == "assistant" else "user"), content=m.text())
-                 for m in req.messages if m.role != "tool")
-    return Query(
-        text=text, messages=msgs, max_tokens=req.token_limit(default_max_tokens), temperature=req.temperature,
-        stop=tuple(req.stop or ()), seed=req.seed,
-    )
+    # One conversion for chat and batches; `metadata.question_id` reaches recorded experts.
+    return query_from(req, default_max_tokens)
 
 
 def _experts_header(result: QueryResult) -> str:
