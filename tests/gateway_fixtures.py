@@ -57,3 +57,19 @@ def running_gateway(config, settings: GatewaySettings | None = None) -> Iterator
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def make_keys(store_url: str, names: list[str]) -> list[str]:
+    from orchestrator.gateway.security import new_api_key
+    from store import Store
+
+    async def go() -> list[str]:
+        keys = []
+        async with await Store.open(store_url) as store:
+            for name in names:
+                key_id, key, digest = new_api_key()
+                await store.create_api_key(key_id, name, digest)
+                keys.append(key)
+        return keys
+
+    return asyncio.run(go())

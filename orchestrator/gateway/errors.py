@@ -94,7 +94,8 @@ def error_response(exc: APIError) -> JSONResponse:
 def validation_error(exc: RequestValidationError) -> APIError:
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     loc = [str(p) for p in first.get("loc", ())]
-    loc = loc[1:] if loc[:1] == ["body"] else loc  # the request body itself, not a field named "body"
+    # Drop where the value came from (the body itself, the query string), not a field named "body".
+    loc = loc[1:] if loc[:1] in (["body"], ["query"], ["path"], ["header"]) else loc
     param = ".".join(loc) or None
     msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     if first.get("type") == "json_invalid":

@@ -14,7 +14,7 @@ import httpx
 import yaml
 
 from conftest import POOL3, REPO, RECORDED, mmlu_questions
-from gateway_fixtures import free_port, recorded_config, running_gateway
+from gateway_fixtures import free_port, make_keys, recorded_config, running_gateway
 from orchestrator.gateway.app import GatewaySettings
 
 
@@ -38,22 +38,6 @@ def wait_status(url: str, batch_id: str, headers: dict | None = None, timeout: f
             return b
         time.sleep(0.05)
     raise AssertionError(f"batch {batch_id} still running after {timeout} s: {b}")
-
-
-def make_keys(store_url: str, names: list[str]) -> list[str]:
-    from orchestrator.gateway.security import new_api_key
-    from store import Store
-
-    async def go() -> list[str]:
-        keys = []
-        async with await Store.open(store_url) as store:
-            for name in names:
-                key_id, key, digest = new_api_key()
-                await store.create_api_key(key_id, name, digest)
-                keys.append(key)
-        return keys
-
-    return asyncio.run(go())
 
 
 def test_batch_answers_every_request_with_the_recorded_outputs(tmp_path: Path) -> None:
