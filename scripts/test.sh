@@ -11,6 +11,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# compose.yaml validation tools (no server): the Compose Specification schema and docker-compose
+eval "$(bash .ci/compose.sh | grep -E '^(COMPOSE_SPEC_SCHEMA|DOCKER_COMPOSE)=' | sed 's/^/export /')"
+: "${COMPOSE_SPEC_SCHEMA:?compose tools did not install}"
 eval "$(bash .ci/postgres.sh start | grep '^POSTGRES_URL=' | sed 's/^/export /')"
 eval "$(bash .ci/vllm.sh start | grep '^VLLM_BASE_URL=' | sed 's/^/export /')"
 : "${POSTGRES_URL:?postgres did not start}" "${VLLM_BASE_URL:?vLLM did not start}"
