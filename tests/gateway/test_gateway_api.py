@@ -13,20 +13,36 @@ from orchestrator.gateway.app import GatewaySettings
 
 
 def test_openai_sdk_chat_streaming_and_models(tmp_path: Path) -> None:
+    import gzip
+
+    from conftest import RECORDED
+
+    q = mmlu_questions(1)[0]
+    with gzip.open(RECORDED / "responses" / f"{POOL3[1]}.jsonl.gz", "rt") as f:
+        recorded = next(d["response"] for d in map(json.loads, f) if str(d["question_id"]) == q.question_id)
+    meta = {"metadata": {"question_id": q.question_id}}  # a benchmark question: recorded experts answer it
     with running_gateway(recorded_config(tmp_path)) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything")
         models = {m.id for m in client.models.list().data}
         assert {"all-vote", "single", *POOL3} <= models
+        assert client.models.retrieve(POOL3[0]).id == POOL3[0]
 
-        # A recorded expert only answers benchmark questions: ask one through the direct path with
-        # its question id is not possible over chat, so expect a clean upstream error...
+        resp = client.chat.completions.create(model=POOL3[1], messages=[{"role": "user", "content": q.text}], extra_body=meta)
+        assert resp.choices[0].message.content == recorded and resp.model == POOL3[1]
+        assert resp.object == "chat.completion" and resp.usage.total_tokens > 0
+
+        stream = client.chat.completions.create(model=POOL3[1], messages=[{"role": "user", "content": q.text}], extra_body=meta,
+                                                stream=True, stream_options={"include_usage": True})
+        chunks = list(stream)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == recorded
+        assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].usage.total_tokens > 0
+
+        # A question without a recording: a clean upstream error through the SDK.
         with pytest.raises(openai.APIStatusError) as e:
             client.chat.completions.create(model=POOL3[0], messages=[{"role": "user", "content": "hi"}])
-        assert e.value.status_code == 502 and "no recorded output" in str(e.value) or "only replay" in str(e.value)
-
-        # ...while an OpenAI-compatible model through the SDK works end to end (see test below).
-        raw = httpx.get(f"{url}/v1/models/{POOL3[0]}").json()
-        assert raw["id"] == POOL3[0] and raw["object"] == "model"
+        assert e.value.status_code == 502 and "question_id" in str(e.value)
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "hi"}])
 
 
 def test_error_bodies_are_openai_shaped(tmp_path: Path) -> None:

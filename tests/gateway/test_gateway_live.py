@@ -46,12 +46,46 @@ def test_sdk_chat_and_stream_through_a_local_expert(tmp_path: Path) -> None:
 
 @pytest.mark.vllm
 def test_vllm_expert_through_the_gateway(tmp_path: Path) -> None:
+    """The foundation's vLLM test, through the gateway: SDK chat and stream, async client, a batch."""
+    import asyncio
+
+    from orchestrator.client import AsyncOrchestratorClient
+
     url = require_vllm_url()
     vllm = {"name": "vllm-smol", "backend": "openai", "base_url": url, "model": "smollm2-135m-instruct", "timeout_s": 60}
+    question = [{"role": "user", "content": "What is the capital of France?"}]
     with running_gateway(recorded_config(tmp_path, [vllm])) as gw:
         client = openai.OpenAI(base_url=f"{gw}/v1", api_key="unused")
-        resp = client.chat.completions.create(model="vllm-smol", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=24)
+        resp = client.chat.completions.create(model="vllm-smol", messages=question, max_tokens=24)
         assert "paris" in resp.choices[0].message.content.lower()
         assert resp.usage.prompt_tokens > 5 and resp.model == "vllm-smol"
         experts = httpx.get(f"{gw}/v1/experts").json()["data"]
         assert {e["name"]: e["healthy"] for e in experts}["vllm-smol"] is True
+
+        chunks = list(client.chat.completions.create(model="vllm-smol", messages=question, max_tokens=24, stream=True,
+                                                     stream_options={"include_usage": True}))
+        assert "paris" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).lower()
+        assert chunks[-1].usage.completion_tokens > 0
+
+        async def with_client() -> None:
+            async with AsyncOrchestratorClient(gw) as c:
+                reply = await c.chat("vllm-smol", question, max_tokens=24)
+                assert "paris" in reply.text.lower() and reply.experts == ["vllm-smol"]
+                trace = await c.trace(reply.trace_id)
+                assert trace.calls[0].expert == "vllm-smol" and trace.calls[0].completion_tokens > 0
+                capitals = ["France", "Italy", "Japan", "Germany"]
+                batch = await c.submit_batch([
+                    {"custom_id": country, "body": {"model": "vllm-smol", "max_tokens": 24,
+                                                    "messages": [{"role": "user", "content": f"What is the capital of {country}?"}]}}
+                    for country in capitals
+                ])
+                done = await c.wait_batch(batch.id, poll_s=0.2, timeout_s=120)
+                assert done.status == "completed" and done.request_counts.completed == 4
+                results = await c.batch_results(batch.id)
+                assert [r.custom_id for r in results] == capitals
+                answers = [r.response.body["choices"][0]["message"]["content"].lower() for r in results]
+                # a 135M model is not reliable on every capital; France it answers (greedy decoding)
+                assert "paris" in answers[0] and all(answers)
+                assert all(r.response.body["experts"] == ["vllm-smol"] and r.response.request_id for r in results)
+
+        asyncio.run(with_client())
