@@ -101,6 +101,8 @@ def test_batch_validation_errors_name_the_field(tmp_path: Path) -> None:
         assert e["status"] == 422 and e["param"] == "requests.0.body.messages"
         e = post({"requests": [{"body": {"model": "all-vote", "messages": user, "max_tokens": 0}}]})
         assert e["status"] == 422 and e["param"] == "requests.0.body.max_tokens"
+        e = post({"requests": [{"body": {"model": "all-vote", "messages": user}}, {"body": {"model": "symbolic-moe", "messages": user}}]})
+        assert e["status"] == 400 and e["param"] == "requests.1.body.model" and "fitted" in e["message"]
         e = post({"requests": []})
         assert e["status"] == 422 and e["param"] == "requests"
         e = post({"requests": [{"custom_id": "a", "body": {"model": "all-vote", "messages": user}}] * 2})

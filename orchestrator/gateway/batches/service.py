@@ -191,6 +191,15 @@ class BatchRunner:
 
     async def submit(self, create: BatchCreate, *, owner: str | None) -> BatchRecord:
         self.validate(create)
+        first_use: dict[str, int] = {}
+        for i, item in enumerate(create.requests):
+            first_use.setdefault(item.body.model, i)
+        for model, i in first_use.items():  # e.g. a router that must be fitted first: refuse now, not per item
+            try:
+                await self._router_for(model)
+            except E.APIError as e:
+                e.param, e.message = f"requests.{i}.body.model", f"requests[{i}]: {e.message}"
+                raise
         rec = BatchRecord(
             id=new_batch_id(), owner=owner, status="in_progress", total=len(create.requests),
             requests=[r.model_dump(mode="json", exclude_none=True) for r in create.requests], meta=create.metadata or {},
