@@ -133,7 +133,8 @@ async def _lifespan(app: FastAPI, config: OrchestratorConfig, settings: GatewayS
     runtime = await Runtime.create(config, on_batch=metrics.on_batch)
     app.state.gateway = GatewayState(config, settings, runtime, metrics)
     app.state.batches = BatchRunner(runtime, chunk_size=settings.batch_chunk_size, pause_s=settings.batch_pause_s,
-                                    default_max_tokens=settings.default_max_tokens, on_calls=metrics.record_calls)
+                                    default_max_tokens=settings.default_max_tokens, on_calls=metrics.record_calls,
+                                    registry=metrics.registry)
     await app.state.batches.resume()
     logger.info(
         "gateway ready: routers %s; experts %s; store %s",

@@ -74,6 +74,7 @@ def test_batch_answers_every_request_with_the_recorded_outputs(tmp_path: Path) -
         assert httpx.get(f"{url}/v1/batches").json()["data"][0]["id"] == b["id"]
         metrics = httpx.get(f"{url}/metrics").text
         assert f'orchestrator_expert_calls_total{{expert="{POOL3[2]}",status="ok"}}' in metrics
+        assert 'orchestrator_batch_items_total{status="ok"} 9.0' in metrics and "orchestrator_batch_jobs_running 0.0" in metrics
 
 
 def test_batch_items_that_fail_get_error_bodies(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
 from experts.errors import ConfigError
 from experts.registry import UnknownExpert
 from experts.types import ChatMessage
@@ -118,6 +120,7 @@ class BatchRunner:
         pause_s: float = 0.0,
         default_max_tokens: int = 256,
         on_calls: CallsHook | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.runtime = runtime
         self.chunk_size = max(1, chunk_size)
@@ -129,6 +132,10 @@ class BatchRunner:
         self.residency = ResidencyManager(runtime.registry, capacity=max(1, len(runtime.registry)))
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, asyncio.Task[None]] = {}
+        # Batch metrics join the app's registry (no process-global state).
+        self.items_done = Counter("orchestrator_batch_items", "batch requests answered", ["status"], registry=registry)
+        running = Gauge("orchestrator_batch_jobs_running", "batch jobs running in this process", registry=registry)
+        running.set_function(lambda: len(self._running))
 
     # ------------------------------------------------------------------ lifecycle
     async def resume(self) -> list[str]:
@@ -240,6 +247,8 @@ class BatchRunner:
                 chunk = pending[start : start + self.chunk_size]
                 results, traces = await self._execute(chunk, items, rec.owner)
                 await store.save_batch_items(batch_id, results, traces)
+                for r in results:
+                    self.items_done.labels("ok" if r.ok else "error").inc()
                 if self.pause_s:
                     await asyncio.sleep(self.pause_s)
             if not await store.set_batch_status(batch_id, "completed", only_from=("in_progress",)):
