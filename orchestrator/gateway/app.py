@@ -28,7 +28,7 @@ from experts.errors import ConfigError
 from experts.registry import UnknownExpert
 from experts.spec import ExpertSpec, OrchestratorConfig, format_validation_error
 from orchestrator.gateway import errors as E
-from orchestrator.gateway.batches.service import BatchRunner, query_from
+from orchestrator.gateway.batches.service import BatchRunner
 from orchestrator.gateway.metrics import GatewayMetrics
 from orchestrator.gateway.protocol import (
     ChatChoice,
@@ -43,6 +43,7 @@ from orchestrator.gateway.protocol import (
     Usage,
     completion_id,
 )
+from orchestrator.gateway.queries import query_from
 from orchestrator.gateway.security import BodySizeLimit, Caller, RateLimiter, hash_key
 from orchestrator.pipeline import QueryResult, Runtime
 from routers.base import Query, RoutingError

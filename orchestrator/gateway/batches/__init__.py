@@ -5,6 +5,6 @@
 """
 
 from orchestrator.gateway.batches.protocol import BatchCreate, BatchObject, BatchRequestItem, BatchResults
-from orchestrator.gateway.batches.service import BatchNotFound, BatchRunner, query_from
+from orchestrator.gateway.batches.service import BatchNotFound, BatchRunner
 
-__all__ = ["BatchCreate", "BatchNotFound", "BatchObject", "BatchRequestItem", "BatchResults", "BatchRunner", "query_from"]
+__all__ = ["BatchCreate", "BatchNotFound", "BatchObject", "BatchRequestItem", "BatchResults", "BatchRunner"]

@@ -28,10 +28,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from experts.errors import ConfigError
 from experts.registry import UnknownExpert
-from experts.types import ChatMessage
 from orchestrator.gateway import errors as E
 from orchestrator.gateway.batches.protocol import BatchCreate, BatchRequestItem
-from orchestrator.gateway.protocol import ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatMessageOut, Usage
+from orchestrator.gateway.protocol import ChatChoice, ChatCompletionResponse, ChatMessageOut, Usage
+from orchestrator.gateway.queries import query_from
 from orchestrator.pipeline import QueryResult, Runtime
 from orchestrator.residency import ResidencyManager
 from orchestrator.scheduler import GroupedScheduler
@@ -50,30 +50,6 @@ class BatchNotFound(LookupError):
 
 def new_batch_id() -> str:
     return f"batch_{secrets.token_hex(12)}"
-
-
-def query_from(body: ChatCompletionRequest, default_max_tokens: int) -> Query:
-    """The query a chat body asks; `body.metadata` may name a benchmark question (recorded experts).
-
-    Raises `E.Unprocessable` naming the field at fault."""
-    try:
-        text = body.question()
-    except ValueError as e:
-        raise E.Unprocessable(str(e), param="messages") from None
-    if not text.strip():
-        raise E.Unprocessable("the last user message is empty", param="messages")
-    roles = {"system": "system", "developer": "system", "assistant": "assistant"}
-    msgs = tuple(ChatMessage(role=roles.get(m.role, "user"), content=m.text()) for m in body.messages if m.role != "tool")  # type: ignore[arg-type]
-    meta = body.metadata or {}
-    choices = meta.get("choices")
-    if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
-        raise E.Unprocessable("metadata.choices must be a list of strings", param="metadata.choices")
-    qid = meta.get("question_id")
-    return Query(
-        text=text, messages=msgs, max_tokens=body.token_limit(default_max_tokens), temperature=body.temperature,
-        stop=tuple(body.stop or ()), seed=body.seed, question_id=None if qid is None else str(qid),
-        choices=tuple(choices) if choices else None, category=meta.get("category") if isinstance(meta.get("category"), str) else None,
-    )
 
 
 def _failure(result: QueryResult) -> E.APIError | None:
