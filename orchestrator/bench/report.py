@@ -11,6 +11,7 @@ import numpy as np
 
 matplotlib.use("Agg")  # no display here; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 
 def write_reports(report: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -114,6 +115,10 @@ def plot(r: dict[str, Any], path: Path) -> None:
         xs = [m[xkey] for m in routers.values() if m[xkey] > 0]
         if xs and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
+            # Default minor-tick labels overlap at this width: label 1-2-5 steps in plain numbers.
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{r['dataset']}: {r['n_questions']} questions, pool of {len(r['pool'])}")
