@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable: never try one
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 # Imported here, not inside worker threads: transformers' lazy module is not safe to import
@@ -75,7 +77,7 @@ class LocalBackend(ExpertBackend):
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
         # bf16 matmuls are slow on most CPUs: compute in float32 there.
         dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
-        tok = AutoTokenizer.from_pretrained(str(path))
+        tok = AutoTokenizer.from_pretrained(str(path), **_tokenizer_kwargs(path))
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -224,3 +226,16 @@ def _as_list(x: Any) -> list[int]:
     if x is None:
         return []
     return list(x) if isinstance(x, (list, tuple)) else [int(x)]
+
+
+_MISTRAL_TYPES = {"mistral", "mistral3", "ministral", "pixtral", "voxtral"}
+
+
+def _tokenizer_kwargs(path: Path) -> dict[str, Any]:
+    """transformers 4.57.3+ flags every locally saved tokenizer as a Mistral one with a bad regex
+    (a false positive that warns at each load); say explicitly that non-Mistral models need no fix."""
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return {}
+    return {} if model_type in _MISTRAL_TYPES else {"fix_mistral_regex": False}
