@@ -48,6 +48,7 @@ from orchestrator.pipeline import QueryResult, Runtime
 from routers.base import Query, RoutingError
 from routers.registry import router_names
 from store.db import StoreUnavailable
+from store.trace_writer import TraceQueueFull, TraceWriter
 
 logger = logging.getLogger("orchestrator.gateway")
 
@@ -129,6 +130,8 @@ CallerDep = Annotated[Caller, Depends(current_caller)]
 async def _lifespan(app: FastAPI, config: OrchestratorConfig, settings: GatewaySettings) -> AsyncIterator[None]:
     metrics = GatewayMetrics()
     runtime = await Runtime.create(config, on_batch=metrics.on_batch)
+    runtime.trace_writer = TraceWriter(runtime.store)
+    await runtime.trace_writer.start()
     app.state.gateway = GatewayState(config, settings, runtime, metrics)
     logger.info(
         "gateway ready: routers %s; experts %s; store %s",
@@ -174,6 +177,10 @@ def _raise_for_failure(result: QueryResult) -> None:
 async def _run_chat(st: GatewayState, req: ChatCompletionRequest, caller: Caller) -> QueryResult:
     """Resolve `model` (router or expert), answer, record metrics; typed errors only."""
     query = _query_from(req, st.settings.default_max_tokens)
+    writer = st.runtime.trace_writer
+    if writer is not None and not writer.healthy:
+        # fail fast: an answer we could not record would be lost from the audit trail
+        raise E.ServiceUnavailable(f"the store is unavailable ({writer.last_error}); retry shortly", retry_after=2)
     reg = st.runtime.registry
     if req.model in router_names():
         router, options = req.model, None
@@ -192,6 +199,8 @@ async def _run_chat(st: GatewayState, req: ChatCompletionRequest, caller: Caller
         raise E.BadRequest(str(e), param="model") from None
     except asyncio.TimeoutError:
         raise E.UpstreamTimeout(f"no answer within {st.settings.request_timeout_s:g} s") from None
+    except TraceQueueFull as e:
+        raise E.ServiceUnavailable(f"the store is falling behind: {e}", retry_after=2) from None
     except (StoreUnavailable, OSError) as e:
         raise E.ServiceUnavailable(f"the store is unavailable ({type(e).__name__}); retry shortly", retry_after=2) from None
     except Exception as e:
@@ -348,6 +357,9 @@ def create_app(config: OrchestratorConfig, settings: GatewaySettings | None = No
     async def get_trace(trace_id: str, st: State, caller: CallerDep) -> dict[str, Any]:
         if len(trace_id) > 64:
             raise E.NotFound(f"no trace {trace_id[:64]!r}")
+        pending = st.runtime.trace_writer.pending(trace_id) if st.runtime.trace_writer else None
+        if pending is not None and (caller.key_id is None or pending.owner == caller.key_id):
+            return json.loads(pending.model_dump_json())  # answered, not yet committed
         try:
             rec = await st.runtime.store.get_trace(trace_id, owner=caller.key_id)
         except Exception as e:  # noqa: BLE001
