@@ -8,7 +8,8 @@
 
 Why: one INSERT transaction per request on the request path serialises every request on the
 database's write lock (SQLite) or a pool connection (Postgres). Here one task drains the queue
-and commits whatever has accumulated in ONE transaction, so the write cost is shared by a batch.
+and commits whatever has accumulated in ONE transaction (at most one commit per
+`min_interval_s`), so the write cost is shared by a batch.
 
 Never loses a trace: a batch that fails to commit is kept and retried (with backoff) until the
 store takes it; meanwhile `healthy` is False so the gateway fails new requests fast instead of
@@ -44,12 +45,14 @@ class TraceWriter:
         put_timeout_s: float = 5.0,
         retry_min_s: float = 0.2,
         retry_max_s: float = 5.0,
+        min_interval_s: float = 0.05,
         spill_dir: Path | None = None,
     ) -> None:
         self.store = store
         self.max_batch = max_batch
         self.put_timeout_s = put_timeout_s
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
+        self.min_interval_s = min_interval_s
         self.spill_dir = spill_dir or Path.cwd()
         self._queue: asyncio.Queue[TraceRecord] = asyncio.Queue(maxsize=max_queue)
         # Traces accepted but not yet committed, by id (served to readers before they land).
@@ -100,6 +103,7 @@ class TraceWriter:
         delay = self.retry_min_s
         while True:
             batch = [await self._queue.get()]
+            started = time.monotonic()
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             while True:
@@ -125,6 +129,9 @@ class TraceWriter:
                 self._pending.pop(t.id, None)
             if not self._pending:
                 self._idle.set()
+            # At most one commit per interval: idle, a trace is written at once; under load, the
+            # traces of the interval share one transaction (a commit costs ~1 ms of loop CPU).
+            await asyncio.sleep(max(0.0, self.min_interval_s - (time.monotonic() - started)))
 
     def _requeue_front(self, trace: TraceRecord) -> None:
         # the batch stays in _pending; aclose writes everything in _pending

@@ -29,7 +29,7 @@ from experts.registry import UnknownExpert
 from experts.spec import ExpertSpec, OrchestratorConfig, format_validation_error
 from experts.types import ChatMessage
 from orchestrator.gateway import errors as E
-from orchestrator.gateway.metrics import GatewayMetrics
+from orchestrator.gateway.metrics import GatewayMetrics, RequestMetrics
 from orchestrator.gateway.protocol import (
     ChatChoice,
     ChatCompletionChunk,
@@ -229,17 +229,7 @@ def create_app(config: OrchestratorConfig, settings: GatewaySettings | None = No
     E.install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
-    @app.middleware("http")
-    async def _metrics(request: Request, call_next):  # type: ignore[no-untyped-def]
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        st: GatewayState | None = getattr(request.app.state, "gateway", None)
-        if st is not None:
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            st.metrics.requests.labels(path, str(response.status_code)).inc()
-            st.metrics.latency.labels(path).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(RequestMetrics)
 
     # ------------------------------------------------------------------ chat
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse)
@@ -252,11 +242,13 @@ def create_app(config: OrchestratorConfig, settings: GatewaySettings | None = No
         response.headers["x-orchestrator-router"] = result.router
         response.headers["x-orchestrator-trace-id"] = result.trace_id
         finish = next((c.finish_reason for c in reversed(result.calls) if c.error_kind is None), "stop") or "stop"
-        return ChatCompletionResponse(
+        body = ChatCompletionResponse(
             model=_experts_header(result) or req.model,
             choices=[ChatChoice(message=ChatMessageOut(content=result.final.text), finish_reason=finish if finish in ("stop", "length") else "stop")],
             usage=_usage(result), experts=result.experts_used, router=result.router, trace_id=result.trace_id,
         )
+        # Serialised once here: returning the model would make FastAPI validate it again.
+        return Response(body.model_dump_json(), media_type="application/json", headers=dict(response.headers))
 
     async def _stream(st: GatewayState, req: ChatCompletionRequest, caller: Caller) -> AsyncIterator[str]:
         cid, created = completion_id(), int(time.time())

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from store.records import ExpertCallRecord
 
@@ -34,3 +37,35 @@ class GatewayMetrics:
                 self.tokens.labels(c.expert, "prompt").inc(c.prompt_tokens)
                 self.tokens.labels(c.expert, "completion").inc(c.completion_tokens)
                 self.cost.labels(c.expert).inc(c.cost_usd)
+
+
+class RequestMetrics:
+    """Counts requests and observes their latency per route template and status.
+
+    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` (what `@app.middleware` builds)
+    runs each request through extra tasks and memory streams, measurably slower per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            st = getattr(scope["app"].state, "gateway", None) if "app" in scope else None
+            if st is not None:
+                path = getattr(scope.get("route"), "path", "unmatched")
+                st.metrics.requests.labels(path, str(status)).inc()
+                st.metrics.latency.labels(path).observe(time.perf_counter() - t0)
