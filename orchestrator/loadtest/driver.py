@@ -41,10 +41,12 @@ def wrk_path() -> str:
     return path
 
 
-async def drive(url: str, body: dict, *, concurrency: int, seconds: float, threads: int = 1) -> LoadStats:
+async def drive(url: str, body: dict, *, concurrency: int, seconds: float, threads: int = 1, api_key: str | None = None) -> LoadStats:
     """Keep `concurrency` connections busy against `url` for `seconds`; one POST of `body` each."""
     threads = max(1, min(threads, concurrency))
     env = {**os.environ, "LOADTEST_BODY": json.dumps(body)}
+    if api_key:
+        env["LOADTEST_AUTH"] = api_key
     proc = await asyncio.create_subprocess_exec(
         wrk_path(), f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
         "-s", str(SCRIPT), url, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -39,13 +39,15 @@ def ensure_venv(log: Path) -> Path:
     return exe
 
 
-def write_config(path: Path, upstream_base_url: str, upstream_model: str) -> Path:
+def write_config(path: Path, upstream_base_url: str, upstream_model: str, master_key: str) -> Path:
+    """A one-model proxy; it refuses to start without a master key, so the driver sends one."""
     path.write_text(yaml.safe_dump({
         "model_list": [{
             "model_name": MODEL,
             "litellm_params": {"model": f"openai/{upstream_model}", "api_base": upstream_base_url, "api_key": "loadtest"},
         }],
         "litellm_settings": {"drop_params": True, "set_verbose": False},
+        "general_settings": {"master_key": master_key},
     }))
     return path
 

@@ -15,6 +15,8 @@ def _fmt(v: float | None, suffix: str = "") -> str:
 
 
 def print_report(console: Console, result: LoadtestResult) -> None:
+    if console.width < 132:  # ten numeric columns: never squeeze them into ellipses
+        console = Console(width=132, file=console.file)
     t = Table(title="Gateway overhead (one worker, instant loopback upstream; added = minus direct)")
     for col in ("conc.", "target", "p50 ms", "p95 ms", "p99 ms", "added p50", "added p95", "added p99", "req/s", "errors"):
         t.add_column(col, justify="right" if col not in ("target",) else "left")
@@ -37,4 +39,5 @@ def print_report(console: Console, result: LoadtestResult) -> None:
             rt.add_row(str(c), _fmt(r.get("added_p50"), "×"), _fmt(r.get("added_p95"), "×"), _fmt(r.get("added_p99"), "×"), _fmt(r.get("rps"), "×"))
         console.print(rt)
     if result.traces_recorded is not None:
-        console.print(f"traces recorded by the gateway: {result.traces_recorded:,} for {result.gateway_requests:,} answered requests")
+        console.print(f"traces recorded by the gateway: {result.traces_recorded:,}; answered requests wrk counted: "
+                      f"{result.gateway_requests:,} (wrk does not count the requests still in flight when a run ends)")

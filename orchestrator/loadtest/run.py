@@ -10,6 +10,7 @@ expert pointing at the load-test upstream, every request recorded as a trace in 
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -68,12 +69,14 @@ def count_traces(db: Path) -> int | None:
 
 
 async def _measure(name: str, url: str, body: dict[str, Any], levels: list[int], seconds: float,
-                   out: dict[int, Targets], progress: Callable[[str], None]) -> None:
+                   out: dict[int, Targets], progress: Callable[[str], None], api_key: str | None = None) -> int:
+    """Measure every level; returns how many requests the warm-up sent (they leave traces too)."""
     progress(f"{name}: warm-up")
-    await drive(url, body, concurrency=max(levels), seconds=1)
+    warm = await drive(url, body, concurrency=max(levels), seconds=1, api_key=api_key)
     for c in levels:
         progress(f"{name}: concurrency {c} for {seconds:g} s")
-        out.setdefault(c, {})[name] = await drive(url, body, concurrency=c, seconds=seconds)
+        out.setdefault(c, {})[name] = await drive(url, body, concurrency=c, seconds=seconds, api_key=api_key)
+    return warm.requests - warm.errors
 
 
 async def run_loadtest(levels: list[int], *, seconds: float, compare_litellm: bool, workdir: Path,
@@ -93,19 +96,22 @@ async def run_loadtest(levels: list[int], *, seconds: float, compare_litellm: bo
         db.unlink(missing_ok=True)
         gw_cmd = [sys.executable, "-m", "orchestrator.cli", "serve", "--config", str(cfg), "--port", str(gw_port), "--log-level", "warning"]
         async with served(gw_cmd, health=f"http://127.0.0.1:{gw_port}/health", name="gateway", log=workdir / "gateway.log"):
-            await _measure("ours", f"http://127.0.0.1:{gw_port}/v1/chat/completions", _body("single"), levels, seconds, out, progress)
+            warm = await _measure("ours", f"http://127.0.0.1:{gw_port}/v1/chat/completions", _body("single"), levels, seconds, out, progress)
         # the gateway has stopped (and flushed): every answered request must have left a trace
         traces = count_traces(db)
-        answered = sum(t["ours"].requests - t["ours"].errors for t in out.values())
+        answered = warm + sum(t["ours"].requests - t["ours"].errors for t in out.values())
 
         if compare_litellm:
             progress("preparing the LiteLLM proxy (first use installs it into its own venv)")
             exe = litellm.ensure_venv(workdir / "litellm-install.log")
-            lcfg = litellm.write_config(workdir / "litellm.yaml", f"{up_url}/v1", UPSTREAM_MODEL)
+            key = f"sk-loadtest-{secrets.token_hex(16)}"
+            lcfg = litellm.write_config(workdir / "litellm.yaml", f"{up_url}/v1", UPSTREAM_MODEL, key)
             ll_port = free_port()
             async with served(litellm.proxy_command(exe, lcfg, ll_port), health=f"http://127.0.0.1:{ll_port}/health/liveliness",
-                              name="LiteLLM proxy", log=workdir / "litellm.log", timeout_s=180):
-                await _measure("litellm", f"http://127.0.0.1:{ll_port}/v1/chat/completions", _body(litellm.MODEL), levels, seconds, out, progress)
+                              name="LiteLLM proxy", log=workdir / "litellm.log", timeout_s=180,
+                              env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"}):  # no network fetch at start
+                await _measure("litellm", f"http://127.0.0.1:{ll_port}/v1/chat/completions", _body(litellm.MODEL), levels, seconds, out, progress,
+                               api_key=key)
     return LoadtestResult(levels=out, traces_recorded=traces, gateway_requests=answered)
 
 

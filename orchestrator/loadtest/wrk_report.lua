@@ -3,6 +3,7 @@
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = os.getenv("LOADTEST_BODY")
+if os.getenv("LOADTEST_AUTH") then wrk.headers["Authorization"] = "Bearer " .. os.getenv("LOADTEST_AUTH") end
 
 function done(summary, latency, requests)
   local e = summary.errors
