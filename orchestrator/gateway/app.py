@@ -29,7 +29,7 @@ from experts.registry import UnknownExpert
 from experts.spec import ExpertSpec, OrchestratorConfig, format_validation_error
 from experts.types import ChatMessage
 from orchestrator.gateway import errors as E
-from orchestrator.gateway.metrics import GatewayMetrics, RequestMetrics
+from orchestrator.gateway.metrics import CIRCUIT_STATES, GatewayMetrics, RequestMetrics
 from orchestrator.gateway.protocol import (
     ChatChoice,
     ChatCompletionChunk,
@@ -169,7 +169,7 @@ def _raise_for_failure(result: QueryResult) -> None:
     detail = "; ".join(f"{c.expert}: {c.error_message}" for c in result.calls if c.error_kind)[:1000]
     if kinds and kinds <= {"timeout"}:
         raise E.UpstreamTimeout(f"every expert timed out: {detail}", code="upstream_timeout")
-    if kinds and kinds <= {"overloaded", "rate_limited"}:
+    if kinds and kinds <= {"overloaded", "rate_limited", "circuit_open"}:
         raise E.ServiceUnavailable(f"experts are overloaded: {detail}", code="overloaded", retry_after=1)
     raise E.UpstreamFailed(f"no expert answered: {detail}", code="upstream_failed")
 
@@ -208,7 +208,11 @@ async def _run_chat(st: GatewayState, req: ChatCompletionRequest, caller: Caller
             raise E.ServiceUnavailable(f"the store is unavailable ({type(e).__name__}); retry shortly", retry_after=2) from None
         raise
     st.metrics.record_calls(result.calls)
-    _raise_for_failure(result)
+    try:
+        _raise_for_failure(result)
+    except E.APIError as e:
+        e.headers["x-orchestrator-trace-id"] = result.trace_id  # the trace says what each expert did
+        raise
     return result
 
 
@@ -309,7 +313,11 @@ def create_app(config: OrchestratorConfig, settings: GatewaySettings | None = No
         data = []
         for spec in st.runtime.registry.specs():
             h = health.get(spec.name)
-            data.append({**spec.model_dump(mode="json"), "healthy": h.healthy if h else None, "health_detail": h.detail if h else ""})
+            circuit = st.runtime.dispatcher.breaker(spec.name).snapshot()
+            healthy = h.healthy if h else None
+            if circuit["state"] == "open":
+                healthy = False  # calls fail fast right now, whatever the last probe said
+            data.append({**spec.model_dump(mode="json"), "healthy": healthy, "health_detail": h.detail if h else "", "circuit": circuit})
         return {"object": "list", "data": data}
 
     @app.post("/v1/experts", status_code=201)
@@ -384,6 +392,11 @@ def create_app(config: OrchestratorConfig, settings: GatewaySettings | None = No
     async def metrics(st: State) -> Response:
         for name in st.runtime.registry.names:
             st.metrics.queue_depth.labels(name).set(st.runtime.dispatcher.queue_depth(name))
+        for name, b in st.runtime.dispatcher.breakers().items():
+            st.metrics.circuit_state.labels(name).set(CIRCUIT_STATES[b.state])
+            st.metrics.circuit_opens.labels(name).set(b.opens)
+        if st.runtime.trace_writer is not None:
+            st.metrics.trace_backlog.set(st.runtime.trace_writer.backlog)
         return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

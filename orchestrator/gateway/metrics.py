@@ -10,6 +10,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from store.records import ExpertCallRecord
 
 
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -23,6 +26,9 @@ class GatewayMetrics:
         self.tokens = Counter("orchestrator_tokens", "tokens", ["expert", "kind"], registry=r)
         self.cost = Counter("orchestrator_cost_usd", "cost in USD", ["expert"], registry=r)
         self.queue_depth = Gauge("orchestrator_queue_depth", "requests waiting per expert", ["expert"], registry=r)
+        self.circuit_state = Gauge("orchestrator_circuit_state", "circuit breaker per expert: 0 closed, 1 half-open, 2 open", ["expert"], registry=r)
+        self.circuit_opens = Gauge("orchestrator_circuit_opens", "times the expert's circuit has opened", ["expert"], registry=r)
+        self.trace_backlog = Gauge("orchestrator_trace_backlog", "traces answered but not yet committed to the store", registry=r)
         self.batch_size = Histogram("orchestrator_batch_size", "requests per backend call", ["expert"], registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 
