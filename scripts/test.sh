@@ -5,9 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PROJECT_PYTHON="$PWD/.venv/bin/python"
 
+# The store-outage fault test (tests/faults) starts and stops its own private Postgres cluster on
+# this port and data directory; stop it here too in case a test was killed halfway.
+FAULTS_PG=(env PG_PORT=5434 PG_DATA_DIR=/var/lib/postgresql/llm-orchestrator-faults)
+
 cleanup() {
   bash .ci/vllm.sh stop || true
   bash .ci/postgres.sh stop || true
+  "${FAULTS_PG[@]}" bash .ci/postgres.sh stop || true
 }
 trap cleanup EXIT
 
