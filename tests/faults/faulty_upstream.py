@@ -31,6 +31,7 @@ class FaultyUpstream:
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
         self.requests = 0
+        self.last_body: bytes = b""
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -47,14 +48,14 @@ class FaultyUpstream:
                 lines = head.decode("latin-1").split("\r\n")
                 method, path = lines[0].split(" ")[:2]
                 length = next((int(ln.split(":", 1)[1]) for ln in lines if ln.lower().startswith("content-length:")), 0)
-                if length:
-                    await reader.readexactly(length)
+                body = await reader.readexactly(length) if length else b""
                 if path.endswith("/health"):
                     writer.write(_resp("200 OK", b"{}") if self.mode == "ok" else _resp("503 Service Unavailable", b"{}"))
                 elif path.endswith("/models"):
                     writer.write(_resp("200 OK", MODELS_BODY))
                 else:
                     self.requests += 1
+                    self.last_body = body
                     mode = self.mode
                     if mode == "hang":
                         await asyncio.sleep(3600)
