@@ -242,14 +242,12 @@ def create_app(config: OrchestratorConfig, settings: GatewaySettings | None = No
         # ~0.3 ms per request here, a third of the gateway's whole budget (orchestrator loadtest).
         st = state_of(request)
         caller = await current_caller(request, st)
-        response = Response()
         if req.stream:
             return StreamingResponse(_stream(st, req, caller), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         result = await _run_chat(st, req, caller)
-        response.headers["x-orchestrator-experts"] = _experts_header(result)
-        response.headers["x-orchestrator-router"] = result.router
-        response.headers["x-orchestrator-trace-id"] = result.trace_id
+        headers = {"x-orchestrator-experts": _experts_header(result), "x-orchestrator-router": result.router,
+                   "x-orchestrator-trace-id": result.trace_id}
         finish = next((c.finish_reason for c in reversed(result.calls) if c.error_kind is None), "stop") or "stop"
         body = ChatCompletionResponse(
             model=_experts_header(result) or req.model,
@@ -257,7 +255,7 @@ def create_app(config: OrchestratorConfig, settings: GatewaySettings | None = No
             usage=_usage(result), experts=result.experts_used, router=result.router, trace_id=result.trace_id,
         )
         # Serialised once here: returning the model would make FastAPI validate it again.
-        return Response(body.model_dump_json(), media_type="application/json", headers=dict(response.headers))
+        return Response(body.model_dump_json(), media_type="application/json", headers=headers)
 
     async def _stream(st: GatewayState, req: ChatCompletionRequest, caller: Caller) -> AsyncIterator[str]:
         cid, created = completion_id(), int(time.time())
