@@ -48,6 +48,10 @@ async def _one(client: httpx.AsyncClient, url: str, i: int, counts: dict[str, in
     counts[key] = counts.get(key, 0) + 1
 
 
+def _done(counts: dict[str, int]) -> int:
+    return sum(v for k, v in counts.items() if k != "skipped_slots")
+
+
 async def soak(minutes: float, rps: float, sample_s: float, workdir: Path, console: Console) -> dict:
     up_port, gw_port = free_port(), free_port()
     cfg = gateway_config(workdir, up_port)
@@ -64,26 +68,43 @@ async def soak(minutes: float, rps: float, sample_s: float, workdir: Path, conso
             async with httpx.AsyncClient(timeout=30, limits=limits) as client:
                 tasks: set[asyncio.Task[None]] = set()
 
+                inflight = asyncio.Semaphore(32)
+
+                async def one(i: int) -> None:
+                    async with inflight:
+                        await _one(client, url, i, counts)
+
                 async def run_for(seconds: float, offset: int) -> int:
-                    start, i = time.monotonic(), 0
+                    # Open-loop at `rps`, but never a catch-up burst: when this process falls behind
+                    # (a busy machine), missed slots are dropped and counted, not fired at once.
+                    start, i, slot = time.monotonic(), 0, 0
                     while (now := time.monotonic()) - start < seconds:
-                        due = start + i / rps
+                        due = start + slot / rps
                         if due > now:
                             await asyncio.sleep(due - now)
-                        t = asyncio.create_task(_one(client, url, offset + i, counts))
-                        tasks.add(t)
-                        t.add_done_callback(tasks.discard)
-                        i += 1
+                        elif now - due > 1.0:
+                            missed = int((now - due) * rps)
+                            counts["skipped_slots"] = counts.get("skipped_slots", 0) + missed
+                            slot += missed
+                            continue
+                        if len(tasks) < 64:
+                            t = asyncio.create_task(one(offset + i))
+                            tasks.add(t)
+                            t.add_done_callback(tasks.discard)
+                            i += 1
+                        else:
+                            counts["skipped_slots"] = counts.get("skipped_slots", 0) + 1
+                        slot += 1
                     return i
 
                 warm = await run_for(min(30.0, minutes * 60 / 10), 0)
                 t0 = time.monotonic()
-                samples.append((0.0, gw.memory_info().rss / 2**20, sum(counts.values())))
+                samples.append((0.0, gw.memory_info().rss / 2**20, _done(counts)))
                 console.print(f"warm-up done ({warm} requests); RSS {samples[0][1]:.1f} MiB")
                 sent = warm
                 while (elapsed := time.monotonic() - t0) < minutes * 60:
                     sent += await run_for(min(sample_s, minutes * 60 - elapsed), sent)
-                    samples.append((time.monotonic() - t0, gw.memory_info().rss / 2**20, sum(counts.values())))
+                    samples.append((time.monotonic() - t0, gw.memory_info().rss / 2**20, _done(counts)))
                     console.print(f"  {samples[-1][0]:6.0f} s  RSS {samples[-1][1]:7.1f} MiB  requests {samples[-1][2]:,}  {counts}")
                 await asyncio.gather(*tasks)
             end_rss = gw.memory_info().rss / 2**20
