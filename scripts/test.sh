@@ -16,6 +16,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The load driver of `orchestrator loadtest` (and its test): Debian's wrk.
+if ! command -v wrk >/dev/null; then
+  echo "installing Debian wrk..." >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2
+fi
+
 eval "$(bash .ci/postgres.sh start | grep '^POSTGRES_URL=' | sed 's/^/export /')"
 eval "$(bash .ci/vllm.sh start | grep '^VLLM_BASE_URL=' | sed 's/^/export /')"
 : "${POSTGRES_URL:?postgres did not start}" "${VLLM_BASE_URL:?vLLM did not start}"
