@@ -32,6 +32,9 @@ class LoadStats(BaseModel):
     rps: float
     errors: int
     requests: int
+    # CPU seconds the server process (and its children) spent per request: unlike latency, this
+    # does not depend on what else the machine runs. None for the upstream (not measured).
+    server_cpu_ms_per_request: float | None = None
 
 
 def wrk_path() -> str:

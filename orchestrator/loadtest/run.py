@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 from pydantic import BaseModel
 
@@ -68,14 +69,37 @@ def count_traces(db: Path) -> int | None:
         return None
 
 
+def _cpu_s(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 async def _measure(name: str, url: str, body: dict[str, Any], levels: list[int], seconds: float,
-                   out: dict[int, Targets], progress: Callable[[str], None], api_key: str | None = None) -> int:
+                   out: dict[int, Targets], progress: Callable[[str], None], api_key: str | None = None,
+                   server_pid: int | None = None) -> int:
     """Measure every level; returns how many requests the warm-up sent (they leave traces too)."""
     progress(f"{name}: warm-up")
     warm = await drive(url, body, concurrency=max(levels), seconds=1, api_key=api_key)
     for c in levels:
         progress(f"{name}: concurrency {c} for {seconds:g} s")
-        out.setdefault(c, {})[name] = await drive(url, body, concurrency=c, seconds=seconds, api_key=api_key)
+        cpu0 = _cpu_s(server_pid)
+        stats = await drive(url, body, concurrency=c, seconds=seconds, api_key=api_key)
+        if server_pid is not None and stats.requests:
+            stats.server_cpu_ms_per_request = (_cpu_s(server_pid) - cpu0) * 1000 / stats.requests
+        out.setdefault(c, {})[name] = stats
     return warm.requests - warm.errors
 
 
@@ -95,8 +119,9 @@ async def run_loadtest(levels: list[int], *, seconds: float, compare_litellm: bo
         db = workdir / "loadtest.db"
         db.unlink(missing_ok=True)
         gw_cmd = [sys.executable, "-m", "orchestrator.cli", "serve", "--config", str(cfg), "--port", str(gw_port), "--log-level", "warning"]
-        async with served(gw_cmd, health=f"http://127.0.0.1:{gw_port}/health", name="gateway", log=workdir / "gateway.log"):
-            warm = await _measure("ours", f"http://127.0.0.1:{gw_port}/v1/chat/completions", _body("single"), levels, seconds, out, progress)
+        async with served(gw_cmd, health=f"http://127.0.0.1:{gw_port}/health", name="gateway", log=workdir / "gateway.log") as gw:
+            warm = await _measure("ours", f"http://127.0.0.1:{gw_port}/v1/chat/completions", _body("single"), levels, seconds, out, progress,
+                                  server_pid=gw.pid)
         # the gateway has stopped (and flushed): every answered request must have left a trace
         traces = count_traces(db)
         answered = warm + sum(t["ours"].requests - t["ours"].errors for t in out.values())
@@ -109,9 +134,9 @@ async def run_loadtest(levels: list[int], *, seconds: float, compare_litellm: bo
             ll_port = free_port()
             async with served(litellm.proxy_command(exe, lcfg, ll_port), health=f"http://127.0.0.1:{ll_port}/health/liveliness",
                               name="LiteLLM proxy", log=workdir / "litellm.log", timeout_s=180,
-                              env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"}):  # no network fetch at start
+                              env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"}) as ll:  # no network fetch at start
                 await _measure("litellm", f"http://127.0.0.1:{ll_port}/v1/chat/completions", _body(litellm.MODEL), levels, seconds, out, progress,
-                               api_key=key)
+                               api_key=key, server_pid=ll.pid)
     return LoadtestResult(levels=out, traces_recorded=traces, gateway_requests=answered)
 
 
