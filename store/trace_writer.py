@@ -25,10 +25,21 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from store.db import StoreUnavailable
 from store.records import TraceRecord
 from store.repository import Store
 
 logger = logging.getLogger("store.trace_writer")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure that retrying may cure (connection lost, server down, timeout), not a bad row."""
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError, StoreUnavailable, sa.OperationalError,
+                        sa.InterfaceError, sa.DisconnectionError, sa.TimeoutError)):
+        return True
+    return bool(getattr(exc, "connection_invalidated", False))
 
 
 class TraceQueueFull(Exception):
@@ -63,6 +74,8 @@ class TraceWriter:
         self.healthy = True
         self.last_error: str | None = None
         self.written = 0
+        self.commits = 0
+        self.rejected = 0  # traces the store refused for good (spilled to a JSONL file)
         self.failed_attempts = 0
 
     async def start(self) -> None:
@@ -109,12 +122,18 @@ class TraceWriter:
             while True:
                 try:
                     await self.store.save_traces(batch)
+                    self.commits += 1
                     break
                 except asyncio.CancelledError:
                     for t in reversed(batch):  # keep them for aclose's final attempt / spill
                         self._requeue_front(t)
                     raise
                 except Exception as e:  # noqa: BLE001 - any store failure: keep the batch, retry
+                    if not is_transient(e):
+                        # A trace the store will never take (a constraint it breaks) must not
+                        # block every later one: write the batch one by one, spill the rejects.
+                        await self._isolate(batch)
+                        break
                     self.failed_attempts += 1
                     if self.healthy:
                         logger.warning("trace store write failed (%s: %s); retrying, %d traces held", type(e).__name__, str(e)[:200], len(self._pending))
@@ -132,6 +151,27 @@ class TraceWriter:
             # At most one commit per interval: idle, a trace is written at once; under load, the
             # traces of the interval share one transaction (a commit costs ~1 ms of loop CPU).
             await asyncio.sleep(max(0.0, self.min_interval_s - (time.monotonic() - started)))
+
+    async def _isolate(self, batch: list[TraceRecord]) -> None:
+        rejected = []
+        for t in batch:
+            try:
+                await self.store.save_traces([t])
+            except Exception as e:  # noqa: BLE001
+                if is_transient(e):  # the store went away meanwhile: keep it for the retry loop
+                    raise
+                rejected.append((t, f"{type(e).__name__}: {str(e)[:300]}"))
+        if rejected:
+            path = self._spill([t for t, _ in rejected])
+            self.rejected += len(rejected)
+            logger.error("the store rejected %d trace(s) (%s); saved in %s", len(rejected), rejected[0][1], path)
+
+    def _spill(self, traces: list[TraceRecord]) -> Path:
+        path = self.spill_dir / f"unsaved-traces-{int(time.time())}.jsonl"
+        with path.open("a") as f:
+            for t in traces:
+                f.write(t.model_dump_json() + "\n")
+        return path
 
     def _requeue_front(self, trace: TraceRecord) -> None:
         # the batch stays in _pending; aclose writes everything in _pending
@@ -153,10 +193,7 @@ class TraceWriter:
             except Exception as e:  # noqa: BLE001
                 self.last_error = f"{type(e).__name__}: {e}"
         if left:
-            path = self.spill_dir / f"unsaved-traces-{int(time.time())}.jsonl"
-            with path.open("a") as f:
-                for t in left:
-                    f.write(t.model_dump_json() + "\n")
+            path = self._spill(left)
             logger.error("the store refused %d traces at shutdown; they are saved in %s", len(left), path)
         self._pending.clear()
         self._idle.set()
