@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from experts.errors import ExpertError, ExpertOverloaded, ExpertTimeout, ExpertUnavailable
 from experts.registry import ExpertRegistry
+from orchestrator.circuit import CircuitBreaker, counts_as_failure
 from experts.types import GenerationRequest, GenerationResult
 from routers.base import Assignment
 
@@ -157,6 +158,7 @@ class Dispatcher:
     def __init__(self, registry: ExpertRegistry, *, on_batch: BatchObserver | None = None) -> None:
         self.registry = registry
         self._queues: dict[str, _ExpertQueue] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
         self.stats: dict[str, QueueStats] = {}
         self._on_batch = on_batch
         self._closed = False
@@ -181,16 +183,43 @@ class Dispatcher:
         Raises `ExpertOverloaded` when the expert's queue is full; other failures come back in
         the result's `error`. The wait is bounded by the expert's timeout."""
         q = self._queue(expert)
-        fut = q.put(request)
+        breaker = self.breaker(q.name)
+        if not breaker.allow():
+            return GenerationResult.failed(breaker.open_error(), attempts=0)  # fail fast: nothing is sent
+        try:
+            fut = q.put(request)
+        except ExpertOverloaded:
+            breaker.release_probe()
+            raise
         timeout = self.registry.spec(q.name).timeout_s * (1 + self.registry.spec(q.name).max_retries) + 5.0
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            result = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
             fut.cancel()
-            return GenerationResult.failed(ExpertTimeout(f"expert {q.name!r} gave no answer within {timeout:.0f} s", expert=q.name))
-        except asyncio.CancelledError:
+            result = GenerationResult.failed(ExpertTimeout(f"expert {q.name!r} gave no answer within {timeout:.0f} s", expert=q.name))
+        except BaseException:
             fut.cancel()
+            breaker.release_probe()
             raise
+        if result.ok:
+            breaker.record(ok=True)
+        elif counts_as_failure(result.error):
+            breaker.record(ok=False)
+        else:
+            breaker.release_probe()
+        return result
+
+    def breaker(self, expert: str) -> CircuitBreaker:
+        """The expert's circuit breaker (made on first use from its spec)."""
+        name = self.registry.resolve(expert)
+        b = self._breakers.get(name)
+        if b is None:
+            spec = self.registry.spec(name)
+            b = self._breakers[name] = CircuitBreaker(name, failures=spec.breaker_failures, cooldown_s=spec.breaker_cooldown_s)
+        return b
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return dict(self._breakers)
 
     async def submit_or_error(self, expert: str, request: GenerationRequest) -> GenerationResult:
         try:

@@ -23,6 +23,7 @@ from routers.base import Plan, Query, Router, RouterContext, RoutingError
 from routers.registry import build_router
 from store.records import ExpertCallRecord, PlanRecord, TraceRecord, TraceStepRecord
 from store.repository import Store
+from store.trace_writer import TraceWriter
 
 
 @dataclass
@@ -75,6 +76,8 @@ class Runtime:
         self.seed = seed
         self.dispatcher = Dispatcher(registry, on_batch=on_batch)
         self.services: dict[str, Any] = {}
+        # Set by the gateway: traces then go through a batched background writer (store/trace_writer.py).
+        self.trace_writer: TraceWriter | None = None
         self._routers: dict[str, Router] = {}
         self._graphs: dict[str, Any] = {}
 
@@ -86,6 +89,8 @@ class Runtime:
         return cls(config, registry, store, seed=seed, **kw)
 
     async def aclose(self) -> None:
+        if self.trace_writer is not None:
+            await self.trace_writer.aclose()  # before the store closes: flush every trace
         await self.dispatcher.aclose()
         await self.registry.aclose()
         await self.store.aclose()
@@ -153,7 +158,11 @@ class Runtime:
             latency_s=latency,
         )
         if record:
-            await self.store.save_trace(self.trace_record(query, result, owner=owner))
+            trace = self.trace_record(query, result, owner=owner)
+            if self.trace_writer is not None:
+                await self.trace_writer.put(trace)
+            else:
+                await self.store.save_trace(trace)
         return result
 
     @staticmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
@@ -119,10 +119,24 @@ class Store:
         await self.save_traces([trace])
 
     async def save_traces(self, traces: Sequence[TraceRecord]) -> None:
+        """Write many traces in one transaction, one multi-row INSERT per table.
+
+        Core inserts rather than ORM objects: the unit of work costs ~2 ms of CPU per trace,
+        which the gateway's trace writer would otherwise spend on the event loop."""
         if not traces:
             return
+        now = utcnow()
+        requests, plans, steps, calls = [], [], [], []
+        for t in traces:
+            requests.append({**t.model_dump(exclude={"plan", "steps", "calls", "created_at"}), "created_at": t.created_at or now})
+            if t.plan is not None:
+                plans.append({"request_id": t.id, **t.plan.model_dump()})
+            steps += [{"request_id": t.id, **st.model_dump()} for st in t.steps]
+            calls += [{"request_id": t.id, **c.model_dump()} for c in t.calls]
         async with self._session() as s, s.begin():
-            s.add_all([self._trace_rows(t) for t in traces])
+            for table, rows in ((RequestRow, requests), (RoutingPlanRow, plans), (TraceStepRow, steps), (ExpertCallRow, calls)):
+                if rows:
+                    await s.execute(insert(table.__table__), rows)  # type: ignore[attr-defined]
 
     async def get_trace(self, trace_id: str, *, owner: str | None = None) -> TraceRecord | None:
         """Return a trace; with `owner`, only if that key owns it."""

@@ -32,6 +32,7 @@ class APIError(Exception):
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message, self.param, self.code, self.retry_after = message, param, code, retry_after
+        self.headers: dict[str, str] = {}  # extra response headers (e.g. the trace id of a failed request)
 
 
 class BadRequest(APIError):
@@ -87,8 +88,10 @@ def error_body(exc: APIError) -> dict:
 
 
 def error_response(exc: APIError) -> JSONResponse:
-    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after is not None else None
-    return JSONResponse(error_body(exc), status_code=exc.status_code, headers=headers)
+    headers = dict(getattr(exc, "headers", {}))
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return JSONResponse(error_body(exc), status_code=exc.status_code, headers=headers or None)
 
 
 def validation_error(exc: RequestValidationError) -> APIError:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from store.records import ExpertCallRecord
+
+
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 class GatewayMetrics:
@@ -20,6 +26,9 @@ class GatewayMetrics:
         self.tokens = Counter("orchestrator_tokens", "tokens", ["expert", "kind"], registry=r)
         self.cost = Counter("orchestrator_cost_usd", "cost in USD", ["expert"], registry=r)
         self.queue_depth = Gauge("orchestrator_queue_depth", "requests waiting per expert", ["expert"], registry=r)
+        self.circuit_state = Gauge("orchestrator_circuit_state", "circuit breaker per expert: 0 closed, 1 half-open, 2 open", ["expert"], registry=r)
+        self.circuit_opens = Gauge("orchestrator_circuit_opens", "times the expert's circuit has opened", ["expert"], registry=r)
+        self.trace_backlog = Gauge("orchestrator_trace_backlog", "traces answered but not yet committed to the store", registry=r)
         self.batch_size = Histogram("orchestrator_batch_size", "requests per backend call", ["expert"], registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 
@@ -34,3 +43,35 @@ class GatewayMetrics:
                 self.tokens.labels(c.expert, "prompt").inc(c.prompt_tokens)
                 self.tokens.labels(c.expert, "completion").inc(c.completion_tokens)
                 self.cost.labels(c.expert).inc(c.cost_usd)
+
+
+class RequestMetrics:
+    """Counts requests and observes their latency per route template and status.
+
+    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` (what `@app.middleware` builds)
+    runs each request through extra tasks and memory streams, measurably slower per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            st = getattr(scope["app"].state, "gateway", None) if "app" in scope else None
+            if st is not None:
+                path = getattr(scope.get("route"), "path", "unmatched")
+                st.metrics.requests.labels(path, str(status)).inc()
+                st.metrics.latency.labels(path).observe(time.perf_counter() - t0)

@@ -55,7 +55,7 @@ class RateLimiter:
 
 
 class BodySizeLimit:
-    """Rejects bodies over `max_bytes` with 413, by Content-Length or while streaming."""
+    """Rejects bodies over `max_bytes` with 413, by Content-Length or while reading a chunked body."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -73,26 +73,33 @@ class BodySizeLimit:
                 if too_big:
                     await self._reject(send)
                     return
+        # Read the whole body here (FastAPI reads it whole anyway), so an oversized chunked body is
+        # a clean 413: raising from inside `receive` would surface as FastAPI's generic 400.
+        chunks: list[bytes] = []
         seen = 0
-        rejected = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen, rejected
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    rejected = True
-                    raise PayloadTooLarge(self._message())
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except PayloadTooLarge:
-            if rejected:
+            if message["type"] != "http.request":
+                break  # disconnect: let the app see it
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
                 await self._reject(send)
-            else:  # pragma: no cover
-                raise
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return message
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     def _message(self) -> str:
         return f"request body larger than {self.max_bytes} bytes"

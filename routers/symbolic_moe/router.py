@@ -95,6 +95,17 @@ class SymbolicMoERouter(Router):
 
     # ------------------------------------------------------------------ tagging
     def _tagger(self) -> Any:
+        # Kept between calls: a new EmbeddingTagger re-embeds the whole skill vocabulary (measured
+        # by benchmarks/routing_cost.py: most of the cost of routing one new question).
+        key = (self.tagger_kind, self.keyword_expert, id(self.ctx.services.get("embedder")), self.skills_per_question)
+        cached = getattr(self, "_tagger_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        tagger = self._build_tagger()
+        self._tagger_cache = (key, tagger)
+        return tagger
+
+    def _build_tagger(self) -> Any:
         if self.tagger_kind == "llm":
             if self.ctx.dispatcher is None:
                 raise RoutingError("router 'symbolic-moe': the LLM tagger needs a dispatcher (live experts)")

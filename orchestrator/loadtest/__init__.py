@@ -1,0 +1,1 @@
+"""`orchestrator loadtest`: gateway overhead against an instant loopback upstream (vs LiteLLM)."""

@@ -1,0 +1,98 @@
+"""A real misbehaving OpenAI-compatible server on loopback, for the fault tests.
+
+    with FaultyUpstream("500") as up:          # modes: ok, 500, malformed, hang, die
+        up.base_url                           # http://127.0.0.1:PORT/v1
+        up.mode = "ok"                        # switch behaviour while it runs
+        up.requests                           # chat requests it received
+
+A raw asyncio server in its own thread: each mode is a real wire behaviour (a status, a broken
+body, a connection that goes silent or is cut halfway through the body), not a mocked client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+OK_BODY = json.dumps({
+    "id": "chatcmpl-faulty", "object": "chat.completion", "created": 0, "model": "faulty",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "The answer is 4."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
+}).encode()
+MODELS_BODY = json.dumps({"object": "list", "data": [{"id": "faulty", "object": "model"}]}).encode()
+
+
+def _resp(status: str, body: bytes, ctype: bytes = b"application/json") -> bytes:
+    return f"HTTP/1.1 {status}\r\ncontent-length: {len(body)}\r\n".encode() + b"content-type: " + ctype + b"\r\n\r\n" + body
+
+
+class FaultyUpstream:
+    def __init__(self, mode: str = "ok") -> None:
+        self.mode = mode
+        self.requests = 0
+        self.last_body: bytes = b""
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.AbstractServer | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path = lines[0].split(" ")[:2]
+                length = next((int(ln.split(":", 1)[1]) for ln in lines if ln.lower().startswith("content-length:")), 0)
+                body = await reader.readexactly(length) if length else b""
+                if path.endswith("/health"):
+                    writer.write(_resp("200 OK", b"{}") if self.mode == "ok" else _resp("503 Service Unavailable", b"{}"))
+                elif path.endswith("/models"):
+                    writer.write(_resp("200 OK", MODELS_BODY))
+                else:
+                    self.requests += 1
+                    self.last_body = body
+                    mode = self.mode
+                    if mode == "hang":
+                        await asyncio.sleep(3600)
+                    elif mode == "500":
+                        writer.write(_resp("500 Internal Server Error", b'{"error": {"message": "engine crashed"}}'))
+                    elif mode == "malformed":
+                        writer.write(_resp("200 OK", b'{"choices": [{"message": {"content": "unterminated'))
+                    elif mode == "die":
+                        # headers promise the whole body, half of it arrives, then the connection is cut
+                        full = _resp("200 OK", OK_BODY)
+                        writer.write(full[: len(full) - len(OK_BODY) // 2])
+                        await writer.drain()
+                        writer.transport.abort()
+                        return
+                    else:
+                        writer.write(_resp("200 OK", OK_BODY))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    def __enter__(self) -> "FaultyUpstream":
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", 0), self._loop)
+        self._server = fut.result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def shutdown() -> None:
+            assert self._server is not None
+            self._server.close()
+            for t in asyncio.all_tasks():
+                if t is not asyncio.current_task():
+                    t.cancel()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
