@@ -33,11 +33,21 @@ logger = logging.getLogger("store.trace_writer")
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A failure that retrying may cure (connection lost, server down, timeout), not a bad row."""
+    """A failure that retrying may cure (connection lost, server down or shutting down, timeout),
+    not a bad row. Only errors that name the data itself (SQLSTATE classes 22 data, 23 integrity,
+    42 syntax/undefined object) are permanent: losing a trace on a misread outage is worse than
+    retrying a bad row a few times."""
     from sqlalchemy import exc as sa
 
-    if isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError, StoreUnavailable, sa.OperationalError,
-                        sa.InterfaceError, sa.DisconnectionError, sa.TimeoutError)):
+    if isinstance(exc, (sa.IntegrityError, sa.DataError)):
+        return False
+    if isinstance(exc, sa.DBAPIError):
+        orig = exc.orig
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        if isinstance(code, str) and code[:2] in ("22", "23", "42"):
+            return False
+        return True
+    if isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError, StoreUnavailable)):
         return True
     return bool(getattr(exc, "connection_invalidated", False))
 

@@ -60,3 +60,19 @@ def test_connection_failures_are_transient_and_bad_rows_are_not() -> None:
     assert is_transient(sa.OperationalError("INSERT", {}, Exception("database is locked")))
     assert not is_transient(sa.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed")))
     assert not is_transient(ValueError("bad"))
+
+
+def test_server_shutdown_is_transient_and_data_errors_are_not() -> None:
+    # Postgres answers "the database system is shutting down" (SQLSTATE 57P03) while it stops:
+    # seen as a generic DBAPIError; the trace must be held and retried, never spilled.
+    from sqlalchemy import exc as sa
+
+    class PgError(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__(sqlstate)
+            self.sqlstate = sqlstate
+
+    assert is_transient(sa.DBAPIError("INSERT", {}, PgError("57P03")))
+    assert is_transient(sa.DBAPIError("INSERT", {}, Exception("cannot switch to state 12")))
+    assert not is_transient(sa.DBAPIError("INSERT", {}, PgError("23505")))
+    assert not is_transient(sa.DBAPIError("INSERT", {}, PgError("22P02")))
