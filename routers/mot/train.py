@@ -137,6 +137,8 @@ def train(
     deadline = time.monotonic() + settings.minutes * 60
     t0 = time.monotonic()
     step, seen, history = 0, 0, []
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
     log = (out_dir / "train_log.jsonl").open("a") if out_dir else None
 
     def checkpoint() -> None:
@@ -151,8 +153,8 @@ def train(
             z = embed([ex.prompt for ex in batch])
             opt.zero_grad(set_to_none=True)
             loss, stats = batch_loss(fusion, experts, batch, z, settings, gen)
-            if not math.isfinite(float(loss)):
-                raise FloatingPointError(f"MoT training diverged at step {step}: loss {float(loss)}")
+            if not math.isfinite(float(loss.detach())):
+                raise FloatingPointError(f"MoT training diverged at step {step}: loss {float(loss.detach())}")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(fusion.parameters(), 1.0)
             opt.step()
