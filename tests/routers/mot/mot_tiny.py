@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import string
 
+import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -63,3 +64,16 @@ def tiny_fusion(experts: list[FrozenExpert], *, out_init_std: float = 0.5, embed
     return MoTFusion(cfg).eval()
 
 
+
+
+# Fixtures: test modules import them by name (no conftest here, so that `conftest` stays the
+# tests/ one for helpers that import it).
+@pytest.fixture(scope="module")
+def experts() -> list[FrozenExpert]:
+    return tiny_experts()
+
+
+@pytest.fixture
+def fusion(experts: list[FrozenExpert]) -> MoTFusion:
+    # A large back-projection init so the interaction visibly changes the primary's logits.
+    return tiny_fusion(experts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mot_tiny import experts, fusion  # noqa: F401  (fixtures)
+
 import pytest
 import torch
 

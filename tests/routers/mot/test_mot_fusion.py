@@ -3,6 +3,8 @@ recomputation; with interaction, peers change every generated token's distributi
 
 from __future__ import annotations
 
+from mot_tiny import experts, fusion  # noqa: F401  (fixtures)
+
 import pytest
 import torch
 

@@ -3,6 +3,8 @@ those; the data loaders split by id and report bad rows clearly."""
 
 from __future__ import annotations
 
+from mot_tiny import experts, fusion  # noqa: F401  (fixtures)
+
 import json
 from pathlib import Path
 
