@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--gen-prompts", type=int, default=3)
     ap.add_argument("--gen-tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--check-cache", type=int, default=1, help="prompts on which cached MoT decoding is compared with recomputation")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -111,6 +112,15 @@ def main() -> None:
                 total_s += time.perf_counter() - t
                 total_tok += g_tokens
             timing[c] = total_s / total_tok
+    # Cached lockstep decoding against full recomputation at every step, on the real experts.
+    cache_check = []
+    with torch.no_grad():
+        for ex in held_out[: args.check_cache]:
+            r = fusion.route(embed([ex.prompt])[0])
+            a = generate(fusion, experts, r, ex.prompt, max_new_tokens=8)
+            b = generate(fusion, experts, r, ex.prompt, max_new_tokens=8, use_cache=False)
+            cache_check.append({"id": ex.id, "same_tokens": a.token_ids == b.token_ids, "n_tokens": len(a.token_ids),
+                                "cached_s_per_token": a.s_per_token, "uncached_s_per_token": b.s_per_token})
     results = {
         "checkpoint": str(args.checkpoint), "train_meta": {k: v for k, v in meta.items() if k != "settings"},
         "n_held_out": len(held_out), "eval_wall_s": round(eval_s, 1), "threads": args.threads,
@@ -120,6 +130,7 @@ def main() -> None:
                 "s_per_token": timing[c]}
             for c in configs
         },
+        "cache_check": cache_check,
         "chance_accuracy": statistics.fmean(1.0 / ex.n_options for ex in held_out),
         "uniform_nll": statistics.fmean(math.log(ex.n_options) for ex in held_out),
     }
@@ -129,6 +140,7 @@ def main() -> None:
     for c, r in results["configs"].items():
         table.add_row(c, f"{r['nll']:.3f}", f"{r['accuracy']:.3f}", f"{r['s_per_token']:.3f}")
     con.print(table)
+    con.print(f"cached vs uncached MoT decoding: {cache_check}")
     con.print(f"primary chosen: {results['primary_counts']}; chance accuracy {results['chance_accuracy']:.3f}, "
               f"uniform-over-options NLL {results['uniform_nll']:.3f}")
     if args.out:

@@ -156,7 +156,9 @@ class _Stepper:
     def __init__(self, fusion: MoTFusion, experts: Sequence[FrozenExpert], route: Route, prim: FrozenExpert,
                  peers: list[_PeerCache], interact: bool, use_cache: bool) -> None:
         self.fusion, self.experts, self.route, self.prim = fusion, experts, route, prim
-        self.peers, self.interact, self.use_cache = peers, interact, use_cache
+        # With no peer (top-K of 1 is refused by the config, but a hand-made route may have none)
+        # the primary simply runs alone.
+        self.peers, self.interact, self.use_cache = peers, interact and bool(route.peers), use_cache
         self.kv: Any = None
 
     def __call__(self, text: str, ids: list[int], ends: list[int], *, n_new: int) -> torch.Tensor:

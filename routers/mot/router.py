@@ -61,13 +61,11 @@ class MoTRouter(Router):
         checkpoint: str | None = None,
         artefact: str = "default",
         max_new_tokens: int = 64,
-        threads: int = 2,
     ) -> None:
         super().__init__(ctx)
         self.checkpoint = checkpoint
         self.artefact = artefact
         self.max_new_tokens = max_new_tokens
-        self.threads = threads
         self._loaded: _Loaded | None = None
         self._load_lock = asyncio.Lock()
         self._gen_lock = threading.Lock()  # one fused model instance: one generation at a time
@@ -98,7 +96,6 @@ class MoTRouter(Router):
         from routers.mot.checkpoint import load_checkpoint
         from routers.mot.session import load_experts, query_encoder
 
-        torch.set_num_threads(self.threads)
         try:
             fusion, _meta = load_checkpoint(blob if isinstance(blob, bytes) else Path(blob))
         except Exception as e:  # ConfigError and friends: a bad path or a bad artefact
@@ -149,7 +146,6 @@ class MoTRouter(Router):
         active = [idx[a.expert] for a in plan.assignments]
         r = loaded.fusion.fixed_route(active[0], active[1:])
         with self._gen_lock:
-            torch.set_num_threads(self.threads)
             g = generate(loaded.fusion, loaded.experts, r, query_prompt(query), max_new_tokens=query.max_tokens or self.max_new_tokens,
                          stop=query.stop, temperature=query.temperature or 0.0, seed=query.seed)
         return GenerationResult(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=len(g.token_ids),
