@@ -83,22 +83,26 @@ def main() -> None:
     t0 = time.perf_counter()
     with torch.no_grad():
         for ex in track(held_out, description="held-out questions", console=con):
-            alone = []
+            alone, given = [], {}
             for m, e in enumerate(experts):
-                lg = e.model(input_ids=e.encode(ex.prompt).tensor(), logits_to_keep=1).logits[0, -1]
+                enc = e.encode(ex.prompt)
+                with e.capture() as states:
+                    lg = e.model(input_ids=enc.tensor(), logits_to_keep=1).logits[0, -1]
+                given[m] = (enc, dict(states))  # reused as the peer's states below (same text, same forward)
                 alone.append(score(lg, letters[m], ex.n_options, ex.answer))
                 rows[f"alone:{e.name}"].append(alone[-1])
             route = fusion.route(embed([ex.prompt])[0])
             primaries.append(names[route.primary])
             rows["top1-routing"].append(alone[route.primary])
-            lg = fused_forward(fusion, experts, route, ex.prompt, logits_to_keep=1).logits[0, -1]
+            lg = fused_forward(fusion, experts, route, ex.prompt, logits_to_keep=1, peer_given=given).logits[0, -1]
             rows["mot"].append(score(lg, letters[route.primary], ex.n_options, ex.answer))
     eval_s = time.perf_counter() - t0
     # Wall time per generated token, greedy, fixed length (no stop), same prompts for every config.
     timing: dict[str, float] = {}
+    decode_timing: dict[str, float] = {}
     with torch.no_grad():
         for c in configs:
-            total_s, total_tok = 0.0, 0
+            total_s, total_tok, decode_s = 0.0, 0, 0.0
             for ex in held_out[: args.gen_prompts]:
                 if c.startswith("alone:"):
                     m = names.index(c.split(":", 1)[1])
@@ -107,18 +111,19 @@ def main() -> None:
                 else:
                     t = time.perf_counter()
                     r, interact = fusion.route(embed([ex.prompt])[0]), c == "mot"
-                g = generate(fusion, experts, r, ex.prompt, max_new_tokens=args.gen_tokens, interact=interact)
-                g_tokens = max(len(g.token_ids), 1)
+                g = generate(fusion, experts, r, ex.prompt, max_new_tokens=args.gen_tokens, interact=interact, ignore_eos=True)
                 total_s += time.perf_counter() - t
-                total_tok += g_tokens
-            timing[c] = total_s / total_tok
+                total_tok += len(g.token_ids)
+                decode_s += g.latency_s - g.prefill_s
+            timing[c] = total_s / total_tok  # routing + prefill + decoding, per generated token
+            decode_timing[c] = decode_s / max(total_tok - len(held_out[: args.gen_prompts]), 1)
     # Cached lockstep decoding against full recomputation at every step, on the real experts.
     cache_check = []
     with torch.no_grad():
         for ex in held_out[: args.check_cache]:
             r = fusion.route(embed([ex.prompt])[0])
-            a = generate(fusion, experts, r, ex.prompt, max_new_tokens=8)
-            b = generate(fusion, experts, r, ex.prompt, max_new_tokens=8, use_cache=False)
+            a = generate(fusion, experts, r, ex.prompt, max_new_tokens=8, ignore_eos=True)
+            b = generate(fusion, experts, r, ex.prompt, max_new_tokens=8, use_cache=False, ignore_eos=True)
             cache_check.append({"id": ex.id, "same_tokens": a.token_ids == b.token_ids, "n_tokens": len(a.token_ids),
                                 "cached_s_per_token": a.s_per_token, "uncached_s_per_token": b.s_per_token})
     results = {
@@ -127,7 +132,7 @@ def main() -> None:
         "primary_counts": {n: primaries.count(n) for n in names},
         "configs": {
             c: {"nll": statistics.fmean(x[0] for x in rows[c]), "accuracy": statistics.fmean(float(x[1]) for x in rows[c]),
-                "s_per_token": timing[c]}
+                "s_per_token": timing[c], "decode_s_per_token": decode_timing[c]}
             for c in configs
         },
         "cache_check": cache_check,
@@ -135,10 +140,10 @@ def main() -> None:
         "uniform_nll": statistics.fmean(math.log(ex.n_options) for ex in held_out),
     }
     table = Table(title=f"MoT held-out MMLU-Pro letter prediction (n={len(held_out)})")
-    for col in ("config", "NLL (gold letter)", "accuracy", "s / generated token"):
+    for col in ("config", "NLL (gold letter)", "accuracy", "s / generated token", "s / decode step"):
         table.add_column(col)
     for c, r in results["configs"].items():
-        table.add_row(c, f"{r['nll']:.3f}", f"{r['accuracy']:.3f}", f"{r['s_per_token']:.3f}")
+        table.add_row(c, f"{r['nll']:.3f}", f"{r['accuracy']:.3f}", f"{r['s_per_token']:.3f}", f"{r['decode_s_per_token']:.3f}")
     con.print(table)
     con.print(f"cached vs uncached MoT decoding: {cache_check}")
     con.print(f"primary chosen: {results['primary_counts']}; chance accuracy {results['chance_accuracy']:.3f}, "
@@ -146,9 +151,10 @@ def main() -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-        lines = [f"# MoT held-out evaluation (n={len(held_out)})", "", "| config | NLL (gold letter) | accuracy | s / generated token |",
-                 "| --- | --- | --- | --- |"]
-        lines += [f"| {c} | {r['nll']:.3f} | {r['accuracy']:.3f} | {r['s_per_token']:.3f} |" for c, r in results["configs"].items()]
+        lines = [f"# MoT held-out evaluation (n={len(held_out)})", "", "| config | NLL (gold letter) | accuracy | s / generated token | s / decode step |",
+                 "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {c} | {r['nll']:.3f} | {r['accuracy']:.3f} | {r['s_per_token']:.3f} | {r['decode_s_per_token']:.3f} |"
+                  for c, r in results["configs"].items()]
         lines += ["", f"Primary chosen: {results['primary_counts']}. Chance accuracy {results['chance_accuracy']:.3f}; "
                   f"uniform-over-options NLL {results['uniform_nll']:.3f}.", "", f"Training: {results['train_meta']}"]
         (args.out / "report.md").write_text("\n".join(lines) + "\n")

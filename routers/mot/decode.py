@@ -33,6 +33,7 @@ class Generation:
     prompt_tokens: int
     finish_reason: str
     latency_s: float
+    prefill_s: float = 0.0  # time to the first token's logits (routing excluded)
     peer_tokens: dict[str, int] = field(default_factory=dict)  # tokens each peer ran
 
     @property
@@ -107,6 +108,7 @@ def generate(
     interact: bool = True,
     use_cache: bool = True,
     step_logits: list[torch.Tensor] | None = None,
+    ignore_eos: bool = False,
 ) -> Generation:
     """Greedy (or sampled) generation by the route's primary; `interact=False` is the primary
     alone (no peer runs at all)."""
@@ -121,11 +123,12 @@ def generate(
     peers = [_PeerCache(j, experts[j], len(fusion.meetings)) for j in route.peers] if interact else []
     stepper = _Stepper(fusion, experts, route, prim, peers, interact, use_cache)
     logits = stepper(text, ids, ends, n_new=len(ids))
+    prefill_s = time.perf_counter() - t0
     for step in range(max_new_tokens):
         if step_logits is not None:  # for tests and diagnostics
             step_logits.append(logits.clone())
         tok = _pick(logits, temperature, rng)
-        if tok in prim.eos_ids:
+        if tok in prim.eos_ids and not ignore_eos:  # ignore_eos: fixed-length timing runs
             finish = "stop"
             break
         gen.append(tok)
@@ -145,7 +148,7 @@ def generate(
         if k >= 0:
             out = out[:k]
     return Generation(
-        text=out, token_ids=gen, prompt_tokens=len(penc), finish_reason=finish, latency_s=time.perf_counter() - t0,
+        text=out, token_ids=gen, prompt_tokens=len(penc), finish_reason=finish, latency_s=time.perf_counter() - t0, prefill_s=prefill_s,
         peer_tokens={p.expert.name: p.ran for p in peers},
     )
 

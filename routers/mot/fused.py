@@ -47,9 +47,12 @@ def fused_forward(
     peer_logits_to_keep: Mapping[int, int] | None = None,
     interact: bool = True,
     causal: bool = True,
+    peer_given: Mapping[int, tuple[Encoded, dict[int, torch.Tensor]]] | None = None,
 ) -> FusedOutput:
     """`peer_texts` overrides a peer's text (the perturbation test); `causal=False` lets every
-    primary position see every peer token (only to show that the test can fail)."""
+    primary position see every peer token (only to show that the test can fail); `peer_given`
+    supplies a peer's encoding and stack states already computed (evaluation reuses the peer's
+    own forward pass)."""
     p = route.primary
     prim = experts[p]
     penc = primary_enc or prim.encode(text)
@@ -61,9 +64,12 @@ def fused_forward(
     masks: list[torch.Tensor] = []
     if interact:
         for j in route.peers:
-            enc = experts[j].encode((peer_texts or {}).get(j, text))
-            states, lg = peer_states(experts[j], enc, (peer_logits_to_keep or {}).get(j, 1))
-            out.peers[j], out.peer_logits[j] = enc, lg
+            if peer_given and j in peer_given:
+                enc, states = peer_given[j]
+            else:
+                enc = experts[j].encode((peer_texts or {}).get(j, text))
+                states, out.peer_logits[j] = peer_states(experts[j], enc, (peer_logits_to_keep or {}).get(j, 1))
+            out.peers[j] = enc
             mask = visibility(penc.ends, enc.ends, settled)
             masks.append(mask if causal else torch.ones_like(mask))
             for q, meet in enumerate(fusion.meetings):
