@@ -121,7 +121,8 @@ class MoTRouter(Router):
 
     async def route(self, query: Query) -> Plan:
         loaded = await self._load()
-        r = await asyncio.to_thread(self._route_sync, loaded, query.text_with_options())
+        # The router was trained on the embedding of the shared prompt text: embed the same here.
+        r = await asyncio.to_thread(self._route_sync, loaded, query_prompt(query))
         return self._plan(loaded, query, r)
 
     def _plan(self, loaded: _Loaded, query: Query, r: Route) -> Plan:
