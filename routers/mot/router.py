@@ -147,8 +147,10 @@ class MoTRouter(Router):
         active = [idx[a.expert] for a in plan.assignments]
         r = loaded.fusion.fixed_route(active[0], active[1:])
         with self._gen_lock:
+            # Base experts continue the shared "Question: ... Answer:" format with a new question.
+            stop = (*query.stop, "\nQuestion:")
             g = generate(loaded.fusion, loaded.experts, r, query_prompt(query), max_new_tokens=query.max_tokens or self.max_new_tokens,
-                         stop=query.stop, temperature=query.temperature or 0.0, seed=query.seed)
+                         stop=stop, temperature=query.temperature or 0.0, seed=query.seed)
         return GenerationResult(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=len(g.token_ids),
                                 latency_s=g.latency_s, finish_reason=g.finish_reason)
 
