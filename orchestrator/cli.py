@@ -31,6 +31,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="Gateway API keys.")
 app.add_typer(keys_app, name="keys")
 profile_app = typer.Typer(no_args_is_help=True, help="Fitted router artefacts (profiles, classifiers).")
 app.add_typer(profile_app, name="profile")
+train_app = typer.Typer(no_args_is_help=True, help="Train in-process routers (MoT).")
+app.add_typer(train_app, name="train")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: embedded default)")]
 
@@ -376,6 +378,50 @@ def profile_build(
 
     out = run_async(go)
     _console().print_json(json.dumps(out, default=str))
+
+
+@train_app.command("mot")
+def train_mot(
+    experts: Annotated[str, typer.Option(help="Comma-separated expert models (packaged ids or directories)")] = "smollm2-135m-instruct,gemma-3-270m",
+    data: Annotated[str, typer.Option(help="`mmlu-pro` or a JSONL file of prompt/target pairs")] = "mmlu-pro",
+    out: Annotated[Path, typer.Option(help="Checkpoint directory (mot.pt, train_log.jsonl)")] = Path("out/mot"),
+    minutes: Annotated[float, typer.Option(min=0.01, help="Training time budget")] = 20.0,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after N batches")] = None,
+    n_stacks: Annotated[int, typer.Option(min=1, help="Q: stacks (interaction points) per expert")] = 4,
+    top_k: Annotated[int, typer.Option(min=2, help="Active experts per query")] = 2,
+    batch_size: Annotated[int, typer.Option(min=1)] = 4,
+    max_prompt_chars: Annotated[int | None, typer.Option(help="Skip longer prompts")] = 400,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 2,
+    seed: Annotated[int, typer.Option()] = 0,
+    store: Annotated[bool, typer.Option("--store/--no-store", help="Also save the checkpoint as the store artefact mot/default")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Train MoT's router and interaction layers (experts frozen) on CPU for a bounded time."""
+    from routers.mot.run import ARTEFACT_KIND, MoTJob, run_training
+
+    job = MoTJob(experts=[e.strip() for e in experts.split(",") if e.strip()], data=data, out=out, minutes=minutes,
+                 max_steps=max_steps, n_stacks=n_stacks, top_k=top_k, batch_size=batch_size,
+                 max_prompt_chars=max_prompt_chars, threads=threads, seed=seed)
+    try:
+        summary = run_training(job)
+    except (OrchestratorError, ValueError) as e:
+        _console(stderr=True).print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    if store:
+        from store.repository import Store
+
+        cfg = _load_config(config)
+
+        async def save() -> int:
+            st = await Store.open(cfg.store)
+            try:
+                path = Path(summary["checkpoint"])
+                return await st.save_artefact(ARTEFACT_KIND, "default", path.read_bytes(), {"experts": job.experts, **summary})
+            finally:
+                await st.aclose()
+
+        summary["artefact_version"] = run_async(save)
+    _console().print_json(json.dumps(summary, default=str))
 
 
 @app.command()
