@@ -119,7 +119,8 @@ async def main() -> None:
     ap.add_argument("--recorded", type=Path, required=True)
     ap.add_argument("--config", action="append", default=[], help="LABEL:key=value,key=value")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the benchmark's split seed (fit vs evaluation)")
+    ap.add_argument("--cv-seeds", default="0", help="comma-separated seeds of the folds inside the fit split (repeated k-fold CV)")
     ap.add_argument("--fit-fraction", type=float, default=0.3)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
@@ -129,12 +130,19 @@ async def main() -> None:
     vocab = await embedder.embed(list(SKILLS))
     vecs = await embedder.embed(texts)
     tags = RankedTags(texts, np.argsort(-(vecs @ vocab.T), axis=1)[:, :10])
-    rows: dict[str, Any] = {"fit_questions": len(data.questions), "folds": a.folds, "baselines": baselines(pool, data, a.folds, a.seed)}
+    seeds = [int(x) for x in a.cv_seeds.split(",")]
+    base = [baselines(pool, data, a.folds, s) for s in seeds]
+    rows: dict[str, Any] = {
+        "fit_questions": len(data.questions), "folds": a.folds, "cv_seeds": seeds,
+        "baselines": {k: float(np.mean([b[k] for b in base])) for k in base[0]},
+    }
     print(json.dumps(rows), flush=True)
     for spec in a.config:
         label, opts = parse_config(spec)
         t0 = time.perf_counter()
-        res = await cv_score(pool, data, tags, opts, a.folds, a.seed)
+        per_seed = [await cv_score(pool, data, tags, opts, a.folds, s) for s in seeds]
+        res = {"cv_accuracy": float(np.mean([r["cv_accuracy"] for r in per_seed])),
+               "per_seed": [round(r["cv_accuracy"], 4) for r in per_seed], "calls_per_q": per_seed[0]["calls_per_q"]}
         res.update(label=label, options=opts, seconds=round(time.perf_counter() - t0, 1))
         rows[label] = res
         print(json.dumps(res), flush=True)

@@ -19,9 +19,10 @@ Deliberate deviations (each one an option, the reference behaviour is the defaul
   independent samples at T=0.7 as in the paper, recorded experts replay the same answer, which
   simply counts once per draw in the vote.
 * `mode="topk"` (k distinct highest-weight experts) is an added deterministic variant.
-* `mode="shrunk"` (extension, `teams.py`): rank experts by their accuracy on the fit items of the
-  query's skills, read off the same ±1 profile and shrunk toward the expert's global fit accuracy
-  with `shrinkage` pseudo-items; take the k best, distinct. The paper's L·g weight mixes a
+* `mode="accuracy"` (extension, `teams.py`): rank experts by their accuracy on the fit items of the
+  query's skills, read off the same ±1 profile (right = (n_k + P[k]) / 2), Laplace-smoothed or,
+  with `shrinkage` > 0, shrunk toward the expert's global fit accuracy with that many
+  pseudo-items; take the k best, distinct, strongest first (it wins a tied vote). The paper's L·g weight mixes a
   count (L grows with how often a skill occurs) with a squared global prior; an accuracy estimate
   compares experts on one scale and does not let rare skills decide alone.
 * `mode="team"` (extension, `teams.py`): profiles of *teams* — the paper's ±1-per-keyword
@@ -29,6 +30,7 @@ Deliberate deviations (each one an option, the reference behaviour is the defaul
   experts — and recruit the team with the best shrunk skill accuracy. Recruiting stays
   skill-based (only the query's keywords and fit profiles decide), but it sees correlated errors:
   three experts that fail on the same items are no better than one.
+  `team_shortlist=N` limits the teams to the query's N most skill-accurate experts.
 * `vote_weights="log-odds"` weights each recruit's vote by log((K−1)·p/(1−p)) with p its skill
   accuracy (Laplace-smoothed, or shrunk when `shrinkage` > 0): the weighted-majority rule for
   independent voters of known accuracy.
@@ -56,7 +58,7 @@ from routers.symbolic_moe.vocabulary import SKILLS
 
 ARTEFACT_KIND = "symbolic-moe-profile"
 AGGREGATIONS = ("auto", "vote", "weighted-vote", "llm")
-MODES = ("sample", "topk", "shrunk", "team")
+MODES = ("sample", "topk", "accuracy", "team")
 
 
 class SymbolicMoERouter(Router):
@@ -80,6 +82,7 @@ class SymbolicMoERouter(Router):
         temperature: float = 0.7,
         shrinkage: float = 0.0,
         team_candidates: int = 16,
+        team_shortlist: int = 0,
         artefact: str = "default",
         **options: Any,
     ) -> None:
@@ -90,6 +93,8 @@ class SymbolicMoERouter(Router):
             raise RoutingError(f"router 'symbolic-moe': mode must be one of {', '.join(MODES)}, got {mode!r}")
         if shrinkage < 0:
             raise RoutingError(f"router 'symbolic-moe': shrinkage must be ≥ 0, got {shrinkage}")
+        if team_shortlist and team_shortlist < k:
+            raise RoutingError(f"router 'symbolic-moe': team_shortlist must be 0 (off) or at least k={k}, got {team_shortlist}")
         if team_candidates < k:
             raise RoutingError(f"router 'symbolic-moe': team_candidates must be at least k={k}, got {team_candidates}")
         if tagger not in ("embedding", "llm"):
@@ -103,6 +108,7 @@ class SymbolicMoERouter(Router):
         self.temperature = temperature
         self.shrinkage = float(shrinkage)
         self.team_candidates = team_candidates
+        self.team_shortlist = team_shortlist
         self.global_acc: dict[str, float] = {}
         self.teams: list[tm.Team] = []
         self._team_prof: np.ndarray | None = None
@@ -179,7 +185,7 @@ class SymbolicMoERouter(Router):
             "aggregation": self.chosen_aggregation.model_dump(),
             "k": self.k,
             "mode": self.mode,
-            **({"shrinkage": self.shrinkage} if self.mode in ("shrunk", "team") or self.shrinkage else {}),
+            **({"shrinkage": self.shrinkage} if self.mode in ("accuracy", "team") or self.shrinkage else {}),
             **({"teams": len(self.teams)} if self.mode == "team" else {}),
         }
         await self._save()
@@ -339,7 +345,12 @@ class SymbolicMoERouter(Router):
         assert self._team_prof is not None and self._team_acc is not None
         col = {k: j for j, k in enumerate(self.profile_keywords)}
         counts = np.array([self.keyword_counts.get(k, 0) for k in self.profile_keywords], dtype=float)
-        best, scores = tm.best_team(self._team_prof, self._team_acc, counts, [col[k] for k in mapped if k in col], self.shrinkage)
+        allowed = None
+        if self.team_shortlist:
+            acc = {m: self.skill_accuracy(m, mapped) for m in dict.fromkeys(self.pool)}
+            short = set(sorted(acc, key=lambda m: (-acc[m], self.pool.index(m)))[: self.team_shortlist])
+            allowed = np.array([all(m in short for m in t) for t in self.teams])
+        best, scores = tm.best_team(self._team_prof, self._team_acc, counts, [col[k] for k in mapped if k in col], self.shrinkage, allowed)
         return list(self.teams[best]), f"team score {scores[best]:.3f}"
 
     async def route(self, query: Query) -> Plan:
@@ -360,7 +371,7 @@ class SymbolicMoERouter(Router):
                 if self.mode == "team":
                     chosen, note = self._recruit_team(mkws)
                     why += f"; {note}"
-                elif self.mode == "shrunk":
+                elif self.mode == "accuracy":
                     acc = {m: self.skill_accuracy(m, mkws) for m in dict.fromkeys(self.pool)}
                     # strongest first: a tied vote goes to the first answer
                     chosen = sorted(acc, key=lambda m: (-acc[m], self.pool.index(m)))[: self.k]

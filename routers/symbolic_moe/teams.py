@@ -83,12 +83,15 @@ def team_profiles(
 
 
 def best_team(
-    prof: np.ndarray, overall: np.ndarray, counts: np.ndarray, columns: Sequence[int], strength: float
+    prof: np.ndarray, overall: np.ndarray, counts: np.ndarray, columns: Sequence[int], strength: float,
+    allowed: np.ndarray | None = None,
 ) -> tuple[int, np.ndarray]:
     """Index of the team with the highest shrunk vote accuracy on the query's keyword columns
-    (duplicates count twice, as in the paper's local score), and all teams' scores."""
+    (duplicates count twice, as in the paper's local score), and all teams' scores; `allowed`
+    (a boolean mask) restricts the choice, e.g. to teams drawn from a per-query shortlist."""
     cols = list(columns)
     n = float(counts[cols].sum()) if cols else 0.0
     right = (n + prof[:, cols].sum(axis=1)) / 2.0 if cols else np.zeros(len(overall))
     scores = (right + strength * overall) / (n + strength) if n + strength > 0 else overall.astype(float)
-    return int(np.argmax(scores)), scores  # argmax: the first (strongest-ordered) team on ties
+    pick = np.where(allowed, scores, -np.inf) if allowed is not None and allowed.any() else scores
+    return int(np.argmax(pick)), scores  # argmax: the first (strongest-ordered) team on ties
