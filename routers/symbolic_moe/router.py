@@ -30,7 +30,10 @@ Deliberate deviations (each one an option, the reference behaviour is the defaul
   experts — and recruit the team with the best shrunk skill accuracy. Recruiting stays
   skill-based (only the query's keywords and fit profiles decide), but it sees correlated errors:
   three experts that fail on the same items are no better than one.
-  `team_shortlist=N` limits the teams to the query's N most skill-accurate experts.
+  `team_shortlist=N` limits the teams to the query's N most skill-accurate experts. Team
+  profiles are computed with members in global-accuracy order (the first breaks ties); at routing
+  the recruited team is reordered by skill accuracy (`team_order="skill"`), since with 3 voters
+  and up to 10 options a three-way split is common and the first answer then decides.
 * `vote_weights="log-odds"` weights each recruit's vote by log((K−1)·p/(1−p)) with p its skill
   accuracy (Laplace-smoothed, or shrunk when `shrinkage` > 0): the weighted-majority rule for
   independent voters of known accuracy.
@@ -83,6 +86,7 @@ class SymbolicMoERouter(Router):
         shrinkage: float = 0.0,
         team_candidates: int = 16,
         team_shortlist: int = 0,
+        team_order: str = "skill",
         artefact: str = "default",
         **options: Any,
     ) -> None:
@@ -109,6 +113,9 @@ class SymbolicMoERouter(Router):
         self.shrinkage = float(shrinkage)
         self.team_candidates = team_candidates
         self.team_shortlist = team_shortlist
+        if team_order not in ("skill", "global"):
+            raise RoutingError(f"router 'symbolic-moe': team_order must be 'skill' or 'global', got {team_order!r}")
+        self.team_order = team_order
         self.global_acc: dict[str, float] = {}
         self.teams: list[tm.Team] = []
         self._team_prof: np.ndarray | None = None
@@ -351,7 +358,10 @@ class SymbolicMoERouter(Router):
             short = set(sorted(acc, key=lambda m: (-acc[m], self.pool.index(m)))[: self.team_shortlist])
             allowed = np.array([all(m in short for m in t) for t in self.teams])
         best, scores = tm.best_team(self._team_prof, self._team_acc, counts, [col[k] for k in mapped if k in col], self.shrinkage, allowed)
-        return list(self.teams[best]), f"team score {scores[best]:.3f}"
+        team = list(self.teams[best])
+        if self.team_order == "skill":  # the member most accurate on the query's skills breaks a tied vote
+            team.sort(key=lambda m: (-self.skill_accuracy(m, mapped), self.pool.index(m)))
+        return team, f"team score {scores[best]:.3f}"
 
     async def route(self, query: Query) -> Plan:
         return (await self.route_batch([query]))[0]

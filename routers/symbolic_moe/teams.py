@@ -70,16 +70,31 @@ def team_profiles(
     overall[t] = team t's vote accuracy over all fit items with keywords."""
     col = {k: j for j, k in enumerate(vocabulary)}
     items = [i for i, kws in item_keywords.items() if kws]
+    # Answers as integer codes (−1: no answer), so each team's vote is a few array operations.
+    letters: dict[str | None, int] = {None: -1}
+    members = sorted({m for t in teams for m in t})
+    codes = {m: np.array([letters.setdefault(answers.get(m, {}).get(i), len(letters)) for i in items]) for m in members}
+    gold_codes = np.array([letters.get(gold.get(i), -2) if gold.get(i) is not None else -2 for i in items])
+    incidence = np.zeros((len(items), len(vocabulary)), dtype=np.int64)  # item × keyword, duplicates count
+    for r, i in enumerate(items):
+        for k in item_keywords[i]:
+            incidence[r, col[k]] += 1
     prof = np.zeros((len(teams), len(vocabulary)), dtype=np.int64)
     right = np.zeros(len(teams), dtype=np.int64)
     for t, team in enumerate(teams):
-        for item in items:
-            ok = gold.get(item) is not None and majority([answers.get(m, {}).get(item) for m in team]) == gold[item]
-            right[t] += ok
-            delta = 1 if ok else -1
-            for k in item_keywords[item]:
-                prof[t, col[k]] += delta
+        ok = team_vote_correct(np.stack([codes[m] for m in team]), gold_codes)
+        right[t] = ok.sum()
+        prof[t] = np.where(ok, 1, -1) @ incidence
     return prof, right / max(len(items), 1)
+
+
+def team_vote_correct(codes: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Per item (column), whether the members' (rows, in order) plain vote is right: the answer
+    with most votes, ties to the earliest member, −1 (no answer) never votes — `majority` on arrays."""
+    valid = codes >= 0
+    agree = ((codes[:, None, :] == codes[None, :, :]) & valid[None, :, :]).sum(axis=1) * valid  # votes for member j's answer
+    winner = codes[agree.argmax(axis=0), np.arange(codes.shape[1])]
+    return (winner == gold) & (agree.max(axis=0) > 0)
 
 
 def best_team(

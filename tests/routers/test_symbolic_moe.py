@@ -223,3 +223,13 @@ def test_extension_options_are_checked() -> None:
         SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), mode="best")
     with pytest.raises(RoutingError, match="shrinkage"):
         SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), shrinkage=-1)
+
+
+def test_vectorised_team_vote_agrees_with_majority() -> None:
+    rng = random.Random(0)
+    letters = ["A", "B", "C", None]
+    cols = [[rng.choice(letters) for _ in range(3)] for _ in range(400)]
+    golds = [rng.choice("ABC") for _ in cols]
+    code = {None: -1, "A": 0, "B": 1, "C": 2}
+    got = tm.team_vote_correct(np.array([[code[c[j]] for c in cols] for j in range(3)]), np.array([code[g] for g in golds]))
+    assert got.tolist() == [tm.majority(c) == g for c, g in zip(cols, golds, strict=True)]
