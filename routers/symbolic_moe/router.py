@@ -34,6 +34,9 @@ Deliberate deviations (each one an option, the reference behaviour is the defaul
   profiles are computed with members in global-accuracy order (the first breaks ties); at routing
   the recruited team is reordered by skill accuracy (`team_order="skill"`), since with 3 voters
   and up to 10 options a three-way split is common and the first answer then decides.
+  In fit-split cross-validation (benchmarks/results/mmlu-pro-symbolic-moe/cv.md) team profiles
+  lost to `mode="accuracy"` in every setting (overfitting a choice among many teams), so the
+  recommended 3-call extension is `mode="accuracy"`; `team` stays as a documented option.
 * `vote_weights="log-odds"` weights each recruit's vote by log((K−1)·p/(1−p)) with p its skill
   accuracy (Laplace-smoothed, or shrunk when `shrinkage` > 0): the weighted-majority rule for
   independent voters of known accuracy.
