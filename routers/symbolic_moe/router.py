@@ -19,6 +19,27 @@ Deliberate deviations (each one an option, the reference behaviour is the defaul
   independent samples at T=0.7 as in the paper, recorded experts replay the same answer, which
   simply counts once per draw in the vote.
 * `mode="topk"` (k distinct highest-weight experts) is an added deterministic variant.
+* `mode="accuracy"` (extension, `teams.py`): rank experts by their accuracy on the fit items of the
+  query's skills, read off the same ±1 profile (right = (n_k + P[k]) / 2), Laplace-smoothed or,
+  with `shrinkage` > 0, shrunk toward the expert's global fit accuracy with that many
+  pseudo-items; take the k best, distinct, strongest first (it wins a tied vote). The paper's L·g weight mixes a
+  count (L grows with how often a skill occurs) with a squared global prior; an accuracy estimate
+  compares experts on one scale and does not let rare skills decide alone.
+* `mode="team"` (extension, `teams.py`): profiles of *teams* — the paper's ±1-per-keyword
+  arithmetic applied to the majority vote of every k-subset of the `team_candidates` strongest
+  experts — and recruit the team with the best shrunk skill accuracy. Recruiting stays
+  skill-based (only the query's keywords and fit profiles decide), but it sees correlated errors:
+  three experts that fail on the same items are no better than one.
+  `team_shortlist=N` limits the teams to the query's N most skill-accurate experts. Team
+  profiles are computed with members in global-accuracy order (the first breaks ties); at routing
+  the recruited team is reordered by skill accuracy (`team_order="skill"`), since with 3 voters
+  and up to 10 options a three-way split is common and the first answer then decides.
+  In fit-split cross-validation (benchmarks/results/mmlu-pro-symbolic-moe/cv.md) team profiles
+  lost to `mode="accuracy"` in every setting (overfitting a choice among many teams), so the
+  recommended 3-call extension is `mode="accuracy"`; `team` stays as a documented option.
+* `vote_weights="log-odds"` weights each recruit's vote by log((K−1)·p/(1−p)) with p its skill
+  accuracy (Laplace-smoothed, or shrunk when `shrinkage` > 0): the weighted-majority rule for
+  independent voters of known accuracy.
 """
 
 from __future__ import annotations
@@ -37,11 +58,13 @@ from orchestrator.prompts import aggregator_prompt
 from routers.base import Aggregation, Assignment, FitData, Plan, Query, Router, RouterContext, RoutingError
 from routers.embeddings import shared_embedder
 from routers.symbolic_moe import profiles as prof
+from routers.symbolic_moe import teams as tm
 from routers.symbolic_moe.keywords import EmbeddingTagger, LLMKeywordTagger, question_key
 from routers.symbolic_moe.vocabulary import SKILLS
 
 ARTEFACT_KIND = "symbolic-moe-profile"
 AGGREGATIONS = ("auto", "vote", "weighted-vote", "llm")
+MODES = ("sample", "topk", "accuracy", "team")
 
 
 class SymbolicMoERouter(Router):
@@ -63,14 +86,24 @@ class SymbolicMoERouter(Router):
         aggregator_fit_limit: int = 40,
         vote_weights: str = "recruit",
         temperature: float = 0.7,
+        shrinkage: float = 0.0,
+        team_candidates: int = 16,
+        team_shortlist: int = 0,
+        team_order: str = "skill",
         artefact: str = "default",
         **options: Any,
     ) -> None:
         super().__init__(ctx, **options)
         if k < 1:
             raise RoutingError(f"router 'symbolic-moe': k must be at least 1, got {k}")
-        if mode not in ("sample", "topk"):
-            raise RoutingError(f"router 'symbolic-moe': mode must be 'sample' or 'topk', got {mode!r}")
+        if mode not in MODES:
+            raise RoutingError(f"router 'symbolic-moe': mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if shrinkage < 0:
+            raise RoutingError(f"router 'symbolic-moe': shrinkage must be ≥ 0, got {shrinkage}")
+        if team_shortlist and team_shortlist < k:
+            raise RoutingError(f"router 'symbolic-moe': team_shortlist must be 0 (off) or at least k={k}, got {team_shortlist}")
+        if team_candidates < k:
+            raise RoutingError(f"router 'symbolic-moe': team_candidates must be at least k={k}, got {team_candidates}")
         if tagger not in ("embedding", "llm"):
             raise RoutingError(f"router 'symbolic-moe': tagger must be 'embedding' or 'llm', got {tagger!r}")
         if aggregation not in AGGREGATIONS:
@@ -80,6 +113,16 @@ class SymbolicMoERouter(Router):
         self.k, self.mode, self.tagger_kind, self.aggregation_kind = k, mode, tagger, aggregation
         self.vote_weights = vote_weights
         self.temperature = temperature
+        self.shrinkage = float(shrinkage)
+        self.team_candidates = team_candidates
+        self.team_shortlist = team_shortlist
+        if team_order not in ("skill", "global"):
+            raise RoutingError(f"router 'symbolic-moe': team_order must be 'skill' or 'global', got {team_order!r}")
+        self.team_order = team_order
+        self.global_acc: dict[str, float] = {}
+        self.teams: list[tm.Team] = []
+        self._team_prof: np.ndarray | None = None
+        self._team_acc: np.ndarray | None = None
         self.keyword_counts: dict[str, int] = {}
         self.keyword_expert = keyword_expert
         self.skills_per_question = skills_per_question
@@ -146,6 +189,11 @@ class SymbolicMoERouter(Router):
             for kw in kws:
                 self.keyword_counts[kw] = self.keyword_counts.get(kw, 0) + 1
         self._kw_vecs = None
+        tagged = list(item_kws)
+        self.global_acc = {m: sum(correctness[m].get(i, False) for i in tagged) / max(len(tagged), 1) for m in self.pool}
+        self.teams, self._team_prof, self._team_acc = [], None, None
+        if self.mode == "team":
+            self._fit_teams(data, item_kws)
         self.fit_info = {}
         self.chosen_aggregation = await self._select_aggregation(data)
         self.fit_info = {
@@ -158,9 +206,21 @@ class SymbolicMoERouter(Router):
             "aggregation": self.chosen_aggregation.model_dump(),
             "k": self.k,
             "mode": self.mode,
+            **({"shrinkage": self.shrinkage} if self.mode in ("accuracy", "team") or self.shrinkage else {}),
+            **({"teams": len(self.teams)} if self.mode == "team" else {}),
         }
         await self._save()
         return self.fit_info
+
+    def _fit_teams(self, data: FitData, item_kws: dict[str, list[str]]) -> None:
+        order = sorted(dict.fromkeys(self.pool), key=lambda m: (-self.global_acc[m], self.pool.index(m)))
+        candidates = order[: self.team_candidates]
+        if len(candidates) < self.k:
+            raise RoutingError(f"router 'symbolic-moe': mode=team needs at least k={self.k} distinct experts in the pool")
+        self.teams = tm.candidate_teams(candidates, self.k, order)
+        answers = {m: {qid: o.answer for qid, o in data.outcomes.get(m, {}).items()} for m in candidates}
+        gold = {q.question_id: q.gold for q in data.questions if q.question_id}
+        self._team_prof, self._team_acc = tm.team_profiles(item_kws, answers, gold, self.teams, self.profile_keywords)
 
     def _recorded_pool(self) -> bool:
         return all(self.ctx.registry.spec(m).backend is BackendKind.RECORDED for m in self.pool)
@@ -222,6 +282,9 @@ class SymbolicMoERouter(Router):
             "keyword_counts": self.keyword_counts,
             "aggregation": self.chosen_aggregation.model_dump(), "fit_info": self.fit_info,
             "tagger": self.tagger_kind, "keyword_expert": self.keyword_expert, "k": self.k, "mode": self.mode,
+            "global_acc": self.global_acc, "teams": [list(t) for t in self.teams],
+            "team_profiles": self._team_prof.tolist() if self._team_prof is not None else None,
+            "team_accuracy": self._team_acc.tolist() if self._team_acc is not None else None,
         }
 
     async def _save(self) -> None:
@@ -247,6 +310,16 @@ class SymbolicMoERouter(Router):
         self.keyword_expert = data.get("keyword_expert", self.keyword_expert)
         self.profile_keywords = data["profile_keywords"]
         self.keyword_counts = data.get("keyword_counts", {})
+        self.global_acc = data.get("global_acc", {})
+        if self.mode == "team":
+            if not data.get("team_profiles") or len(data["teams"][0]) != self.k:
+                raise RoutingError(
+                    f"router 'symbolic-moe': the stored profile '{self.artefact}' (v{rec.version}) has no team profiles "
+                    f"for k={self.k}; rebuild it with `orchestrator profile build --router-opt mode=team`"
+                )
+            self.teams = [tuple(t) for t in data["teams"]]
+            self._team_prof = np.asarray(data["team_profiles"], dtype=np.int64)
+            self._team_acc = np.asarray(data["team_accuracy"], dtype=float)
         self.chosen_aggregation = Aggregation(**data["aggregation"])
         self.fit_info = {**data.get("fit_info", {}), "version": rec.version}
         return True
@@ -273,14 +346,36 @@ class SymbolicMoERouter(Router):
                 mapping[k] = self.profile_keywords[int(j)]
         return [[mapping[k] for k in kws] for kws in keywords]
 
-    def skill_log_odds(self, expert: str, mapped: list[str], n_options: int) -> float:
-        """Weighted-majority vote weight log((K−1)·p/(1−p)), p = the expert's smoothed accuracy on
-        the fit items of the query's skills (from the profile: correct = (n_k + P[k]) / 2)."""
+    def skill_accuracy(self, expert: str, mapped: list[str]) -> float:
+        """The expert's accuracy on the fit items of the query's skills (from the profile:
+        right = (n_k + P[k]) / 2), Laplace-smoothed, or shrunk toward its global fit accuracy
+        with `shrinkage` pseudo-items when that is > 0."""
         assert self.profiles is not None
         n = sum(self.keyword_counts.get(k, 0) for k in mapped)
         right = sum((self.keyword_counts.get(k, 0) + self.profiles[expert].get(k, 0)) / 2 for k in mapped)
-        p = (right + 1) / (n + 2)
+        if self.shrinkage > 0:
+            return tm.shrunk_accuracy(right, n, self.global_acc.get(expert, 0.5), self.shrinkage)
+        return (right + 1) / (n + 2)
+
+    def skill_log_odds(self, expert: str, mapped: list[str], n_options: int) -> float:
+        """Weighted-majority vote weight log((K−1)·p/(1−p)), p = `skill_accuracy`."""
+        p = min(max(self.skill_accuracy(expert, mapped), 1e-6), 1 - 1e-6)
         return float(np.log(max(n_options - 1, 1) * p / (1 - p)))
+
+    def _recruit_team(self, mapped: list[str]) -> tuple[list[str], str]:
+        assert self._team_prof is not None and self._team_acc is not None
+        col = {k: j for j, k in enumerate(self.profile_keywords)}
+        counts = np.array([self.keyword_counts.get(k, 0) for k in self.profile_keywords], dtype=float)
+        allowed = None
+        if self.team_shortlist:
+            acc = {m: self.skill_accuracy(m, mapped) for m in dict.fromkeys(self.pool)}
+            short = set(sorted(acc, key=lambda m: (-acc[m], self.pool.index(m)))[: self.team_shortlist])
+            allowed = np.array([all(m in short for m in t) for t in self.teams])
+        best, scores = tm.best_team(self._team_prof, self._team_acc, counts, [col[k] for k in mapped if k in col], self.shrinkage, allowed)
+        team = list(self.teams[best])
+        if self.team_order == "skill":  # the member most accurate on the query's skills breaks a tied vote
+            team.sort(key=lambda m: (-self.skill_accuracy(m, mapped), self.pool.index(m)))
+        return team, f"team score {scores[best]:.3f}"
 
     async def route(self, query: Query) -> Plan:
         return (await self.route_batch([query]))[0]
@@ -296,12 +391,24 @@ class SymbolicMoERouter(Router):
             if mkws:
                 local = prof.local_scores(self.profiles, mkws)
                 weights = prof.recruit_weights(local, self.prior)
-                backup = sorted(self.pool, key=lambda m: (-local[m] * self.prior.get(m, 0.0), self.pool.index(m)))
-                chosen = prof.draw(weights, self.k, rng, mode=self.mode, backup=backup)
                 why = f"skills {', '.join(mkws)}"
+                if self.mode == "team":
+                    chosen, note = self._recruit_team(mkws)
+                    why += f"; {note}"
+                elif self.mode == "accuracy":
+                    acc = {m: self.skill_accuracy(m, mkws) for m in dict.fromkeys(self.pool)}
+                    # strongest first: a tied vote goes to the first answer
+                    chosen = sorted(acc, key=lambda m: (-acc[m], self.pool.index(m)))[: self.k]
+                    weights = acc
+                else:
+                    backup = sorted(self.pool, key=lambda m: (-local[m] * self.prior.get(m, 0.0), self.pool.index(m)))
+                    chosen = prof.draw(weights, self.k, rng, mode=self.mode, backup=backup)
             else:  # no keywords: k uniformly random experts, with replacement (the reference)
                 local, weights = {}, {m: 1.0 / len(self.pool) for m in self.pool}
-                chosen = rng.choices(self.pool, k=self.k) if self.mode == "sample" else self.pool[: self.k]
+                if self.mode == "sample":
+                    chosen = rng.choices(self.pool, k=self.k)
+                else:  # deterministic modes: the k globally strongest (fit accuracy), else pool order
+                    chosen = sorted(self.pool, key=lambda m: (-self.global_acc.get(m, 0.0), self.pool.index(m)))[: self.k]
                 why = "no keywords: uniform draw"
             agg = self.chosen_aggregation
             if self.vote_weights == "log-odds" and mkws and self.keyword_counts:
