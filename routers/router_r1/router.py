@@ -8,7 +8,7 @@ over several rounds, and answers; trained with RL on a format/outcome/cost rewar
 Options: `policy` (any registered expert; default `smollm2-135m`, the embedded default's local
 SmolLM2), `policy_path` (a checkpoint directory saved by `orchestrator train router-r1`; it is
 registered as a local expert named `router-r1-policy`), `max_turns` (4), `max_tokens` per
-policy generation (256), `callee_max_tokens` (the query's max_tokens, else 512), `obs_tokens`
+policy generation (128), `callee_max_tokens` (the query's max_tokens, else 512), `obs_tokens`
 (600), `temperature` (0: greedy, as in the reference's evaluation), `descriptors` ("full" or
 "prose"), `family` ("qwen" or "llama" template), `seed`, `prefill` (text the assistant
 turn starts with, e.g. "<think>", for checkpoints trained with `--prefill`).
@@ -19,7 +19,7 @@ Deviations from the reference (§1), and why:
   * Generation uses real stop strings at `</search>`/`</answer>` (the released inference script
     does; the training rollout generates to the limit and cuts afterwards; the cut is applied
     here too, so the result is the same text, just cheaper).
-  * Policy turns default to 256 new tokens, not 1024 (CPU); observations are cut to 600 tokens
+  * Policy turns default to 128 new tokens, not 1024 (CPU); observations are cut to 600 tokens
     of the reply, keeping the closing tag (the reference may cut the tag off).
   * Multiple-choice questions (MMLU-Pro, GPQA) list their options in the prompt and score by
     letter; the reference is short-answer QA only (EM), which is kept for questions without
@@ -54,7 +54,7 @@ class RouterR1Options(BaseModel):
     policy: str | None = None
     policy_path: str | None = None
     max_turns: int = Field(default=4, ge=1, le=16)
-    max_tokens: int = Field(default=256, ge=8, le=8192)
+    max_tokens: int = Field(default=128, ge=8, le=8192)
     callee_max_tokens: int | None = Field(default=None, ge=1, le=8192)
     obs_tokens: int = Field(default=600, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)

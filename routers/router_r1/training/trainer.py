@@ -10,6 +10,13 @@ Every step is appended to `metrics.jsonl`; `reward.png` plots the curve; checkpo
 (`checkpoint-N/`, `checkpoint-final/`) are plain transformers directories, loadable as the
 router's policy with `policy_path=`. Scaling up is configuration: a bigger policy directory, a
 GPU (the model moves to CUDA when present), larger groups and batches.
+
+Callees: by default recorded experts (real MMLU-Pro outputs of real models, replayed), because a
+live 7B callee per route is far beyond a CPU budget. A recorded callee answers the *original*
+question (its recorded response, keyed by question id) whatever sub-question the policy wrote;
+`--live` uses the config's experts instead, which do read the sub-question. Data: MMLU-Pro
+multiple choice (the only local data; the reference trains on NQ + HotpotQA short answers), kept
+to short questions to bound sequence length on CPU.
 """
 
 from __future__ import annotations
