@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from routers.router_r1.parsing import Route, cut_response, last_answer, parse_action, parse_route
+from routers.router_r1.parsing import Route, cut_response, last_answer, parse_action, parse_route, restore_stop
 from routers.router_r1.prompts import NONE_OBSERVATION, information_block
 
 StepOutcome = Literal["answer", "route", "invalid-route", "unknown-expert", "no-action", "final"]
@@ -57,6 +57,13 @@ class Episode:
     routes_executed: int = 0
     valid_actions: int = 0
     cost: float = 0.0  # micro-dollars (reference units)
+    # Text already in the transcript that opens the next turn (a prefill such as "<think>" or
+    # "<search> name:"): the turn's action is parsed on it plus the generated text.
+    pending: str = ""
+
+    @classmethod
+    def start(cls, max_turns: int = 4, prefill: str = "") -> "Episode":
+        return cls(max_turns=max_turns, transcript=prefill, pending=prefill)
 
     @property
     def turn(self) -> int:
@@ -71,13 +78,18 @@ class Episode:
     def answer(self) -> str | None:
         return last_answer(self.transcript)
 
-    def accept(self, output: str, resolve: Callable[[str], str | None]) -> Step:
-        """Take one policy generation; `resolve` maps a route's name to a pool expert (or None)."""
+    def accept(self, output: str, resolve: Callable[[str], str | None], finish_reason: str | None = None) -> Step:
+        """Take one policy generation; `resolve` maps a route's name to a pool expert (or None).
+
+        `finish_reason` "stop" means a server removed the stop string; it is put back."""
         if self.done:
             raise RuntimeError("the episode is over")
         routing = self.routing_enabled
-        text = cut_response(output)
+        full = restore_stop(self.pending + output, finish_reason)
+        text = cut_response(full)
         action = parse_action(text)
+        text = text[len(self.pending):] if len(text) >= len(self.pending) else ""
+        self.pending = ""
         step = Step(turn=self.turn, text=text, outcome="no-action", routing=routing)
         if not routing:
             step.outcome = "final"  # searches are parsed but never executed now

@@ -22,7 +22,6 @@ from orchestrator.state import QueryState
 from orchestrator.trace import call_record
 from routers.base import Aggregation, Assignment, Plan
 from routers.router_r1.episode import Episode, Step, truncate_reply
-from routers.router_r1.parsing import restore_stop
 from routers.router_r1.prompts import STOP_STRINGS, agent_prompt
 from routers.router_r1.reward import answer_letter, call_cost
 from store.records import TraceStepRecord
@@ -56,7 +55,7 @@ def build_router_r1_graph(router: "RouterR1Router", runtime: "Runtime") -> Any:
         prompt = await router.prompt_for(query)
         step = TraceStepRecord(seq=0, kind="prompt", detail={"policy": router.policy, "pool": router.callee_pool,
                                                              "prompt": prompt[:DETAIL_CHARS]}, duration_s=time.perf_counter() - t0)
-        return {"scratch": {"episode": Episode(max_turns=opts.max_turns, transcript=opts.prefill), "prompt": prompt, "assignments": []}, "steps": [step]}
+        return {"scratch": {"episode": Episode.start(opts.max_turns, opts.prefill), "prompt": prompt, "assignments": []}, "steps": [step]}
 
     async def think(state: QueryState) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -72,7 +71,7 @@ def build_router_r1_graph(router: "RouterR1Router", runtime: "Runtime") -> Any:
             ep.done = True
             step = TraceStepRecord(seq=seq, kind="think", detail={"turn": ep.turn, "error": rec.error_message}, duration_s=time.perf_counter() - t0)
             return {"scratch": {**scratch, "last": None}, "calls": [rec], "steps": [step]}
-        st = ep.accept(restore_stop(result.text, result.finish_reason), router.resolve)
+        st = ep.accept(result.text, router.resolve, result.finish_reason)
         if st.outcome == "no-action":
             ep.observe(st, None)  # no search or answer: empty observation, the loop goes on
         step = TraceStepRecord(seq=seq, kind="think", detail={"turn": st.turn, "routing": st.routing, "outcome": st.outcome,

@@ -119,10 +119,10 @@ async def run_rollouts(
 
     `submit(expert, request)` is an awaitable expert call returning a `GenerationResult`
     (`Dispatcher.submit_or_error`); `price_of(expert)` its USD per 1M output tokens."""
-    rollouts = [Rollout(list(p), Episode(max_turns=cfg.max_turns), question_id=q) for p, q in zip(prompt_ids, question_ids, strict=True)]
+    rollouts = [Rollout(list(p), Episode.start(cfg.max_turns, cfg.prefill), question_id=q)
+                for p, q in zip(prompt_ids, question_ids, strict=True)]
     if cfg.prefill:
         for r in rollouts:
-            r.episode.transcript = cfg.prefill
             r.append(tok.encode(cfg.prefill, add_special_tokens=False), from_policy=False)
     turn = 0
     while True:

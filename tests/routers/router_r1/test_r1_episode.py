@@ -65,3 +65,13 @@ def test_observation_truncation_keeps_the_tag() -> None:
     ep = Episode()
     s = ep.accept("<search> yi-34b: q? </search>", resolve)
     assert ep.observe(s, truncate_reply(words, 2, enc, dec)).strip() == "<information>one two</information>"
+
+
+def test_prefill_opens_the_first_turn_and_stripped_stops_are_restored() -> None:
+    ep = Episode.start(max_turns=2, prefill="<think>ask</think>\n<search> Yi-34B:")
+    step = ep.accept(" who wrote it? ", resolve, finish_reason="stop")  # the server removed </search>
+    assert step.outcome == "route" and step.call is not None and step.call.query == "who wrote it?"
+    assert ep.transcript == "<think>ask</think>\n<search> Yi-34B: who wrote it? </search>"
+    ep.observe(step, "Shakespeare")
+    step = ep.accept("<think>ok</think><answer> Shakespeare", resolve, finish_reason="stop")
+    assert step.outcome == "answer" and ep.answer == "Shakespeare"
