@@ -31,7 +31,7 @@ keys_app = typer.Typer(no_args_is_help=True, help="Gateway API keys.")
 app.add_typer(keys_app, name="keys")
 profile_app = typer.Typer(no_args_is_help=True, help="Fitted router artefacts (profiles, classifiers).")
 app.add_typer(profile_app, name="profile")
-train_app = typer.Typer(no_args_is_help=True, help="Train in-process routers (MoT).")
+train_app = typer.Typer(no_args_is_help=True, help="Train learned routers: MoT (router + interaction layers), Router-R1 (GRPO policy).")
 app.add_typer(train_app, name="train")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: embedded default)")]
@@ -422,6 +422,70 @@ def train_mot(
 
         summary["artefact_version"] = run_async(save)
     _console().print_json(json.dumps(summary, default=str))
+
+
+@train_app.command("router-r1")
+def train_router_r1(
+    out: Annotated[Path, typer.Option(help="Run directory: metrics.jsonl, reward.png, summary.json, checkpoints")],
+    steps: Annotated[int, typer.Option(min=1, help="GRPO steps")] = 20,
+    config: ConfigOpt = None,
+    policy: Annotated[str | None, typer.Option(help="A local expert of the config as the initial policy (default smollm2-135m)")] = None,
+    policy_path: Annotated[Path | None, typer.Option(help="Start from a checkpoint directory instead")] = None,
+    recorded: Annotated[Path | None, typer.Option(help="Recorded outputs as callees (default ../shared/data/recorded/mmlu_pro_tiger)")] = None,
+    live: Annotated[bool, typer.Option(help="Use the config's experts as live callees instead of recorded outputs")] = False,
+    pool: Annotated[str | None, typer.Option(help="Comma-separated callee names")] = None,
+    data: Annotated[Path | None, typer.Option(help="MMLU-Pro JSONL (default ../shared/data/mmlu_pro/test.jsonl)")] = None,
+    max_chars: Annotated[int, typer.Option(min=50, help="Train on questions of at most N characters with options")] = 500,
+    group_size: Annotated[int, typer.Option(min=2, help="Rollouts per question (GRPO group)")] = 4,
+    questions_per_step: Annotated[int, typer.Option(min=1)] = 1,
+    max_turns: Annotated[int, typer.Option(min=1, help="Routing turns (then one answer-only turn)")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(min=8, help="New tokens per policy turn")] = 64,
+    obs_tokens: Annotated[int, typer.Option(min=8, help="Tokens kept of each callee reply")] = 128,
+    lr: Annotated[float, typer.Option(help="Learning rate (reference: 1e-6)")] = 1e-6,
+    beta: Annotated[float, typer.Option(help="KL coefficient to the reference policy")] = 0.001,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Cost weight α")] = 0.0,
+    save_every: Annotated[int, typer.Option(min=1)] = 10,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 2,
+    seed: Annotated[int, typer.Option()] = 0,
+    prefill: Annotated[str, typer.Option(help='Start each assistant turn with this text, e.g. "<think>" (not in the reference)')] = "",
+) -> None:
+    """GRPO-train the Router-R1 policy; the checkpoint loads with --router-opt router-r1.policy_path=DIR."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orchestrator.dispatcher import Dispatcher
+    from routers.router_r1.training import cli_support
+    from routers.router_r1.training.trainer import TrainConfig, train
+
+    cfg = _load_config(config)
+    tcfg = TrainConfig(out=out, steps=steps, group_size=group_size, questions_per_step=questions_per_step, max_turns=max_turns,
+                       max_new_tokens=max_new_tokens, obs_tokens=obs_tokens, lr=lr, beta=beta, alpha=alpha, save_every=save_every,
+                       threads=threads, seed=seed, prefill=prefill, max_chars=max_chars)
+
+    async def go() -> dict[str, Any]:
+        policy_dir = cli_support.policy_directory(cfg, policy=policy, policy_path=policy_path)
+        names = [p.strip() for p in pool.split(",") if p.strip()] if pool else None
+        registry, callees = cli_support.callee_registry(cfg, recorded=recorded, pool=names, live=live, policy=policy)
+        questions = cli_support.training_questions(registry, callees, data=data, max_chars=max_chars, live=live)
+        _console(stderr=True).print(f"policy {policy_dir} · callees {', '.join(callees)} · {len(questions)} training questions")
+        try:
+            async with Dispatcher(registry) as dispatcher:
+                with Progress(TextColumn("[bold]train router-r1"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                              TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=_console(stderr=True)) as bar:
+                    task = bar.add_task("train", total=steps, info="")
+
+                    def on_step(step: int, total: int, rec: Any) -> None:
+                        bar.update(task, completed=step, info=f"reward {rec.reward_mean:+.3f} · format {rec.format_ok:.2f} · "
+                                                                f"correct {rec.accuracy:.2f} · {rec.seconds:.0f} s")
+                        bar.console.print(f"step {step:3d}: reward {rec.reward_mean:+.3f} ± {rec.reward_std:.3f}, format ok "
+                                          f"{rec.format_ok:.2f}, correct {rec.accuracy:.2f}, routes {rec.routes_mean:.2f}, "
+                                          f"kl {rec.kl:.5f}, {rec.seconds:.0f} s")
+
+                    return await train(tcfg, policy_dir, registry, callees, questions, dispatcher.submit_or_error, progress=on_step)
+        finally:
+            await registry.aclose()
+
+    summary = run_async(go)
+    _console().print_json(json.dumps(summary))
 
 
 @app.command()

@@ -144,7 +144,9 @@ class Runtime:
         calls = sorted(state.get("calls", []), key=lambda c: c.seq)
         for i, c in enumerate(calls):
             c.seq = i
-        steps = sorted(state.get("steps", []), key=lambda s: (s.kind != "route", s.seq))
+        # By seq, and on a tie the plan step first (the standard graph's route and first
+        # generate steps both have seq 0; multi-round graphs number their steps in order).
+        steps = sorted(state.get("steps", []), key=lambda s: (s.seq, s.kind != "route"))
         for i, s in enumerate(steps):
             s.seq = i
         result = QueryResult(

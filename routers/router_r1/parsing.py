@@ -1,0 +1,108 @@
+"""Parsing the policy's output: where a turn ends, which action it took, which expert it named.
+
+    text = cut_response("<think>x</think><search> Qwen:who? </search> junk")   # ends at </search>
+    action = parse_action(text)                  # Action(kind="search", content=" Qwen:who? ")
+    route = parse_route(action.content)          # Route(name="qwen", query="who?", valid=True)
+    expert = resolve_expert(route.name, registry, pool)   # canonical name or None
+
+Rules from the reference (§1.3, §1.2): cut after the first `</search>`, else after the first
+`</answer>`; the action is the first `<search>…</search>` or `<answer>…</answer>` pair; a route is
+invalid if it holds the placeholder text, has no colon, or has an empty query after the last
+colon. The route's model name is the first colon-separated piece and its query the second piece
+only (a query with another colon is truncated, as in the reference, and the format reward
+punishes it). Names resolve against the registry (case-insensitive name or alias, restricted to
+the router's pool), not the reference's hard-coded substring table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from routers.router_r1.prompts import ANSWER_CLOSE, ROUTE_CLOSE
+
+if TYPE_CHECKING:
+    from experts.registry import ExpertRegistry
+
+PLACEHOLDERS = ("llm-name", "your-query")
+_ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
+
+
+def cut_response(text: str) -> str:
+    """Keep the text up to and including the first `</search>`, else the first `</answer>`."""
+    for tag in (ROUTE_CLOSE, ANSWER_CLOSE):
+        k = text.find(tag)
+        if k >= 0:
+            return text[: k + len(tag)]
+    return text
+
+
+def restore_stop(text: str, finish_reason: str | None) -> str:
+    """Put back the stop string a server stripped (vLLM and the local backend both drop it).
+
+    When generation stopped on a stop string, the text holds an unclosed `<search>` or `<answer>`;
+    the matching closing tag is the one that was removed."""
+    if finish_reason != "stop":
+        return text
+    last_search, last_answer = text.rfind("<search>"), text.rfind("<answer>")
+    if last_search < 0 and last_answer < 0:
+        return text
+    if last_search > last_answer and ROUTE_CLOSE not in text[last_search:]:
+        return text + ROUTE_CLOSE
+    if last_answer > last_search and ANSWER_CLOSE not in text[last_answer:]:
+        return text + ANSWER_CLOSE
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: Literal["search", "answer"] | None
+    content: str = ""
+
+
+def parse_action(text: str) -> Action:
+    """The first search or answer block of a (cut) response; kind None when there is none."""
+    m = _ACTION.search(text)
+    if m is None:
+        return Action(None)
+    return Action(m.group(1), m.group(2))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    query: str
+    valid: bool
+    reason: str = ""
+
+
+def parse_route(content: str) -> Route:
+    """Split `Name:query`; invalid routes say why (the reference's invalid-1/2/3)."""
+    low = content.lower()
+    if any(p in low for p in PLACEHOLDERS):
+        return Route("", "", False, "placeholder text (route invalid-1)")
+    if ":" not in content:
+        return Route("", "", False, "no ':' between name and query (route invalid-2)")
+    if not content.rsplit(":", 1)[1].strip():
+        return Route(content.split(":", 1)[0].strip().lower(), "", False, "empty query (route invalid-3)")
+    parts = content.split(":")
+    return Route(parts[0].strip().lower(), parts[1].strip(), True)
+
+
+def resolve_expert(name: str, registry: "ExpertRegistry", pool: Sequence[str]) -> str | None:
+    """The pool expert a route names (case-insensitive name or alias), or None."""
+    if not name.strip():
+        return None
+    canonical = registry.find(name)
+    if canonical is None:
+        return None
+    pool_canonical = {registry.find(p) for p in pool}
+    return canonical if canonical in pool_canonical else None
+
+
+def last_answer(text: str) -> str | None:
+    """The content of the last `<answer>` block (what the outcome reward scores)."""
+    found = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
+    return found[-1].strip() if found else None

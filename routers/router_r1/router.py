@@ -1,0 +1,133 @@
+"""Router-R1 (Zhang et al., 2025): a policy LLM that thinks, routes sub-questions to pool experts
+over several rounds, and answers; trained with RL on a format/outcome/cost reward.
+
+    orchestrator ask "Who wrote Hamlet?" --router router-r1
+    routers: {router-r1: {policy: smollm2-135m, max_turns: 4, descriptors: full}}
+    routers: {router-r1: {policy_path: runs/r1/checkpoint-final}}       # a trained checkpoint
+
+Options: `policy` (any registered expert; default `smollm2-135m`, the embedded default's local
+SmolLM2), `policy_path` (a checkpoint directory saved by `orchestrator train router-r1`; it is
+registered as a local expert named `router-r1-policy`), `max_turns` (4), `max_tokens` per
+policy generation (128), `callee_max_tokens` (the query's max_tokens, else 512), `obs_tokens`
+(600), `temperature` (0: greedy, as in the reference's evaluation), `descriptors` ("full" or
+"prose"), `family` ("qwen" or "llama" template), `seed`, `prefill` (text the assistant
+turn starts with, e.g. "<think>", for checkpoints trained with `--prefill`).
+
+Deviations from the reference (§1), and why:
+  * Names resolve against the registry (case-insensitive name or alias, limited to the pool),
+    not the hard-coded substring table; an unknown name gets `<information>None</information>`.
+  * Generation uses real stop strings at `</search>`/`</answer>` (the released inference script
+    does; the training rollout generates to the limit and cuts afterwards; the cut is applied
+    here too, so the result is the same text, just cheaper).
+  * Policy turns default to 128 new tokens, not 1024 (CPU); observations are cut to 600 tokens
+    of the reply, keeping the closing tag (the reference may cut the tag off).
+  * Multiple-choice questions (MMLU-Pro, GPQA) list their options in the prompt and score by
+    letter; the reference is short-answer QA only (EM), which is kept for questions without
+    options.
+  * Descriptors come from the registry; "full" adds price, measured latency and per-category
+    accuracy (the paper's abstract), "prose" is the released template's style.
+  * Training is GRPO, not PPO with a critic (see routers/router_r1/training/grpo.py).
+  * Batch-mode benchmarks (`route()`): the policy decides each next call from the previous
+    reply, so a plan cannot be made up front; use the graph (`ask`, `serve`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from experts.spec import ExpertSpec
+from routers.base import Plan, Query, Router, RouterContext, RoutingError
+from routers.router_r1.descriptors import DescriptorStyle, build_descriptors
+from routers.router_r1.parsing import resolve_expert
+from routers.router_r1.prompts import policy_prompt
+
+DEFAULT_POLICY = "smollm2-135m"
+CHECKPOINT_EXPERT = "router-r1-policy"
+
+
+class RouterR1Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: str | None = None
+    policy_path: str | None = None
+    max_turns: int = Field(default=4, ge=1, le=16)
+    max_tokens: int = Field(default=128, ge=8, le=8192)
+    callee_max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    obs_tokens: int = Field(default=600, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    descriptors: DescriptorStyle = "full"
+    family: str = Field(default="qwen", pattern="^(qwen|llama)$")
+    seed: int | None = None
+    prefill: str = ""  # text the assistant turn starts with (use the value the checkpoint was trained with)
+
+
+class RouterR1Router(Router):
+    name: ClassVar[str] = "router-r1"
+    description: ClassVar[str] = "Router-R1: a policy LLM thinks, routes sub-questions to pool experts over rounds, then answers"
+
+    def __init__(self, ctx: RouterContext, **options: Any) -> None:
+        try:
+            self.opts = RouterR1Options(**options)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "options"
+            raise RoutingError(f"router 'router-r1': option {where}: {first['msg']}") from None
+        super().__init__(ctx)
+        self.policy = self._policy_expert(ctx)
+        self.callee_pool = [p for p in ctx.pool if ctx.registry.find(p) != CHECKPOINT_EXPERT]  # a checkpoint is never its own callee
+        if not self.callee_pool:
+            raise RoutingError("router 'router-r1' needs at least one callee expert in its pool")
+        self._descriptor_lines: list[str] | None = None
+
+    def _policy_expert(self, ctx: RouterContext) -> str:
+        reg = ctx.registry
+        if self.opts.policy_path is not None:
+            path = Path(self.opts.policy_path).expanduser()
+            if not (path / "config.json").is_file():
+                raise RoutingError(f"router 'router-r1': policy_path {str(path)!r} is not a model directory (no config.json); "
+                                   "pass a checkpoint saved by `orchestrator train router-r1`")
+            reg.add(ExpertSpec(name=CHECKPOINT_EXPERT, backend="local", model=str(path.resolve()),  # type: ignore[arg-type]
+                               description="Router-R1 policy checkpoint", max_batch_size=8, max_concurrency=1,
+                               max_new_tokens=max(self.opts.max_tokens, 256), timeout_s=900))
+            return CHECKPOINT_EXPERT
+        name = self.opts.policy or DEFAULT_POLICY
+        found = reg.find(name)
+        if found is None:
+            raise RoutingError(f"router 'router-r1': policy expert {name!r} is not registered; pass policy=NAME "
+                               f"(one of: {', '.join(reg.names)}) or policy_path=DIR")
+        return found
+
+    # ------------------------------------------------------------------ pieces the graph uses
+    def resolve(self, name: str) -> str | None:
+        return resolve_expert(name, self.ctx.registry, self.callee_pool)
+
+    def policy_tokenizer(self) -> Any:
+        """The policy's tokenizer when it runs in-process (exact observation cut), else None."""
+        backend = self.ctx.registry.backend(self.policy)
+        return getattr(backend, "tokenizer", None)
+
+    async def descriptor_lines(self) -> list[str]:
+        if self._descriptor_lines is None:
+            descs = await build_descriptors(self.ctx.registry, self.callee_pool, self.ctx.store)
+            self._descriptor_lines = [d.render(self.opts.descriptors) for d in descs]
+        return self._descriptor_lines
+
+    async def prompt_for(self, query: Query) -> str:
+        return policy_prompt(query.text, names=self.callee_pool, descriptions=await self.descriptor_lines(),
+                             family=self.opts.family, choices=query.choices)
+
+    # ------------------------------------------------------------------ Router interface
+    async def route(self, query: Query) -> Plan:
+        raise RoutingError("router 'router-r1' decides each call from the previous reply, so it cannot plan up front "
+                           "(batch mode); use `orchestrator ask`, the gateway, or `orchestrator train router-r1`")
+
+    def build_graph(self, runtime: Any) -> Any:
+        from routers.router_r1.graph import build_router_r1_graph
+
+        return build_router_r1_graph(self, runtime)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "policy": self.policy, "callees": self.callee_pool, "options": self.opts.model_dump()}

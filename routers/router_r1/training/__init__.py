@@ -1,0 +1,1 @@
+"""GRPO training of the Router-R1 policy (multi-turn rollouts, callee tokens masked out)."""

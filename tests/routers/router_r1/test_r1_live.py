@@ -1,0 +1,33 @@
+"""Router-R1 with a real in-process policy: the packaged SmolLM2-135M-Instruct, loaded the way a
+trained checkpoint is (`policy_path=` a transformers directory)."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import POOL3, RECORDED, mmlu_questions
+from experts import parse_config
+from experts.packaged_models import resolve_model_dir
+from orchestrator.pipeline import Runtime
+
+pytestmark = pytest.mark.slow
+
+
+async def test_checkpoint_directory_runs_as_the_policy(tmp_path: Path) -> None:
+    cfg = parse_config({
+        "store": f"sqlite+aiosqlite:///{tmp_path / 'o.db'}",
+        "experts": [{"name": m, "backend": "recorded", "path": str(RECORDED), "model": m} for m in POOL3],
+    })
+    q = mmlu_questions(1, offset=2)[0]
+    opts = {"policy_path": str(resolve_model_dir("smollm2-135m-instruct")), "max_turns": 1, "max_tokens": 8, "prefill": "<think>"}
+    async with await Runtime.create(cfg) as rt:
+        result = await rt.answer(q, "router-r1", options=opts)
+        trace = await rt.store.get_trace(result.trace_id)
+    assert trace is not None
+    policy_calls = [c for c in trace.calls if c.role == "policy"]
+    assert policy_calls and all(c.expert == "router-r1-policy" and c.error_kind is None for c in policy_calls)
+    assert 1 <= len(policy_calls) <= 2  # one routing turn, then at most the answer-only turn
+    assert all(0 < c.completion_tokens <= 8 for c in policy_calls)
+    kinds = [s.kind for s in trace.steps]
+    assert kinds[0] == "prompt" and kinds[1] == "think" and kinds[-1] == "answer"
+    assert trace.plan is not None and trace.plan.detail["transcript"].startswith("<think>")
