@@ -244,12 +244,12 @@ class OpenAIBackend(ExpertBackend):
             try:
                 # httpx and aiohttp bound each phase; this bounds the whole exchange (a server
                 # that drips bytes slowly never trips a per-read timeout).
-                send = self._send_aiohttp(url, data) if self._use_aiohttp else self._send_httpx(url, payload)
-                out = await asyncio.wait_for(send, self.spec.timeout_s)
+                async with asyncio.timeout(self.spec.timeout_s):  # no extra task, unlike wait_for
+                    out = await (self._send_aiohttp(url, data) if self._use_aiohttp else self._send_httpx(url, payload))
                 if not isinstance(out, ExpertError):
                     return out, attempt
                 err = out
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 err = ExpertTimeout(f"expert {self.name!r} gave no complete answer within {self.spec.timeout_s:g} s", expert=self.name)
             err.attempts = attempt  # type: ignore[attr-defined]
             if not err.retryable or attempt > self.spec.max_retries:
@@ -331,6 +331,9 @@ class OpenAIBackend(ExpertBackend):
         ]
 
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        if len(requests) == 1 and requests[0].messages is not None:
+            r = requests[0]
+            return await self._guard(lambda: self._chat(r), 1)  # the common case, without a gather
         results: list[GenerationResult | None] = [None] * len(requests)
         tasks: list[tuple[list[int], Awaitable[list[GenerationResult]]]] = []
         prompt_groups: dict[str, list[int]] = {}
