@@ -190,12 +190,13 @@ async def _run_chat(st: GatewayState, req: ChatCompletionRequest, caller: Caller
             param="model", code="model_not_found",
         )
     try:
-        result = await asyncio.wait_for(st.runtime.answer(query, router, options=options, owner=caller.key_id), st.settings.request_timeout_s)
+        async with asyncio.timeout(st.settings.request_timeout_s):  # unlike wait_for, no extra task per request
+            result = await st.runtime.answer(query, router, options=options, owner=caller.key_id)
     except RoutingError as e:
         raise E.BadRequest(str(e), param="model", code="routing_error") from None
     except (UnknownExpert, ConfigError) as e:
         raise E.BadRequest(str(e), param="model") from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise E.UpstreamTimeout(f"no answer within {st.settings.request_timeout_s:g} s") from None
     except TraceQueueFull as e:
         raise E.ServiceUnavailable(f"the store is falling behind: {e}", retry_after=2) from None
