@@ -27,6 +27,8 @@ import os
 import random
 import ssl
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -113,6 +115,15 @@ def map_aiohttp_error(exc: aiohttp.ClientError, expert: str, url: str) -> Expert
     return ExpertUnavailable(f"expert {expert!r}: {type(exc).__name__} at {url}", expert=expert)
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy HTTP(S)_PROXY / NO_PROXY name for `url` (httpx honours them by default; aiohttp
+    would look them up in a thread per request, so the backend resolves them once)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 def _check_completion(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
         raise ValueError("no choices list")
@@ -167,6 +178,7 @@ class OpenAIBackend(ExpertBackend):
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._headers = {**headers, "Content-Type": "application/json"}
         self._connect_s = connect
+        self._proxy = env_proxy(spec.base_url)
         self._max_connections = total
 
     def _aiohttp_session(self) -> aiohttp.ClientSession:
@@ -218,7 +230,7 @@ class OpenAIBackend(ExpertBackend):
     async def _send_aiohttp(self, url: str, data: bytes) -> dict[str, Any] | ExpertError:
         """One attempt over aiohttp, with the same outcomes as `_send_httpx`."""
         try:
-            async with self._aiohttp_session().post(url, data=data) as resp:
+            async with self._aiohttp_session().post(url, data=data, proxy=self._proxy) as resp:
                 content = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")

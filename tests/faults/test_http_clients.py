@@ -46,3 +46,14 @@ def test_unknown_http_client_is_a_clear_error() -> None:
     spec = ExpertSpec(name="x", backend="openai", base_url="http://127.0.0.1:9/v1", model="m")
     with pytest.raises(ValueError, match="http_client must be 'aiohttp' or 'httpx'"):
         OpenAIBackend(spec, http_client="curl")
+
+
+def test_proxy_from_the_environment_as_httpx_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from experts.backends.openai import env_proxy
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    assert env_proxy("http://vllm.internal:8000/v1") == "http://proxy.internal:3128"
+    assert env_proxy("http://127.0.0.1:8000/v1") is None
+    monkeypatch.delenv("HTTP_PROXY")
+    assert env_proxy("http://vllm.internal:8000/v1") is None
