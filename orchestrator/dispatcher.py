@@ -76,10 +76,20 @@ class _ExpertQueue:
         self.stats = stats
         self.on_batch = on_batch
         self.inflight: set[asyncio.Task[None]] = set()
+        self.submit_timeout_s = spec.timeout_s * (1 + spec.max_retries) + 5.0
         self.collector = asyncio.create_task(self._collect(), name=f"dispatch:{name}")
 
+    def idle_unbatched(self) -> bool:
+        """True when a request may skip the queue: no batching window, nothing waiting ahead
+        of it, and a free concurrency slot (so the order and the bound are those of the queue)."""
+        return self.max_wait <= 0 and self.queue.empty() and not self.slots.locked()
+
+    @staticmethod
+    def future() -> asyncio.Future[GenerationResult]:
+        return asyncio.get_running_loop().create_future()
+
     def put(self, req: GenerationRequest) -> asyncio.Future[GenerationResult]:
-        fut: asyncio.Future[GenerationResult] = asyncio.get_running_loop().create_future()
+        fut = self.future()
         try:
             self.queue.put_nowait(_Pending(req, fut))
         except asyncio.QueueFull:
@@ -109,11 +119,12 @@ class _ExpertQueue:
                 except asyncio.TimeoutError:
                     break
             await self.slots.acquire()
-            task = asyncio.create_task(self._run(batch))
+            task = asyncio.create_task(self.run(batch))
             self.inflight.add(task)
             task.add_done_callback(self.inflight.discard)
 
-    async def _run(self, batch: list[_Pending]) -> None:
+    async def run(self, batch: list[_Pending]) -> None:
+        """Send one batch (its concurrency slot already taken; released here)."""
         try:
             live = [p for p in batch if not p.future.done()]  # callers may have given up
             if not live:
@@ -187,14 +198,24 @@ class Dispatcher:
         if not breaker.allow():
             return GenerationResult.failed(breaker.open_error(), attempts=0)  # fail fast: nothing is sent
         try:
-            fut = q.put(request)
+            direct = q.idle_unbatched()
+            fut = q.future() if direct else q.put(request)
         except ExpertOverloaded:
             breaker.release_probe()
             raise
-        timeout = self.registry.spec(q.name).timeout_s * (1 + self.registry.spec(q.name).max_retries) + 5.0
+        timeout = q.submit_timeout_s
         try:
-            result = await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except asyncio.TimeoutError:
+            if direct:
+                # A batch of one with no window to wait for: run it in this task, skipping the
+                # collector's hand-off (two tasks and a queue round trip per request).
+                await q.slots.acquire()
+                async with asyncio.timeout(timeout):
+                    await q.run([_Pending(request, fut)])
+                result = fut.result()
+            else:
+                async with asyncio.timeout(timeout):
+                    result = await asyncio.shield(fut)
+        except TimeoutError:
             fut.cancel()
             result = GenerationResult.failed(ExpertTimeout(f"expert {q.name!r} gave no answer within {timeout:.0f} s", expert=q.name))
         except BaseException:

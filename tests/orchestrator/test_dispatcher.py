@@ -60,3 +60,37 @@ async def test_unknown_expert_is_a_clear_error() -> None:
     async with Dispatcher(reg) as d:
         with pytest.raises(KeyError, match="unknown expert 'nope'; registered experts"):
             await d.submit("nope", GenerationRequest.chat("q"))
+
+
+async def test_unbatched_expert_runs_in_the_callers_task_within_its_concurrency_bound() -> None:
+    """max_wait_ms=0 and an idle queue: the request skips the collector (the gateway's fast path),
+    yet order, stats, the batch observer and max_concurrency are those of the queue."""
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3[:1], max_wait_ms=0, max_batch_size=16, max_concurrency=1))
+    backend = reg.backend(POOL3[0])
+    inner = backend.generate
+    inflight = peak = 0
+
+    async def observed(requests: list[GenerationRequest]) -> list:
+        nonlocal inflight, peak
+        inflight += 1
+        peak = max(peak, inflight)
+        await asyncio.sleep(0.001)  # let other callers run meanwhile
+        try:
+            return await inner(requests)
+        finally:
+            inflight -= 1
+
+    backend.generate = observed  # type: ignore[method-assign]
+    batches: list[int] = []
+    qs = mmlu_questions(30)
+    table = backend.rows()
+    async with Dispatcher(reg, on_batch=lambda _e, size, _d: batches.append(size)) as d:
+        first = await d.submit(POOL3[0], GenerationRequest.chat("q", question_id=qs[0].question_id))
+        assert first.text == table[qs[0].question_id].response
+        assert batches == [1] and d._queues[POOL3[0]].queue.qsize() == 0
+        results = await asyncio.gather(*(d.submit(POOL3[0], GenerationRequest.chat("q", question_id=q.question_id)) for q in qs[1:]))
+        stats = d.stats[POOL3[0]]
+    assert [r.text for r in results] == [table[q.question_id].response for q in qs[1:]]
+    assert peak == 1  # the direct path took the slot, so the rest waited in the queue
+    assert stats.requests == 30 and sum(batches) == 30
+    assert max(batches) > 1  # those that queued behind the busy slot were coalesced
