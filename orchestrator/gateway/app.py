@@ -44,7 +44,7 @@ from orchestrator.gateway.protocol import (
     Usage,
     completion_id,
 )
-from orchestrator.gateway.queries import query_from
+from orchestrator.gateway.queries import failure_error, query_from, resolve_model
 from orchestrator.gateway.security import BodySizeLimit, Caller, RateLimiter, hash_key
 from orchestrator.pipeline import QueryResult, Runtime
 from routers.base import Query, RoutingError
@@ -188,18 +188,6 @@ def _experts_header(result: QueryResult) -> str:
     return ",".join(result.experts_used)
 
 
-def _raise_for_failure(result: QueryResult) -> None:
-    if result.ok:
-        return
-    kinds = {c.error_kind for c in result.calls if c.error_kind}
-    detail = "; ".join(f"{c.expert}: {c.error_message}" for c in result.calls if c.error_kind)[:1000]
-    if kinds and kinds <= {"timeout"}:
-        raise E.UpstreamTimeout(f"every expert timed out: {detail}", code="upstream_timeout")
-    if kinds and kinds <= {"overloaded", "rate_limited", "circuit_open"}:
-        raise E.ServiceUnavailable(f"experts are overloaded: {detail}", code="overloaded", retry_after=1)
-    raise E.UpstreamFailed(f"no expert answered: {detail}", code="upstream_failed")
-
-
 async def _run_chat(st: GatewayState, req: ChatCompletionRequest, caller: Caller) -> QueryResult:
     """Resolve `model` (router or expert), answer, record metrics; typed errors only."""
     query = _query_from(req, st.settings.default_max_tokens)
@@ -207,16 +195,7 @@ async def _run_chat(st: GatewayState, req: ChatCompletionRequest, caller: Caller
     if writer is not None and not writer.healthy:
         # fail fast: an answer we could not record would be lost from the audit trail
         raise E.ServiceUnavailable(f"the store is unavailable ({writer.last_error}); retry shortly", retry_after=2)
-    reg = st.runtime.registry
-    if req.model in router_names():
-        router, options = req.model, None
-    elif reg.find(req.model) is not None:
-        router, options = "single", {"expert": reg.resolve(req.model)}
-    else:
-        raise E.NotFound(
-            f"unknown model {req.model!r}; routers: {', '.join(router_names())}; experts: {', '.join(reg.names)}",
-            param="model", code="model_not_found",
-        )
+    router, options = resolve_model(st.runtime.registry, req.model)
     try:
         async with asyncio.timeout(st.settings.request_timeout_s):  # unlike wait_for, no extra task per request
             result = await st.runtime.answer(query, router, options=options, owner=caller.key_id)
@@ -235,11 +214,10 @@ async def _run_chat(st: GatewayState, req: ChatCompletionRequest, caller: Caller
             raise E.ServiceUnavailable(f"the store is unavailable ({type(e).__name__}); retry shortly", retry_after=2) from None
         raise
     st.metrics.record_calls(result.calls)
-    try:
-        _raise_for_failure(result)
-    except E.APIError as e:
-        e.headers["x-orchestrator-trace-id"] = result.trace_id  # the trace says what each expert did
-        raise
+    err = failure_error(result)
+    if err is not None:
+        err.headers["x-orchestrator-trace-id"] = result.trace_id  # the trace says what each expert did
+        raise err
     return result
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO
+from conftest import REPO, _fresh_pg_schema
 from experts import parse_config
 from faulty_upstream import FaultyUpstream
 from gateway_fixtures import running_gateway
@@ -38,17 +38,7 @@ def private_pg() -> Iterator[str]:
     url = next(ln.split("=", 1)[1] for ln in _pg("start").splitlines() if ln.startswith("POSTGRES_URL="))
     assert ":5434/" in url
 
-    async def reset() -> None:
-        from sqlalchemy import text
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        eng = create_async_engine(url)
-        async with eng.begin() as conn:
-            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-        await eng.dispose()
-
-    asyncio.run(reset())
+    _fresh_pg_schema(url, "private")
     try:
         yield url
     finally:

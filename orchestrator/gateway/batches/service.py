@@ -31,7 +31,7 @@ from experts.registry import UnknownExpert
 from orchestrator.gateway import errors as E
 from orchestrator.gateway.batches.protocol import BatchCreate, BatchRequestItem
 from orchestrator.gateway.protocol import ChatChoice, ChatCompletionResponse, ChatMessageOut, Usage
-from orchestrator.gateway.queries import query_from
+from orchestrator.gateway.queries import failure_error, query_from, resolve_model
 from orchestrator.pipeline import QueryResult, Runtime
 from orchestrator.residency import ResidencyManager
 from orchestrator.scheduler import GroupedScheduler
@@ -52,25 +52,12 @@ def new_batch_id() -> str:
     return f"batch_{secrets.token_hex(12)}"
 
 
-def _failure(result: QueryResult) -> E.APIError | None:
-    """The error a failed answer maps to (the same statuses as the chat endpoint), or None."""
-    if result.ok:
-        return None
-    kinds = {c.error_kind for c in result.calls if c.error_kind}
-    detail = "; ".join(f"{c.expert}: {c.error_message}" for c in result.calls if c.error_kind)[:1000]
-    if kinds and kinds <= {"timeout"}:
-        return E.UpstreamTimeout(f"every expert timed out: {detail}", code="upstream_timeout")
-    if kinds and kinds <= {"overloaded", "rate_limited"}:
-        return E.ServiceUnavailable(f"experts are overloaded: {detail}", code="overloaded")
-    return E.UpstreamFailed(f"no expert answered: {detail}", code="upstream_failed")
-
-
 def _error_item(idx: int, item: BatchRequestItem, err: E.APIError, trace_id: str | None = None) -> BatchItemRecord:
     return BatchItemRecord(idx=idx, custom_id=item.custom_id, ok=False, status_code=err.status_code, body=E.error_body(err), trace_id=trace_id)
 
 
 def _answer_item(idx: int, item: BatchRequestItem, result: QueryResult) -> BatchItemRecord:
-    err = _failure(result)
+    err = failure_error(result)
     if err is not None:
         return _error_item(idx, item, err, result.trace_id)
     finish = next((c.finish_reason for c in reversed(result.calls) if c.error_kind is None), "stop") or "stop"
@@ -258,13 +245,7 @@ class BatchRunner:
         return sorted(out, key=lambda r: r.idx), traces
 
     async def _router_for(self, model: str) -> tuple[str, Router, dict[str, Any] | None]:
-        reg = self.runtime.registry
-        if model in router_names():
-            name, options = model, None
-        elif reg.find(model) is not None:
-            name, options = "single", {"expert": reg.resolve(model)}
-        else:  # its expert was deleted after the batch was accepted
-            raise E.NotFound(f"unknown model {model!r}", param="model", code="model_not_found")
+        name, options = resolve_model(self.runtime.registry, model)  # NotFound: its expert was deleted since
         try:
             return name, await self.runtime.router(name, options), options
         except RoutingError as e:
