@@ -26,9 +26,9 @@ from rich.console import Console
 from rich.table import Table
 
 from experts import ExpertRegistry
-from orchestrator.bench.datasets import default_mmlu_pro_paths, load_mmlu_pro
-from orchestrator.bench.recorded_pool import recorded_specs, resolve_pool
-from routers.base import FitData, FitOutcome, Query, RouterContext
+from evals.datasets import default_mmlu_pro_paths, load_mmlu_pro
+from evals.recorded_pool import recorded_specs, resolve_pool
+from routers.types import FitData, FitOutcome, Query, RouterContext
 from routers.coe import CoERouter
 from routers.embeddings import SentenceEmbedder
 from routers.symbolic_moe import SymbolicMoERouter

@@ -17,12 +17,12 @@ import math
 import time
 
 from experts import ExpertRegistry, ExpertSpec, GenerationRequest
-from orchestrator.bench.datasets import default_mmlu_pro_paths, load_mmlu_pro
-from orchestrator.bench.prompts import mmlu_pro_zero_shot_prompt
+from evals.datasets import default_mmlu_pro_paths, load_mmlu_pro
+from evals.prompts import mmlu_pro_zero_shot_prompt
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.residency import ResidencyManager
 from orchestrator.scheduler import GroupedScheduler, run_naive
-from routers.base import Query, RouterContext
+from routers.types import Query, RouterContext
 from routers.baselines import AllVoteRouter
 
 

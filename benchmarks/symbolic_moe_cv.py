@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.aggregators import ExpertOutput, vote
-from orchestrator.bench.recorded_pool import NAMED_POOLS
-from orchestrator.bench.runner import BenchmarkRunner, BenchOptions, _query, split_fit_eval
-from routers.base import FitData, Query, RouterContext
+from routers.aggregation import vote
+from routers.types import ExpertOutput
+from evals.recorded_pool import NAMED_POOLS
+from evals.splits import split_fit_eval
+from orchestrator.bench.runner import BenchmarkRunner, BenchOptions, question_query
+from routers.types import FitData, Query, RouterContext
 from routers.embeddings import shared_embedder
 from routers.symbolic_moe import SymbolicMoERouter
 from routers.symbolic_moe.vocabulary import SKILLS
@@ -48,7 +50,7 @@ async def load(recorded: Path, seed: int, fit_fraction: float) -> tuple[list[str
     test, _ = runner.load_questions()
     registry, pool, questions, _ = runner.build_pool(test)
     fit_ids, _ = split_fit_eval([q.id for q in questions], fit_fraction, seed)
-    fit_qs = [_query(q, None, 512) for q in questions if q.id in fit_ids]
+    fit_qs = [question_query(q, None, 512) for q in questions if q.id in fit_ids]
     return pool, await runner.fit_data(registry, pool, fit_qs)
 
 
@@ -72,7 +74,7 @@ def fold_of(qid: str, folds: int, seed: int) -> int:
 
 async def cv_score(pool: list[str], data: FitData, tags: RankedTags, opts: dict[str, Any], folds: int, seed: int) -> dict[str, Any]:
     from experts import ExpertRegistry
-    from orchestrator.bench.recorded_pool import recorded_specs
+    from evals.recorded_pool import recorded_specs
 
     directory = Path(data.source.removeprefix("recorded outputs in "))
     registry = ExpertRegistry.from_specs(recorded_specs(directory, pool))

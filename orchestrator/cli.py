@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from experts.errors import OrchestratorError
-from routers.base import Query, RoutingError
+from routers.types import Query, RoutingError
 from routers.registry import router_names
 from store.db import StoreUnavailable
 
@@ -337,9 +337,9 @@ def profile_build(
     router_opt: Annotated[list[str] | None, typer.Option("--router-opt", help="KEY=VALUE option of the router (repeat)")] = None,
 ) -> None:
     """Fit a router on MMLU-Pro fit questions (live experts or recorded outputs) and store it."""
-    from orchestrator.bench.runner import BenchOptions, BenchmarkRunner, _query, split_fit_eval
+    from orchestrator.bench.runner import BenchOptions, BenchmarkRunner
     from orchestrator.progress import PhaseProgress
-    from orchestrator.pipeline import Runtime
+    from store.repository import Store
 
     if router not in router_names():
         _console(stderr=True).print(f"[red]error:[/red] unknown router {router!r}; available: {', '.join(router_names())}")
@@ -349,32 +349,18 @@ def profile_build(
 
     async def go() -> dict[str, Any]:
         from experts.registry import ExpertRegistry
-        from routers.registry import build_router
 
         opts = BenchOptions(recorded=recorded, pool=[p.strip() for p in pool.split(",")] if pool else None, seed=seed,
-                            fit_limit=fit_limit, prompt=prompt, max_tokens=max_tokens)
-        async with await Runtime.create(cfg) as rt:
-            bench_runner = BenchmarkRunner(opts, rt.store, registry=rt.registry)
-            test, val = bench_runner.load_questions()
-            registry, pool_names, questions, _ = bench_runner.build_pool(test)
-            fit_ids, _ = split_fit_eval([q.id for q in questions], opts.fit_fraction, seed)
-            fit_qs = [q for q in questions if q.id in fit_ids]
-            if fit_limit:
-                import random as _random
-
-                fit_qs = _random.Random(seed).sample(fit_qs, min(fit_limit, len(fit_qs)))
-            exemplars: dict[str, list[Any]] = {}
-            for v in val:
-                exemplars.setdefault(v.category, []).append(v)
-            queries = [_query(q, bench_runner.prompt_for(q, exemplars), max_tokens) for q in fit_qs]
-            with PhaseProgress() as progress:
-                bench_runner.progress = progress
-                data = await bench_runner.fit_data(registry, pool_names, queries)
-            ctx = rt.router_context(pool_names)
-            ctx.registry = registry
-            r = build_router(router, ctx, options)
-            summary = await r.fit(data)
-            return {"router": router, "pool": pool_names, "fit_questions": len(queries), "source": data.source, **summary}
+                            fit_limit=fit_limit, prompt=prompt, max_tokens=max_tokens, named_pools=cfg.pools)
+        registry = None if recorded else ExpertRegistry.from_specs(cfg.experts)
+        async with await Store.open(cfg.store) as store:
+            await store.upsert_experts([s.model_dump(mode="json") for s in cfg.experts])
+            try:
+                with PhaseProgress() as progress:
+                    return await BenchmarkRunner(opts, store, registry=registry, progress=progress).fit_router(router, options)
+            finally:
+                if registry is not None:
+                    await registry.aclose()
 
     out = run_async(go)
     _console().print_json(json.dumps(out, default=str))

@@ -3,13 +3,16 @@
     dispatcher = Dispatcher(registry)
     result = await dispatcher.submit("qwen2.5-7b", request)       # batched with its neighbours
     outcome = await dispatcher.call(assignment)                      # + fallback expert on failure
+    results = await dispatcher.submit_many("qwen2.5-7b", requests)   # grouped work: waits for room
     await dispatcher.aclose()
 
 Each expert gets one bounded `asyncio.Queue` and one collector task. The collector takes the
 first waiting request, then keeps taking until the batch holds `max_batch_size` requests or
 `max_wait_ms` has passed, and sends the batch as ONE backend call while at most
-`max_concurrency` batches are in flight. A full queue rejects at once with `ExpertOverloaded`
-(retryable), so memory stays bounded under overload.
+`max_concurrency` batches are in flight. A full queue rejects an interactive request at once
+with `ExpertOverloaded` (retryable), so memory stays bounded under overload; grouped work
+(`submit_many`: batch jobs, benchmarks) waits for room instead, so one expert's whole group
+streams through the same queue, breaker and concurrency bound as chat traffic.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from experts.errors import ExpertError, ExpertOverloaded, ExpertTimeout, ExpertUnavailable
 from experts.registry import ExpertRegistry
 from orchestrator.circuit import CircuitBreaker, counts_as_failure
 from experts.types import GenerationRequest, GenerationResult
-from routers.base import Assignment
+from routers.types import Assignment
 
 
 @dataclass
@@ -87,6 +91,12 @@ class _ExpertQueue:
     @staticmethod
     def future() -> asyncio.Future[GenerationResult]:
         return asyncio.get_running_loop().create_future()
+
+    async def put_waiting(self, req: GenerationRequest) -> asyncio.Future[GenerationResult]:
+        """Enqueue, waiting while the queue is full (backpressure for grouped work)."""
+        fut = self.future()
+        await self.queue.put(_Pending(req, fut))
+        return fut
 
     def put(self, req: GenerationRequest) -> asyncio.Future[GenerationResult]:
         fut = self.future()
@@ -229,6 +239,58 @@ class Dispatcher:
         else:
             breaker.release_probe()
         return result
+
+    async def submit_many(
+        self, expert: str, requests: list[GenerationRequest], *, on_result: "Callable[[int], None] | None" = None
+    ) -> list[GenerationResult]:
+        """Many requests to one expert, in order: the grouped scheduler's way in.
+
+        Requests are enqueued as room frees up (never rejected as overloaded) and coalesced into
+        backend batches by the expert's collector like any other traffic. There is no deadline on
+        the wait in the queue (a group of thousands waits its turn); each backend call keeps its
+        own timeout. `on_result(done)` is called as results arrive (progress bars)."""
+        if not requests:
+            return []
+        q = self._queue(expert)
+        breaker = self.breaker(q.name)
+        done = 0
+        results: list[GenerationResult | None] = [None] * len(requests)
+
+        async def one(i: int, fut: "asyncio.Future[GenerationResult]") -> None:
+            nonlocal done
+            try:
+                result = await fut
+            except ExpertError as e:  # closed under us
+                result = GenerationResult.failed(e)
+            results[i] = result
+            if result.ok:
+                breaker.record(ok=True)
+            elif counts_as_failure(result.error):
+                breaker.record(ok=False)
+            else:
+                breaker.release_probe()
+            done += 1
+            if on_result is not None:
+                on_result(done)
+
+        waiters: list[asyncio.Task[None]] = []
+        try:
+            for i, req in enumerate(requests):
+                if not breaker.allow():  # open: the rest of the group fails fast, nothing is sent
+                    results[i] = GenerationResult.failed(breaker.open_error(), attempts=0)
+                    done += 1
+                    if on_result is not None:
+                        on_result(done)
+                    continue
+                fut = await q.put_waiting(req)
+                waiters.append(asyncio.create_task(one(i, fut)))
+            await asyncio.gather(*waiters)
+        except BaseException:
+            for t in waiters:
+                t.cancel()
+            raise
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
 
     def breaker(self, expert: str) -> CircuitBreaker:
         """The expert's circuit breaker (made on first use from its spec)."""

@@ -17,9 +17,12 @@ from typing import Any
 
 from experts.registry import ExpertRegistry
 from experts.spec import OrchestratorConfig
-from orchestrator.aggregators import ExpertOutput, FinalAnswer
 from orchestrator.dispatcher import BatchObserver, Dispatcher
-from routers.base import Plan, Query, Router, RouterContext, RoutingError
+from orchestrator.execution import Executor
+from orchestrator.residency import ResidencyManager
+from orchestrator.scheduler import GroupedScheduler
+from routers.base import Router
+from routers.types import ExpertOutput, FinalAnswer, Plan, Query, QueryOutcome, RouterContext, RoutingError
 from routers.registry import build_router
 from store.records import ExpertCallRecord, PlanRecord, TraceRecord, TraceStepRecord
 from store.repository import Store
@@ -75,11 +78,11 @@ class Runtime:
         self.store = store
         self.seed = seed
         self.dispatcher = Dispatcher(registry, on_batch=on_batch)
+        self.executor = Executor(registry, self.dispatcher)  # interactive policy; batch jobs run grouped
         self.services: dict[str, Any] = {}
         # Set by the gateway: traces then go through a batched background writer (store/trace_writer.py).
         self.trace_writer: TraceWriter | None = None
         self._routers: dict[str, Router] = {}
-        self._graphs: dict[str, Any] = {}
 
     @classmethod
     async def create(cls, config: OrchestratorConfig, *, store_url: str | None = None, seed: int = 0, **kw: Any) -> "Runtime":
@@ -132,33 +135,11 @@ class Runtime:
     async def answer(
         self, query: Query, router: str, *, options: dict[str, Any] | None = None, owner: str | None = None, record: bool = True
     ) -> QueryResult:
-        """Route, generate, aggregate and record one query."""
+        """Route, generate, aggregate and record one query (the router runs on the interactive executor)."""
         r = await self.router(router, options)
-        key = router if options is None else f"{router}:{sorted(options.items())}"
-        graph = self._graphs.get(key)
-        if graph is None:
-            graph = self._graphs[key] = r.build_graph(self)
         t0 = time.perf_counter()
-        state = await graph.ainvoke({"query": query})
-        latency = time.perf_counter() - t0
-        calls = sorted(state.get("calls", []), key=lambda c: c.seq)
-        for i, c in enumerate(calls):
-            c.seq = i
-        # By seq, and on a tie the plan step first (the standard graph's route and first
-        # generate steps both have seq 0; multi-round graphs number their steps in order).
-        steps = sorted(state.get("steps", []), key=lambda s: (s.seq, s.kind != "route"))
-        for i, s in enumerate(steps):
-            s.seq = i
-        result = QueryResult(
-            trace_id=str(uuid.uuid4()),
-            router=router,
-            final=state["final"],
-            plan=state.get("plan"),
-            outputs=sorted(state.get("outputs", []), key=lambda o: o.index),
-            calls=calls,
-            steps=steps,
-            latency_s=latency,
-        )
+        (outcome,) = await r.run([query], self.executor)
+        result = self.result(router, outcome, time.perf_counter() - t0)
         if record:
             trace = self.trace_record(query, result, owner=owner)
             if self.trace_writer is not None:
@@ -166,6 +147,34 @@ class Runtime:
             else:
                 await self.store.save_trace(trace)
         return result
+
+    async def answer_batch(
+        self, queries: list[Query], router: str, *, options: dict[str, Any] | None = None,
+        residency: ResidencyManager | None = None,
+    ) -> list["QueryResult"]:
+        """Answer many queries with one router in grouped mode, through this runtime's dispatcher
+        (the bounds and breakers chat traffic uses); not recorded (the caller stores them)."""
+        r = await self.router(router, options)
+        t0 = time.perf_counter()
+        run = await GroupedScheduler(self.registry, residency, dispatcher=self.dispatcher).run(r, queries)
+        share = (time.perf_counter() - t0) / max(1, len(queries))
+        return [self.result(router, o, share) for o in run.outcomes]
+
+    @staticmethod
+    def result(router: str, outcome: QueryOutcome, latency_s: float) -> "QueryResult":
+        """A router's outcome as the trace records it: calls and steps renumbered in order."""
+        calls = sorted(outcome.calls, key=lambda c: c.seq)
+        for i, c in enumerate(calls):
+            c.seq = i
+        # By seq, and on a tie the plan step first (the route and first generate steps both have
+        # seq 0; multi-round methods number their steps in order).
+        steps = sorted(outcome.steps, key=lambda s: (s.seq, s.kind != "route"))
+        for i, s in enumerate(steps):
+            s.seq = i
+        return QueryResult(
+            trace_id=str(uuid.uuid4()), router=router, final=outcome.final, plan=outcome.plan,
+            outputs=sorted(outcome.outputs, key=lambda o: o.index), calls=calls, steps=steps, latency_s=latency_s,
+        )
 
     @staticmethod
     def trace_record(query: Query, result: QueryResult, *, owner: str | None = None) -> TraceRecord:

@@ -1,185 +1,30 @@
 """The router interface.
 
-A router turns a `Query` into a `Plan`: which experts answer, with what request, and how their
-outputs are combined. Routers that act in rounds (Router-R1) or in-process (MoT) override
-`build_graph` (or `answer`) on the same base, so the pipeline never special-cases a method.
+A router answers queries against an `ExpertRuntime` (`run`). Most routers make a `Plan` per
+query up front (`route`): which experts answer, with what request, and how their outputs combine;
+the runtime then executes the plans (one query at a time for chat, grouped by expert for batch
+jobs and benchmarks). Routers that decide in rounds (Router-R1) or run in-process (MoT) override
+`run` and make their calls through `runtime.generate`, so every caller (pipeline, batch jobs,
+bench) calls every router the same way.
 
     class MyRouter(Router):
         name = "my-router"
         async def route(self, query: Query) -> Plan:
             return Plan.single(self.name, "qwen2.5-7b", query.expert_request())
 
-Routers never call HTTP: they use `ctx.dispatcher` for any expert call they need themselves
-(keyword tagging, policy rollouts).
+Routers never call HTTP: they use the runtime (or `ctx.dispatcher`, for calls they make while
+fitting or tagging) they are given.
 """
 
 from __future__ import annotations
 
 import abc
-import random
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from experts.types import ChatMessage, GenerationRequest
-
-if TYPE_CHECKING:  # imported for types only: the orchestrator depends on routers, not the reverse
-    from experts.registry import ExpertRegistry
-    from store.repository import Store
-
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-class RoutingError(ValueError):
-    """Raised when a router cannot make a plan (bad options, nothing fitted, unknown expert)."""
-
-
-class Query(BaseModel):
-    """One question for the system.
-
-    `prompt` is the full text sent to experts when the caller (e.g. the benchmark harness, with
-    its 5-shot format) wants a specific format; otherwise `expert_request()` builds a default.
-    `gold` is only ever set by the benchmark harness (the oracle reads it).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    text: str = Field(min_length=1)
-    choices: tuple[str, ...] | None = None
-    question_id: str | None = None
-    category: str | None = None
-    prompt: str | None = None
-    gold: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    # A whole conversation (gateway chat requests): experts receive it as is; `text` (its last
-    # user message) is what routers look at.
-    messages: tuple[ChatMessage, ...] | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def is_multiple_choice(self) -> bool:
-        return bool(self.choices)
-
-    @property
-    def n_options(self) -> int:
-        return len(self.choices or ())
-
-    def text_with_options(self) -> str:
-        if not self.choices:
-            return self.text
-        opts = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(self.choices))
-        return f"{self.text}\nOptions:\n{opts}"
-
-    def answer_instruction(self) -> str:
-        if self.choices:
-            return 'Think step by step, then finish your answer with "The answer is (X)" where X is the letter of the correct option.'
-        return ""
-
-    def default_prompt(self) -> str:
-        instr = self.answer_instruction()
-        return f"{self.text_with_options()}\n\n{instr}".strip() if instr else self.text_with_options()
-
-    def expert_request(
-        self, *, max_tokens: int | None = None, temperature: float | None = None, seed: int | None = None
-    ) -> GenerationRequest:
-        """The request an expert gets for this query (the caller's prompt, or the default one)."""
-        if temperature is None:
-            temperature = self.temperature if self.temperature is not None else 0.0
-        common = {
-            "max_tokens": max_tokens or self.max_tokens or 256,
-            "temperature": temperature,
-            "question_id": self.question_id,
-            "seed": seed if seed is not None else self.seed,
-            "stop": self.stop,
-        }
-        if self.messages and not self.prompt:
-            return GenerationRequest(messages=self.messages, **common)
-        return GenerationRequest.chat(self.prompt or self.default_prompt(), **common)
-
-
-class Assignment(BaseModel):
-    """One expert asked one request, with why it was chosen and where to go if it fails."""
-
-    model_config = ConfigDict(frozen=True)
-
-    expert: str
-    request: GenerationRequest
-    weight: float = 1.0
-    fallback: str | None = None
-    reason: str = ""
-
-
-AggregationKind = Literal["single", "vote", "weighted-vote", "llm", "oracle"]
-
-
-class Aggregation(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    kind: AggregationKind = "single"
-    expert: str | None = None  # the aggregator model for kind == "llm"
-    fallback: AggregationKind = "vote"  # used if the aggregator model fails
-
-
-class Plan(BaseModel):
-    """A router's decision for one query."""
-
-    router: str
-    assignments: list[Assignment]
-    aggregation: Aggregation = Aggregation()
-    detail: dict[str, Any] = Field(default_factory=dict)
-
-    @classmethod
-    def single(cls, router: str, expert: str, request: GenerationRequest, **kw: Any) -> "Plan":
-        return cls(router=router, assignments=[Assignment(expert=expert, request=request, **kw)])
-
-    @property
-    def experts(self) -> list[str]:
-        return [a.expert for a in self.assignments]
-
-
-@dataclass
-class FitData:
-    """What routers fit on: questions and every pool expert's outcome on them.
-
-    `outcomes[expert][question_id]` holds whether the expert answered correctly, its parsed
-    answer and (optionally) its response text. Built from recorded outputs or from live runs.
-    """
-
-    questions: list[Query]
-    outcomes: dict[str, dict[str, "FitOutcome"]]
-    source: str = ""
-
-    def accuracy(self, expert: str) -> float:
-        rows = self.outcomes.get(expert, {})
-        qids = [q.question_id for q in self.questions if q.question_id in rows]
-        return sum(rows[q].correct for q in qids) / len(qids) if qids else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class FitOutcome:
-    correct: bool
-    answer: str | None = None
-    response: str = ""
-
-
-@dataclass
-class RouterContext:
-    """What a router may use: the pool, the registry, a dispatcher, the store, a seeded RNG."""
-
-    pool: list[str]
-    registry: "ExpertRegistry"
-    dispatcher: Any = None  # orchestrator.dispatcher.Dispatcher (kept untyped: no import cycle)
-    store: "Store | None" = None
-    seed: int = 0
-    services: dict[str, Any] = field(default_factory=dict)  # shared heavy helpers (embedder)
-
-    def rng(self, salt: str = "") -> random.Random:
-        return random.Random(f"{self.seed}:{salt}")
+from routers.types import ExpertRuntime, FitData, Plan, Query, QueryOutcome, RouterContext, RoutingError
+from store.records import TraceStepRecord
 
 
 class Router(abc.ABC):
@@ -219,13 +64,18 @@ class Router(abc.ABC):
         """Plan many queries at once (override to vectorise, e.g. one embedding batch)."""
         return [await self.route(q) for q in queries]
 
-    def build_graph(self, runtime: Any) -> Any:
-        """The LangGraph graph that answers one query. Default: recruit → generate → aggregate.
+    async def run(self, queries: Sequence[Query], runtime: ExpertRuntime) -> list[QueryOutcome]:
+        """Answer `queries`: plan them all, then let the runtime execute the plans.
 
-        Routers that act in rounds return their own compiled graph here."""
-        from orchestrator.graph import build_standard_graph
-
-        return build_standard_graph(self, runtime)
+        Override for methods that cannot plan up front; each outcome's `steps` then tell the
+        trace what happened (the base records one `route` step per query)."""
+        t0 = time.perf_counter()
+        plans = await self.route_batch(list(queries))
+        route_share = (time.perf_counter() - t0) / max(1, len(plans))
+        outcomes = await runtime.execute(queries, plans)
+        for outcome in outcomes:
+            outcome.steps.insert(0, TraceStepRecord(seq=0, kind="route", detail=outcome.plan.summary(), duration_s=route_share))
+        return outcomes
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "pool": list(self.pool)}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from routers.base import Aggregation, Assignment, FitData, Plan, Query, Router, RouterContext, RoutingError
+from routers.base import Router
+
+from routers.types import Aggregation, Assignment, FitData, Plan, Query, RouterContext, RoutingError
 
 
 class SingleRouter(Router):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from routers.base import Router, RouterContext, RoutingError
+from routers.base import Router
+from routers.types import RouterContext, RoutingError
 
 # name -> "module:Class"; imported lazily so that heavy methods (torch) load only when used.
 ROUTER_CLASSES: dict[str, str] = {

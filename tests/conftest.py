@@ -87,7 +87,7 @@ def mmlu_questions(n: int, *, offset: int = 0) -> list:
     import gzip
     import json
 
-    from routers.base import Query
+    from routers.types import Query
 
     with gzip.open(RECORDED / "responses" / f"{POOL3[2]}.jsonl.gz", "rt") as f:
         have = {str(json.loads(line)["question_id"]) for line in f}

@@ -23,12 +23,14 @@ from typing import Any
 from experts.errors import ConfigError
 from experts.registry import ExpertRegistry
 from experts.spec import ExpertSpec
-from orchestrator.bench import recorded_pool
-from orchestrator.bench.datasets import Question
-from orchestrator.bench.metrics import mcnemar_exact, wilson_interval
+from evals import recorded_pool
+from evals.datasets import Question
+from evals.metrics import mcnemar_exact, wilson_interval
+from evals.splits import split_fit_eval
+from orchestrator.dispatcher import Dispatcher
 from orchestrator.residency import ResidencyManager
 from orchestrator.scheduler import GroupedScheduler
-from routers.base import FitData, FitOutcome, Query, RouterContext, RoutingError
+from routers.types import FitData, FitOutcome, Query, RouterContext, RoutingError
 from routers.registry import build_router
 from store.records import BenchItemRecord
 from store.repository import Store
@@ -73,6 +75,16 @@ class BenchOptions:
 
 
 @dataclass
+class BenchSplit:
+    registry: ExpertRegistry
+    pool: list[str]
+    pool_info: dict[str, Any]
+    split_note: str
+    eval_queries: list[Query]
+    fit_queries: list[Query]
+
+
+@dataclass
 class RouterResult:
     name: str
     items: list[BenchItemRecord]
@@ -80,14 +92,8 @@ class RouterResult:
     fit_summary: dict[str, Any]
 
 
-def split_fit_eval(ids: list[str], fit_fraction: float, seed: int) -> tuple[set[str], set[str]]:
-    """A seeded split by question id: the same ids always land on the same side."""
-    order = sorted(ids, key=lambda q: hashlib.sha256(f"{seed}:{q}".encode()).hexdigest())
-    n_fit = int(round(len(order) * fit_fraction))
-    return set(order[:n_fit]), set(order[n_fit:])
-
-
-def _query(q: Question, prompt: str | None, max_tokens: int) -> Query:
+def question_query(q: Question, prompt: str | None, max_tokens: int) -> Query:
+    """A dataset question as the query routers see (the gold answer kept for scoring only)."""
     return Query(
         text=q.question, choices=tuple(q.options), question_id=q.id, category=q.category, prompt=prompt,
         gold=q.answer, max_tokens=max_tokens,
@@ -101,11 +107,13 @@ class BenchmarkRunner:
         self.live_registry = registry
         self.progress = progress
         self.notes: list[str] = []
+        self.dispatcher: Dispatcher | None = None  # one per run, over the run's registry (set in `run`)
+        self.services: dict[str, Any] = {}  # heavy helpers shared by every router of the run (the embedder)
 
     # ------------------------------------------------------------------ data
     def load_questions(self) -> tuple[list[Question], list[Question]]:
         """(test questions, validation exemplars)."""
-        from orchestrator.bench import datasets
+        from evals import datasets
 
         if self.opts.dataset == "mmlu-pro":
             if self.opts.data is not None:
@@ -127,7 +135,7 @@ class BenchmarkRunner:
         raise ConfigError(f"--dataset must be mmlu-pro or gpqa, got {self.opts.dataset!r}")
 
     def prompt_for(self, q: Question, exemplars: dict[str, list[Question]]) -> str:
-        from orchestrator.bench import prompts
+        from evals import prompts
 
         if self.opts.dataset == "gpqa":
             return prompts.gpqa_zero_shot_prompt(q)
@@ -184,7 +192,8 @@ class BenchmarkRunner:
         # Live: every pool expert answers every fit question (grouped, each loaded once).
         from routers.baselines import AllVoteRouter
 
-        scheduler = GroupedScheduler(registry, ResidencyManager(registry, o.residency), progress=self._phase("fit"))
+        scheduler = GroupedScheduler(registry, ResidencyManager(registry, o.residency), dispatcher=self.dispatcher,
+                                     progress=self._phase("fit"))
         run = await scheduler.run(AllVoteRouter(RouterContext(pool=pool, registry=registry)), fit_questions)
         outcomes = defaultdict(dict)
         for out in run.outcomes:
@@ -201,9 +210,9 @@ class BenchmarkRunner:
         return lambda phase, done, total: hook(f"{prefix}:{phase}", done, total)
 
     # ------------------------------------------------------------------ run
-    async def run(self) -> dict[str, Any]:
+    def prepare(self) -> BenchSplit:
+        """The pool and the questions: evaluation queries, and fit queries disjoint from them."""
         o = self.opts
-        t_all = time.perf_counter()
         test, val = self.load_questions()
         registry, pool, questions, pool_info = self.build_pool(test)
         exemplars: dict[str, list[Question]] = defaultdict(list)
@@ -227,27 +236,49 @@ class BenchmarkRunner:
         fit_limit = o.fit_limit if o.fit_limit is not None else (None if o.recorded else LIVE_FIT_DEFAULT)
         if fit_limit is not None and fit_limit < len(fit_qs):
             fit_qs = rng.sample(fit_qs, fit_limit)
-        eval_queries = [_query(q, self.prompt_for(q, exemplars), o.max_tokens) for q in eval_qs]
-        fit_queries = [_query(q, self.prompt_for(q, exemplars), o.max_tokens) for q in fit_qs]
+        return BenchSplit(
+            registry=registry, pool=pool, pool_info=pool_info, split_note=split_note,
+            eval_queries=[question_query(q, self.prompt_for(q, exemplars), o.max_tokens) for q in eval_qs],
+            fit_queries=[question_query(q, self.prompt_for(q, exemplars), o.max_tokens) for q in fit_qs],
+        )
 
+    async def run(self) -> dict[str, Any]:
+        o = self.opts
+        t_all = time.perf_counter()
+        split = self.prepare()
+        registry, pool = split.registry, split.pool
         run_id = o.run_id(pool)
         resumed = await self.store.start_bench_run(run_id, {"options": _jsonable(vars(o)), "pool": pool})
-        needs_fit = any(getattr(_router_cls(r), "needs_fit", False) or _has_fit(r) for r in o.routers)
-        fit = await self.fit_data(registry, pool, fit_queries) if (needs_fit and fit_queries) else FitData([], {}, "none")
+        async with Dispatcher(registry) as self.dispatcher:
+            needs_fit = any(getattr(_router_cls(r), "needs_fit", False) or _has_fit(r) for r in o.routers)
+            fit = (await self.fit_data(registry, pool, split.fit_queries)
+                   if (needs_fit and split.fit_queries) else FitData([], {}, "none"))
+            results: dict[str, RouterResult] = {}
+            for name in o.routers:
+                results[name] = await self._run_router(name, registry, pool, split.eval_queries, fit, run_id)
+        self.dispatcher = None
 
-        results: dict[str, RouterResult] = {}
-        for name in o.routers:
-            results[name] = await self._run_router(name, registry, pool, eval_queries, fit, run_id)
-
-        report = self._summarise(results, eval_queries, registry, pool, pool_info, split_note, fit, run_id, resumed)
+        report = self._summarise(results, split.eval_queries, registry, pool, split.pool_info, split.split_note, fit, run_id, resumed)
         report["wall_s_total"] = round(time.perf_counter() - t_all, 2)
         await self.store.finish_bench_run(run_id, report)
         return report
 
+    async def fit_router(self, name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Fit (and so store) one router on this run's fit questions: `orchestrator profile build`."""
+        split = self.prepare()
+        async with Dispatcher(split.registry) as self.dispatcher:
+            data = await self.fit_data(split.registry, split.pool, split.fit_queries)
+            ctx = RouterContext(pool=split.pool, registry=split.registry, dispatcher=self.dispatcher, store=self.store,
+                                seed=self.opts.seed, services=self.services)
+            summary = await build_router(name, ctx, options or {}).fit(data)
+        self.dispatcher = None
+        return {"router": name, "pool": split.pool, "fit_questions": len(split.fit_queries), "source": data.source, **(summary or {})}
+
     async def _run_router(self, name: str, registry: ExpertRegistry, pool: list[str], queries: list[Query], fit: FitData, run_id: str) -> RouterResult:
         opts = dict(self.opts.router_options.get(name, {}))
         router_pool = opts.pop("pool", None) or pool
-        ctx = RouterContext(pool=router_pool, registry=registry, store=self.store, seed=self.opts.seed, services={})
+        ctx = RouterContext(pool=router_pool, registry=registry, dispatcher=self.dispatcher, store=self.store,
+                            seed=self.opts.seed, services=self.services)
         router = build_router(base_router_name(name), ctx, opts)
         fit_summary: dict[str, Any] = {}
         t_fit = time.perf_counter()
@@ -261,7 +292,7 @@ class BenchmarkRunner:
         todo = [q for q in queries if q.question_id not in done]
         scheduler = GroupedScheduler(
             registry, ResidencyManager(registry, self.opts.residency if self.opts.recorded is None else len(registry)),
-            progress=self._phase(name), keep_outputs=self.opts.recorded is None,
+            dispatcher=self.dispatcher, progress=self._phase(name), keep_outputs=self.opts.recorded is None,
         )
         t0 = time.perf_counter()
         if self.progress and done:

@@ -47,7 +47,7 @@ from orchestrator.gateway.protocol import (
 from orchestrator.gateway.queries import failure_error, query_from, resolve_model
 from orchestrator.gateway.security import BodySizeLimit, Caller, RateLimiter, hash_key
 from orchestrator.pipeline import QueryResult, Runtime
-from routers.base import Query, RoutingError
+from routers.types import Query, RoutingError
 from routers.registry import router_names
 from store.db import StoreUnavailable
 from store.trace_writer import TraceQueueFull, TraceWriter

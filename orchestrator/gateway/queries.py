@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from experts.types import ChatMessage
 from orchestrator.gateway import errors as E
 from orchestrator.gateway.protocol import ChatCompletionRequest
-from routers.base import Query
+from routers.types import Query
 from routers.registry import router_names
 
 if TYPE_CHECKING:

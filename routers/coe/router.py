@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from experts.errors import ConfigError
-from routers.base import FitData, Plan, Query, Router, RouterContext, RoutingError
+from routers.base import Router
+from routers.types import FitData, Plan, Query, RouterContext, RoutingError
 from routers.coe.assignment import InfeasibleBudget, per_category_accuracy, solve_assignment
 from routers.coe.classifier import CategoryClassifier
 from routers.embeddings import shared_embedder

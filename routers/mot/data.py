@@ -4,22 +4,23 @@
     held_out = load_examples("mmlu-pro", split="eval", max_prompt_chars=600, limit=150)
     pairs = load_examples("pairs.jsonl", split="train")      # {"prompt": ..., "target": ...} per line
 
-The split is by a hash of each question id (or line id), so the train and eval ids are disjoint
-for any `eval_fraction` and no question can move between them when the data grows.
+The split is `evals.splits.split_fit_eval` over the question ids (or line ids), the one seeded
+split every method uses, so the train and eval ids are disjoint for any `eval_fraction`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
+from evals.answers import LETTERS
+from evals.datasets import default_mmlu_pro_paths
+from evals.datasets import load_mmlu_pro as load_mmlu_pro_questions
+from evals.splits import split_fit_eval
 from experts.errors import ConfigError
-
-LETTERS = "ABCDEFGHIJ"
 Split = Literal["train", "eval", "all"]
 
 
@@ -48,18 +49,14 @@ def mmlu_prompt(question: str, options: list[str]) -> str:
     return f"Question: {question.strip()}\nOptions:\n{opts}\nAnswer:"
 
 
-def in_eval_split(example_id: str, eval_fraction: float, seed: int = 0) -> bool:
-    h = int(hashlib.sha256(f"{seed}:{example_id}".encode()).hexdigest()[:8], 16)
-    return h % 10_000 < eval_fraction * 10_000
-
-
-def _keep(example_id: str, split: Split, eval_fraction: float, seed: int) -> bool:
-    return split == "all" or (in_eval_split(example_id, eval_fraction, seed) == (split == "eval"))
+def _kept_ids(ids: list[str], split: Split, eval_fraction: float, seed: int) -> set[str]:
+    if split == "all":
+        return set(ids)
+    train, held_out = split_fit_eval(ids, 1.0 - eval_fraction, seed)
+    return held_out if split == "eval" else train
 
 
 def mmlu_pro_path() -> Path:
-    from orchestrator.bench.datasets import default_mmlu_pro_paths
-
     path = default_mmlu_pro_paths().get("test")
     if path is None:
         raise ConfigError("MMLU-Pro data not found: put shared/data/mmlu_pro/test.jsonl beside the repository or set ORCHESTRATOR_DATA_DIR")
@@ -67,23 +64,21 @@ def mmlu_pro_path() -> Path:
 
 
 def load_mmlu_pro(path: Path, *, split: Split, eval_fraction: float, seed: int, max_prompt_chars: int | None) -> list[Example]:
+    questions = load_mmlu_pro_questions(path)
+    keep = _kept_ids([q.id for q in questions], split, eval_fraction, seed)
     out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            qid = str(row["question_id"])
-            if not _keep(qid, split, eval_fraction, seed):
-                continue
-            options = [o for o in row["options"] if o != "N/A"]
-            prompt = mmlu_prompt(row["question"], options)
-            if max_prompt_chars and len(prompt) > max_prompt_chars:
-                continue
-            out.append(Example(id=qid, prompt=prompt, target=f" {row['answer']}", answer=row["answer"], n_options=len(options)))
+    for q in questions:
+        if q.id not in keep:
+            continue
+        prompt = mmlu_prompt(q.question, q.options)
+        if max_prompt_chars and len(prompt) > max_prompt_chars:
+            continue
+        out.append(Example(id=q.id, prompt=prompt, target=f" {q.answer}", answer=q.answer, n_options=q.n_options))
     return out
 
 
 def load_pairs(path: Path, *, split: Split, eval_fraction: float, seed: int, max_prompt_chars: int | None) -> list[Example]:
-    out = []
+    pairs: list[tuple[str, _Pair]] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -93,11 +88,10 @@ def load_pairs(path: Path, *, split: Split, eval_fraction: float, seed: int, max
             except ValidationError as e:
                 err = e.errors()[0]
                 raise ConfigError(f"{path}: line {lineno}: {'.'.join(map(str, err['loc'])) or 'row'}: {err['msg']} (expected {{\"prompt\": ..., \"target\": ...}})") from None
-            pid = pair.id or str(lineno)
-            if not _keep(pid, split, eval_fraction, seed) or (max_prompt_chars and len(pair.prompt) > max_prompt_chars):
-                continue
-            out.append(Example(id=pid, prompt=pair.prompt, target=pair.target))
-    return out
+            pairs.append((pair.id or str(lineno), pair))
+    keep = _kept_ids([pid for pid, _ in pairs], split, eval_fraction, seed)
+    return [Example(id=pid, prompt=p.prompt, target=p.target) for pid, p in pairs
+            if pid in keep and not (max_prompt_chars and len(p.prompt) > max_prompt_chars)]
 
 
 def load_examples(

@@ -7,7 +7,9 @@
 Routing (once per query): the frozen sentence embedding of the query → the router MLP → top-K
 active experts, the top-1 being the primary. Generation: the primary decodes while its peers run
 in lockstep on the same growing text (`decode.generate`). The trace holds the route decision
-(active experts, primary, scores) and one call record for the fused generation.
+(active experts, primary, scores), a generate step naming the primary, its peers and the number
+of stacks (interaction points), and one call record for the fused generation. Chat, batch jobs
+and `orchestrator bench --router mot` all answer through `run`, so all of them fuse.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +25,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from experts.types import GenerationResult
-from routers.base import Assignment, Plan, Query, Router, RouterContext, RoutingError
+from routers.base import Router
+from routers.tracing import call_record
+from routers.types import (
+    Assignment,
+    ExpertOutput,
+    ExpertRuntime,
+    FinalAnswer,
+    Plan,
+    Query,
+    QueryOutcome,
+    RouterContext,
+    RoutingError,
+    extract_answer,
+)
+from store.records import TraceStepRecord
 from routers.mot.data import mmlu_prompt
 from routers.mot.model import MoTFusion, Route
 
@@ -154,44 +171,41 @@ class MoTRouter(Router):
         return GenerationResult(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=len(g.token_ids),
                                 latency_s=g.latency_s, finish_reason=g.finish_reason)
 
-    # ---------------------------------------------------------------- graph
-    def build_graph(self, runtime: Any) -> Any:
-        """route → fuse: one in-process generation by the primary with its peers in lockstep."""
-        from langgraph.graph import END, START, StateGraph
-
-        from orchestrator import aggregators
-        from orchestrator.aggregators import ExpertOutput, FinalAnswer
-        from orchestrator.graph import plan_summary
-        from orchestrator.state import QueryState
-        from orchestrator.trace import call_record
-        from store.records import TraceStepRecord
-
-        async def recruit(state: QueryState) -> dict[str, Any]:
-            t0 = time.perf_counter()
-            plan = await self.route(state["query"])
-            step = TraceStepRecord(kind="route", detail=plan_summary(plan), duration_s=time.perf_counter() - t0)
-            return {"plan": plan, "steps": [step]}
-
-        async def fuse(state: QueryState) -> dict[str, Any]:
-            query, plan = state["query"], state["plan"]
-            loaded = await self._load()
-            t0 = time.perf_counter()
+    # ---------------------------------------------------------------- answering
+    async def run(self, queries: Sequence[Query], runtime: ExpertRuntime) -> list[QueryOutcome]:
+        """Route every query (one embedding batch), then one fused decode per query: the primary
+        generates while its peers run in lockstep (in-process; one generation at a time)."""
+        loaded = await self._load()
+        t0 = time.perf_counter()
+        plans = await self.route_batch(list(queries))
+        route_share = (time.perf_counter() - t0) / max(1, len(plans))
+        outcomes = []
+        for query, plan in zip(queries, plans, strict=True):
+            t1 = time.perf_counter()
             result = await asyncio.to_thread(self._generate_sync, loaded, query, plan)
             primary = plan.assignments[0].expert
-            answer = aggregators.extract_answer(query, result)
-            rec = call_record(runtime.registry, primary, result, answer=answer)
             peers = [a.expert for a in plan.assignments[1:]]
-            step = TraceStepRecord(seq=0, kind="generate", duration_s=time.perf_counter() - t0,
-                                   detail={"expert": primary, "peers": peers, "fused": True, "tokens": result.completion_tokens,
-                                           "s_per_token": round(result.latency_s / max(result.completion_tokens, 1), 4)})
+            answer = extract_answer(query, result)
+            rec = call_record(runtime.registry, primary, result, answer=answer)
+            steps = [
+                TraceStepRecord(seq=0, kind="route", detail=plan.summary(), duration_s=route_share),
+                TraceStepRecord(seq=0, kind="generate", duration_s=time.perf_counter() - t1,
+                                detail={"expert": primary, "peers": peers, "fused": True, "tokens": result.completion_tokens,
+                                        "stacks": loaded.fusion.cfg.n_stacks,
+                                        "s_per_token": round(result.latency_s / max(result.completion_tokens, 1), 4)}),
+            ]
             final = FinalAnswer(text=result.text, answer=answer, method="mot", detail={"primary": primary, "peers": peers})
-            output = ExpertOutput(index=0, expert=primary, text=result.text, answer=answer)
-            return {"outputs": [output], "calls": [rec], "steps": [step], "final": final}
+            outcomes.append(QueryOutcome(query=query, plan=plan, final=final, calls=[rec], steps=steps,
+                                         outputs=[ExpertOutput(index=0, expert=primary, text=result.text, answer=answer)]))
+        return outcomes
 
-        g = StateGraph(QueryState)
-        g.add_node("recruit", recruit)
-        g.add_node("fuse", fuse)
-        g.add_edge(START, "recruit")
-        g.add_edge("recruit", "fuse")
-        g.add_edge("fuse", END)
-        return g.compile()
+    async def route_batch(self, queries: Sequence[Query]) -> list[Plan]:
+        loaded = await self._load()
+        texts = [query_prompt(q) for q in queries]
+        routes = await asyncio.to_thread(self._route_many_sync, loaded, texts)
+        return [self._plan(loaded, q, r) for q, r in zip(queries, routes, strict=True)]
+
+    def _route_many_sync(self, loaded: _Loaded, texts: list[str]) -> list[Route]:
+        with torch.no_grad():
+            vecs = loaded.embed(texts)
+            return [loaded.fusion.route(v) for v in vecs]

@@ -5,8 +5,8 @@
 
 Each policy generation is a `think` step (and a `policy` expert call); a search it ends with is a
 `route` step; the callee's reply is an `information` step (and a `callee` expert call); the end
-is an `answer` step. Policy and callee calls both go through the runtime's dispatcher, so
-concurrent queries' calls batch per expert.
+is an `answer` step. Policy and callee calls both go through the runtime (`ExpertRuntime.generate`,
+the orchestrator's dispatcher), so concurrent queries' calls batch per expert.
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ from typing import TYPE_CHECKING, Any
 from langgraph.graph import END, START, StateGraph
 
 from experts.types import ChatMessage, GenerationRequest
-from orchestrator.aggregators import ExpertOutput, FinalAnswer
-from orchestrator.state import QueryState
-from orchestrator.trace import call_record
-from routers.base import Aggregation, Assignment, Plan
+from routers.tracing import call_record
+from routers.types import Aggregation, Assignment, ExpertOutput, ExpertRuntime, FinalAnswer, Plan, QueryState
 from routers.router_r1.episode import Episode, Step, truncate_reply
 from routers.router_r1.prompts import STOP_STRINGS, agent_prompt
 from routers.router_r1.reward import answer_letter, call_cost
 from store.records import TraceStepRecord
 
 if TYPE_CHECKING:
-    from orchestrator.pipeline import Runtime
     from routers.router_r1.router import RouterR1Router
 
 DETAIL_CHARS = 4000  # trace details keep this much of each text
@@ -44,9 +41,8 @@ def policy_request(prompt: str, transcript: str, *, max_tokens: int, temperature
     return GenerationRequest(messages=(user, ChatMessage(role="assistant", content=transcript)), continue_final_message=True, **common)
 
 
-def build_router_r1_graph(router: "RouterR1Router", runtime: "Runtime") -> Any:
+def build_router_r1_graph(router: "RouterR1Router", runtime: ExpertRuntime) -> Any:
     registry = runtime.registry
-    dispatcher = runtime.dispatcher
     opts = router.opts
 
     async def prepare(state: QueryState) -> dict[str, Any]:
@@ -63,7 +59,7 @@ def build_router_r1_graph(router: "RouterR1Router", runtime: "Runtime") -> Any:
         ep: Episode = scratch["episode"]
         req = policy_request(scratch["prompt"], ep.transcript, max_tokens=opts.max_tokens, temperature=opts.temperature,
                              seed=opts.seed if query.seed is None else query.seed, question_id=query.question_id)
-        result = await dispatcher.submit_or_error(router.policy, req)
+        result = await runtime.generate(router.policy, req)
         seq = 1 + 3 * ep.turn
         rec = call_record(registry, router.policy, result, role="policy")
         rec.seq = seq
@@ -108,7 +104,7 @@ def build_router_r1_graph(router: "RouterR1Router", runtime: "Runtime") -> Any:
         else:
             req = GenerationRequest.chat(agent_prompt(st.call.query), max_tokens=opts.callee_max_tokens or query.max_tokens or 512,
                                          temperature=0.0, seed=42, question_id=query.question_id)
-            result = await dispatcher.submit_or_error(st.call.expert, req)
+            result = await runtime.generate(st.call.expert, req)
             rec = call_record(registry, st.call.expert, result, role="callee")
             rec.seq = seq
             calls.append(rec)

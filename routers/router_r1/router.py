@@ -27,8 +27,9 @@ Deviations from the reference (§1), and why:
   * Descriptors come from the registry; "full" adds price, measured latency and per-category
     accuracy (the paper's abstract), "prose" is the released template's style.
   * Training is GRPO, not PPO with a critic (see routers/router_r1/training/grpo.py).
-  * Batch-mode benchmarks (`route()`): the policy decides each next call from the previous
-    reply, so a plan cannot be made up front; use the graph (`ask`, `serve`).
+  * No plan up front (`route()` refuses): the policy decides each next call from the previous
+    reply. `run()` answers any number of queries, one episode each, concurrently (chat, batch
+    jobs and benchmarks alike); their policy and callee calls batch per expert in the dispatcher.
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from collections.abc import Sequence
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from experts.spec import ExpertSpec
-from routers.base import Plan, Query, Router, RouterContext, RoutingError
+from routers.base import Router
+from routers.types import ExpertRuntime, Plan, Query, QueryOutcome, RouterContext, RoutingError
 from routers.router_r1.descriptors import DescriptorStyle, build_descriptors
 from routers.router_r1.parsing import resolve_expert
 from routers.router_r1.prompts import policy_prompt
@@ -121,13 +125,30 @@ class RouterR1Router(Router):
 
     # ------------------------------------------------------------------ Router interface
     async def route(self, query: Query) -> Plan:
-        raise RoutingError("router 'router-r1' decides each call from the previous reply, so it cannot plan up front "
-                           "(batch mode); use `orchestrator ask`, the gateway, or `orchestrator train router-r1`")
+        raise RoutingError("router 'router-r1' decides each call from the previous reply, so it cannot plan up front; "
+                           "it answers through `run` (chat, batch jobs and `orchestrator bench` call it that way)")
 
-    def build_graph(self, runtime: Any) -> Any:
-        from routers.router_r1.graph import build_router_r1_graph
+    async def run(self, queries: Sequence[Query], runtime: ExpertRuntime) -> list[QueryOutcome]:
+        """One episode per query, all at once: think → route → information … → answer."""
+        import asyncio
 
-        return build_router_r1_graph(self, runtime)
+        graph = self._graph_for(runtime)
+
+        async def episode(query: Query) -> QueryOutcome:
+            st = await graph.ainvoke({"query": query})
+            return QueryOutcome(query=query, plan=st["plan"], final=st["final"], outputs=st.get("outputs", []),
+                                calls=st.get("calls", []), steps=st.get("steps", []))
+
+        return list(await asyncio.gather(*(episode(q) for q in queries)))
+
+    def _graph_for(self, runtime: ExpertRuntime) -> Any:
+        # Compiled once per runtime (a compile takes milliseconds, a chat request should not pay it).
+        cached = getattr(self, "_graph_cache", None)
+        if cached is None or cached[0] is not runtime:
+            from routers.router_r1.graph import build_router_r1_graph
+
+            cached = self._graph_cache = (runtime, build_router_r1_graph(self, runtime))
+        return cached[1]
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "policy": self.policy, "callees": self.callee_pool, "options": self.opts.model_dump()}

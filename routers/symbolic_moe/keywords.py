@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from experts.types import GenerationRequest
-from orchestrator.prompts import keyword_prompt
+from evals.prompts import keyword_prompt
 from routers.embeddings import SentenceEmbedder, text_hash
 
 MAX_KEYWORD_CHARS = 20

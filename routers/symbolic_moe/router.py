@@ -53,9 +53,10 @@ import numpy as np
 
 from experts.spec import BackendKind
 from experts.types import GenerationRequest
-from orchestrator.answers import extract_choice
-from orchestrator.prompts import aggregator_prompt
-from routers.base import Aggregation, Assignment, FitData, Plan, Query, Router, RouterContext, RoutingError
+from evals.answers import extract_choice
+from evals.prompts import aggregator_prompt
+from routers.base import Router
+from routers.types import Aggregation, Assignment, FitData, Plan, Query, RouterContext, RoutingError
 from routers.embeddings import shared_embedder
 from routers.symbolic_moe import profiles as prof
 from routers.symbolic_moe import teams as tm

@@ -26,7 +26,7 @@ Team = tuple[str, ...]
 
 def majority(answers: Sequence[str | None]) -> str | None:
     """Plain majority vote; ties go to the answer given first; missing answers do not vote
-    (the same rule as `orchestrator.aggregators.vote`)."""
+    (the same rule as `routers.aggregation.vote`)."""
     tally: dict[str, int] = {}
     for a in answers:
         if a is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.answers import (
+from evals.answers import (
     extract_boxed,
     extract_choice,
     extract_gpqa,

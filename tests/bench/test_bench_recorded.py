@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from conftest import RECORDED
-from orchestrator.bench.runner import BenchOptions, run_benchmark, split_fit_eval
+from evals.splits import split_fit_eval
+from orchestrator.bench.runner import BenchOptions, run_benchmark
 from store import Store
 
 POOL = ["Meta-Llama-3.1-8B-Instruct", "Phi-3-mini-4k-instruct", "Yi-34B", "Mixtral-8x7B-Instruct-v0.1", "gemma-7b"]

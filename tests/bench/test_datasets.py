@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from experts.errors import ConfigError
-from orchestrator.bench.datasets import (
+from evals.datasets import (
     DATA_DIR_ENV,
     GPQA_PASSWORD_ENV,
     GPQA_SIZES,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.answers import extract_choice
-from orchestrator.bench.datasets import Question, load_mmlu_pro
-from orchestrator.bench.prompts import (
+from evals.answers import extract_choice
+from evals.datasets import Question, load_mmlu_pro
+from evals.prompts import (
     BOXED_ANSWER_INSTRUCTION,
     COT_START,
     MMLU_PRO_HEADER,

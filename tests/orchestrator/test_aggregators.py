@@ -1,7 +1,7 @@
 from experts import GenerationResult
-from orchestrator import aggregators
-from orchestrator.aggregators import ExpertOutput
-from routers.base import Query
+from routers import aggregation as aggregators
+from routers.types import ExpertOutput
+from routers.types import Query
 
 
 def out(i: int, answer: str | None, weight: float = 1.0, ok: bool = True, text: str = "") -> ExpertOutput:

@@ -32,7 +32,7 @@ async def test_direct_runner_matches_langgraph(tmp_path: Path) -> None:
                 assert _summary(a) == _summary(b), (name, q.question_id)
         # a failing expert (unknown question) goes through both the same way
         router = await rt.router("all-vote")
-        from routers.base import Query
+        from routers.types import Query
 
         q = Query(text="not a recorded question")
         a = await build_standard_graph(router, rt).ainvoke({"query": q})

@@ -8,7 +8,7 @@ import pytest
 from conftest import POOL3, mmlu_questions, recorded_specs
 from experts import ExpertOverloaded, ExpertRegistry, GenerationRequest
 from orchestrator.dispatcher import Dispatcher
-from routers.base import Assignment
+from routers.types import Assignment
 
 
 async def test_concurrent_requests_are_coalesced_into_batches() -> None:

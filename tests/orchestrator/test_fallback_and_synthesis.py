@@ -7,7 +7,8 @@ import pytest
 from conftest import POOL3, RECORDED, closed_port_url, mmlu_questions
 from experts import parse_config
 from orchestrator.pipeline import Runtime
-from routers.base import Aggregation, Assignment, Plan, Query, Router
+from routers.base import Router
+from routers.types import Aggregation, Assignment, Plan, Query
 
 
 class FixedPlanRouter(Router):

@@ -7,7 +7,7 @@ import pytest
 from conftest import POOL3, RECORDED, mmlu_questions
 from experts import parse_config
 from orchestrator.pipeline import Runtime
-from routers.base import RoutingError
+from routers.types import RoutingError
 
 
 def config(tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -47,7 +47,7 @@ async def test_unknown_router_and_unfitted_router_are_clear_errors(tmp_path: Pat
 
 
 async def test_failed_expert_leaves_an_error_trace(tmp_path: Path) -> None:
-    from routers.base import Query
+    from routers.types import Query
 
     async with await Runtime.create(config(tmp_path)) as rt:
         result = await rt.answer(Query(text="not a recorded question"), "single")

@@ -4,7 +4,7 @@ from conftest import POOL3, mmlu_questions, recorded_specs
 from experts import ExpertRegistry
 from orchestrator.residency import ResidencyManager
 from orchestrator.scheduler import GroupedScheduler, run_naive
-from routers.base import RouterContext
+from routers.types import RouterContext
 from routers.baselines import AllVoteRouter, RandomRouter
 
 
@@ -57,7 +57,7 @@ async def test_grouped_results_match_per_query_votes() -> None:
 async def test_fallback_in_grouped_mode() -> None:
     reg = ExpertRegistry.from_specs(recorded_specs(POOL3[:2]))
     from experts import GenerationRequest
-    from routers.base import Assignment, Plan, Query
+    from routers.types import Assignment, Plan, Query
 
     q = Query(text="not a benchmark question")
     plan = Plan(router="t", assignments=[Assignment(expert=POOL3[0], request=GenerationRequest.chat("x", question_id="missing"), fallback=POOL3[1])])

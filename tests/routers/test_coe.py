@@ -7,7 +7,7 @@ import pytest
 
 from conftest import POOL3, recorded_specs
 from experts import ExpertRegistry
-from routers.base import FitData, FitOutcome, Query, RouterContext, RoutingError
+from routers.types import FitData, FitOutcome, Query, RouterContext, RoutingError
 from routers.coe import CoERouter
 from routers.coe.assignment import InfeasibleBudget, brute_force_assignment, solve_assignment
 from routers.coe.classifier import CategoryClassifier

@@ -11,7 +11,7 @@ from conftest import POOL3, RECORDED, mmlu_questions, recorded_specs
 from experts import ExpertRegistry, ExpertSpec
 from experts.backends.openai import OpenAIBackend
 from orchestrator.dispatcher import Dispatcher
-from routers.base import FitData, FitOutcome, Query, RouterContext
+from routers.types import FitData, FitOutcome, Query, RouterContext
 from routers.symbolic_moe import SymbolicMoERouter
 from routers.symbolic_moe import profiles as prof
 from routers.symbolic_moe.keywords import filter_keywords, parse_keywords
@@ -217,7 +217,7 @@ async def test_extension_modes_fit_route_and_restore(tmp_path, mode) -> None:  #
 
 def test_extension_options_are_checked() -> None:
     reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
-    from routers.base import RoutingError
+    from routers.types import RoutingError
 
     with pytest.raises(RoutingError, match="mode must be one of"):
         SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), mode="best")

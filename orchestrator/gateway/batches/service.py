@@ -8,7 +8,8 @@
 
 A job is the list of its requests, kept in the store. Its pending items are those without a
 stored result; they run in chunks of `chunk_size`: per chunk, items are grouped by `model`, each
-group routed all at once and run expert by expert (`GroupedScheduler`), and the chunk's results
+group answered by its router at once in grouped mode (`Runtime.answer_batch`: the same dispatcher,
+breakers and aggregation as chat), and the chunk's results
 and traces are written in one transaction keyed by (batch id, index). A killed process therefore
 loses at most the chunk in flight, and a resumed job never writes a result twice.
 """
@@ -18,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,8 +33,8 @@ from orchestrator.gateway.protocol import ChatChoice, ChatCompletionResponse, Ch
 from orchestrator.gateway.queries import failure_error, query_from, resolve_model
 from orchestrator.pipeline import QueryResult, Runtime
 from orchestrator.residency import ResidencyManager
-from orchestrator.scheduler import GroupedScheduler
-from routers.base import Query, Router, RoutingError
+from routers.base import Router
+from routers.types import Query, RoutingError
 from routers.registry import router_names
 from store.records import BatchItemRecord, BatchRecord, ExpertCallRecord, TraceRecord
 
@@ -254,19 +253,9 @@ class BatchRunner:
             raise E.BadRequest(str(e), param="model") from None
 
     async def _answer_group(self, model: str, group: list[BatchRequestItem]) -> list[tuple[Query, QueryResult]]:
-        """Answer the requests of one model together; every item gets a QueryResult."""
-        name, router, options = await self._router_for(model)
+        """Answer the requests of one model together (grouped mode, through the runtime's
+        dispatcher and aggregation: the path chat requests take); every item gets a QueryResult."""
+        name, _router, options = await self._router_for(model)
         queries = [query_from(it.body, self.default_max_tokens) for it in group]
-        if type(router).build_graph is not Router.build_graph:
-            # Routers that act in rounds (their own graph) cannot be planned up front: one by one.
-            return [(q, await self.runtime.answer(q, name, options=options, record=False)) for q in queries]
-        t0 = time.perf_counter()
-        run = await GroupedScheduler(self.runtime.registry, self.residency).run(router, queries)
-        share = (time.perf_counter() - t0) / max(1, len(queries))
-        return [
-            (o.query, QueryResult(
-                trace_id=str(uuid.uuid4()), router=name, final=o.final, plan=o.plan, outputs=o.outputs,
-                calls=[c.model_copy(update={"seq": s}) for s, c in enumerate(o.calls)], steps=[], latency_s=share,
-            ))
-            for o in run.outcomes
-        ]
+        results = await self.runtime.answer_batch(queries, name, options=options, residency=self.residency)
+        return list(zip(queries, results, strict=True))

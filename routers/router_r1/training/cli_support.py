@@ -13,7 +13,7 @@ from typing import Any
 
 from experts.errors import ConfigError
 from experts.spec import BackendKind, OrchestratorConfig
-from orchestrator.bench.datasets import Question, default_mmlu_pro_paths, load_mmlu_pro, shared_data_dir
+from evals.datasets import Question, default_mmlu_pro_paths, load_mmlu_pro, shared_data_dir
 
 DEFAULT_RECORDED_POOL = ["Phi-3-mini-4k-instruct", "Meta-Llama-3.1-8B-Instruct", "Qwen1.5-72B-Chat"]
 
@@ -50,7 +50,7 @@ def callee_registry(config: OrchestratorConfig, *, recorded: Path | None, pool: 
         names = list(pool) if pool else [s.name for s in config.experts if s.name != (policy or "smollm2-135m")] or [config.experts[0].name]
         reg = ExpertRegistry.from_specs(config.experts)
         return reg, [reg.resolve(n) for n in names]
-    from orchestrator.bench import recorded_pool
+    from evals import recorded_pool
 
     directory = recorded or default_recorded_dir()
     if directory is None:

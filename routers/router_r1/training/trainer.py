@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.bench.datasets import Question
+from evals.datasets import Question
 from routers.router_r1.descriptors import ExpertDescriptor
 from routers.router_r1.parsing import resolve_expert
 from routers.router_r1.prompts import policy_prompt

@@ -14,7 +14,7 @@ from experts.spec import OrchestratorConfig
 from mot_tiny import tiny_experts, tiny_fusion
 from orchestrator.cli import app
 from orchestrator.pipeline import Runtime
-from routers.base import Query, RoutingError
+from routers.types import Query, RoutingError
 from routers.mot.checkpoint import checkpoint_bytes, save_checkpoint
 
 

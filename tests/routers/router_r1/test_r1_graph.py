@@ -19,7 +19,7 @@ from experts.backends.base import ExpertBackend
 from experts.spec import ExpertSpec
 from experts.types import GenerationRequest, GenerationResult, HealthStatus
 from orchestrator.pipeline import Runtime
-from routers.base import Query, RoutingError
+from routers.types import Query, RoutingError
 
 
 class ScriptedPolicyBackend(ExpertBackend):

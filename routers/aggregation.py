@@ -1,8 +1,13 @@
-"""Combining expert outputs: majority vote, weighted vote, LLM synthesis, oracle.
+"""How expert outputs combine: majority vote, weighted vote, LLM synthesis, oracle.
 
-Answers are extracted per output first (`extract_answer`): a recorded expert's own parsed letter
-when the backend gives one, else the multiple-choice extractor for questions with options, else
-the normalised short answer. Free-form text that yields no comparable answer is "voted" by
+    final = vote(outputs)                               # or vote(outputs, weighted=True)
+    final = combine(query, "oracle", outputs)           # every kind that needs no model call
+    request = synthesis_request(query, outputs)         # kind "llm": the aggregator's prompt
+
+Pure functions over plain types: the orchestrator's executor runs them for chat, batch jobs and
+benchmarks alike (and makes the aggregator call for kind "llm"); routers that decide in rounds
+(a cascade) may vote themselves. Answers are extracted per output first
+(`routers.types.extract_answer`). Free-form text that yields no comparable answer is "voted" by
 agreement: the output sharing the most words with the others wins (a medoid), since exact-match
 voting over free text would always tie.
 """
@@ -10,48 +15,10 @@ voting over free text would always tie.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any
 
+from evals.prompts import aggregator_prompt
 from experts.types import GenerationRequest, GenerationResult
-from orchestrator.answers import extract_choice, normalize_short_answer, strip_reasoning
-from routers.base import Query
-
-SHORT_ANSWER_MAX_CHARS = 64
-
-
-@dataclass
-class ExpertOutput:
-    """One expert's (final, after fallback) output for one assignment of a plan."""
-
-    index: int
-    expert: str
-    text: str
-    answer: str | None
-    weight: float = 1.0
-    ok: bool = True
-
-
-@dataclass
-class FinalAnswer:
-    text: str
-    answer: str | None
-    method: str
-    tally: dict[str, float] = field(default_factory=dict)
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-def extract_answer(query: Query, result: GenerationResult) -> str | None:
-    if not result.ok:
-        return None
-    if result.answer_parsed or result.answer is not None:
-        return result.answer
-    if query.is_multiple_choice:
-        return extract_choice(result.text, query.n_options)
-    text = strip_reasoning(result.text).strip()
-    if 0 < len(text) <= SHORT_ANSWER_MAX_CHARS:
-        return normalize_short_answer(text) or None
-    return None
+from routers.types import AggregationKind, ExpertOutput, FinalAnswer, Query, extract_answer
 
 
 def _words(text: str) -> set[str]:
@@ -102,8 +69,6 @@ def oracle(outputs: list[ExpertOutput], gold: str | None) -> FinalAnswer:
 
 def synthesis_request(query: Query, outputs: list[ExpertOutput], *, max_tokens: int | None = None, temperature: float = 0.0) -> GenerationRequest:
     """The Mixture-of-Agents style aggregation prompt Symbolic-MoE uses (reasoning stripped)."""
-    from orchestrator.prompts import aggregator_prompt
-
     texts = [o.text for o in outputs if o.ok and o.text.strip()]
     prompt = aggregator_prompt(query.text_with_options(), texts, query.answer_instruction())
     return GenerationRequest.chat(prompt, max_tokens=max_tokens or query.max_tokens or 256, temperature=temperature)
@@ -111,3 +76,24 @@ def synthesis_request(query: Query, outputs: list[ExpertOutput], *, max_tokens: 
 
 def from_synthesis(query: Query, result: GenerationResult, aggregator: str) -> FinalAnswer:
     return FinalAnswer(text=result.text, answer=extract_answer(query, result), method="llm", detail={"aggregator": aggregator})
+
+
+def single(outputs: list[ExpertOutput]) -> FinalAnswer:
+    """The first output that succeeded (else the first output): a plan of one expert, or one
+    that lists fallbacks in preference order."""
+    ok = [o for o in outputs if o.ok] or outputs
+    if not ok:
+        return FinalAnswer("", None, "single")
+    return FinalAnswer(ok[0].text, ok[0].answer, "single", detail={"expert": ok[0].expert})
+
+
+def combine(query: Query, kind: AggregationKind, outputs: list[ExpertOutput]) -> FinalAnswer:
+    """Combine outputs by a kind that needs no model call ("llm" falls back to a plain vote here:
+    the executor makes the aggregator call and uses this for the plan's `fallback`)."""
+    if kind == "oracle":
+        return oracle(outputs, query.gold)
+    if kind == "weighted-vote":
+        return vote(outputs, weighted=True)
+    if kind == "single":
+        return single(outputs)
+    return vote(outputs)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from orchestrator.bench.datasets import default_mmlu_pro_paths, load_gpqa, load_mmlu_pro
+    from evals.datasets import default_mmlu_pro_paths, load_gpqa, load_mmlu_pro
 
     test = load_mmlu_pro(default_mmlu_pro_paths()["test"])   # 12,032 questions, 14 categories
     diamond = load_gpqa(subset="diamond", seed=0)             # 198 questions, options shuffled
@@ -39,6 +39,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from evals.answers import LETTERS
 from experts.errors import ConfigError
 
 __all__ = [
@@ -61,7 +62,6 @@ __all__ = [
     "shared_data_dir",
 ]
 
-LETTERS = "ABCDEFGHIJ"
 DATA_DIR_ENV = "ORCHESTRATOR_DATA_DIR"
 MMLU_PRO_HUB_ID = "TIGER-Lab/MMLU-Pro"
 _NA = "N/A"  # the padding option of MMLU-Pro's validation rows (dropped, as the authors do)
@@ -119,7 +119,7 @@ class Question(BaseModel):
 
 
 def _candidate_data_dirs() -> list[Path]:
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[1]
     cwd = Path.cwd()
     seen: list[Path] = []
     for c in (repo.parent / "shared" / "data", cwd.parent / "shared" / "data", cwd / "shared" / "data"):

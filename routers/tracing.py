@@ -1,4 +1,5 @@
-"""Turning expert calls into trace records (tokens, cost, latency, errors)."""
+"""Turning expert calls into trace records (tokens, cost, latency, errors): one function for every
+execution path and every router that makes its own calls."""
 
 from __future__ import annotations
 

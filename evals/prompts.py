@@ -2,7 +2,7 @@
 
 Usage::
 
-    from orchestrator.bench.prompts import exemplars_by_category, mmlu_pro_cot_prompt
+    from evals.prompts import exemplars_by_category, mmlu_pro_cot_prompt
 
     shots = exemplars_by_category(load_mmlu_pro(paths["validation"]))
     prompt = mmlu_pro_cot_prompt(q, shots[q.category])                 # the official 5-shot CoT
@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
-from orchestrator.answers import strip_reasoning
-from orchestrator.bench.datasets import LETTERS, Question
+from evals.answers import LETTERS, strip_reasoning
+from evals.datasets import Question
 
 __all__ = [
     "AGGREGATOR_INSTRUCTION",

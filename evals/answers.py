@@ -2,7 +2,7 @@
 
 Usage::
 
-    from orchestrator.answers import extract_choice, short_answer_match
+    from evals.answers import extract_choice, short_answer_match
 
     extract_choice("... so the answer is (C).", 10)                 # 'C'
     extract_choice("<think>A?</think>Answer: B", 4, style="gpqa")   # 'B'

@@ -1,0 +1,276 @@
+"""The plain types every layer shares: a query, a router's plan, fit data, expert outputs, the
+answer, and the two protocols a router runs against.
+
+    query = Query(text="Which enzyme unwinds DNA?", choices=("Helicase", "Ligase"))
+    plan = Plan.single("my-router", "qwen2.5-7b", query.expert_request())
+    outcome = (await router.run([query], runtime))[0]        # runtime: an `ExpertRuntime`
+    outcome.final.answer, outcome.calls, outcome.steps
+
+Nothing here imports the orchestrator: routers, the orchestrator's execution policies, the
+gateway and the benchmark harness all speak these types.
+"""
+
+from __future__ import annotations
+
+import operator
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evals.answers import LETTERS, extract_choice, normalize_short_answer, strip_reasoning
+from experts.types import ChatMessage, GenerationRequest, GenerationResult
+from store.records import ExpertCallRecord, TraceStepRecord
+
+if TYPE_CHECKING:
+    from experts.registry import ExpertRegistry
+    from store.repository import Store
+
+SHORT_ANSWER_MAX_CHARS = 64
+
+
+class RoutingError(ValueError):
+    """Raised when a router cannot make a plan (bad options, nothing fitted, unknown expert)."""
+
+
+class Query(BaseModel):
+    """One question for the system.
+
+    `prompt` is the full text sent to experts when the caller (e.g. the benchmark harness, with
+    its 5-shot format) wants a specific format; otherwise `expert_request()` builds a default.
+    `gold` is only ever set by the benchmark harness (the oracle reads it).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str = Field(min_length=1)
+    # One option alphabet everywhere (evals.answers.LETTERS): more options cannot be answered.
+    choices: tuple[str, ...] | None = Field(default=None, max_length=len(LETTERS))
+    question_id: str | None = None
+    category: str | None = None
+    prompt: str | None = None
+    gold: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    # A whole conversation (gateway chat requests): experts receive it as is; `text` (its last
+    # user message) is what routers look at.
+    messages: tuple[ChatMessage, ...] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_multiple_choice(self) -> bool:
+        return bool(self.choices)
+
+    @property
+    def n_options(self) -> int:
+        return len(self.choices or ())
+
+    def text_with_options(self) -> str:
+        if not self.choices:
+            return self.text
+        opts = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(self.choices))
+        return f"{self.text}\nOptions:\n{opts}"
+
+    def answer_instruction(self) -> str:
+        if self.choices:
+            return 'Think step by step, then finish your answer with "The answer is (X)" where X is the letter of the correct option.'
+        return ""
+
+    def default_prompt(self) -> str:
+        instr = self.answer_instruction()
+        return f"{self.text_with_options()}\n\n{instr}".strip() if instr else self.text_with_options()
+
+    def expert_request(
+        self, *, max_tokens: int | None = None, temperature: float | None = None, seed: int | None = None
+    ) -> GenerationRequest:
+        """The request an expert gets for this query (the caller's prompt, or the default one)."""
+        if temperature is None:
+            temperature = self.temperature if self.temperature is not None else 0.0
+        common = {
+            "max_tokens": max_tokens or self.max_tokens or 256,
+            "temperature": temperature,
+            "question_id": self.question_id,
+            "seed": seed if seed is not None else self.seed,
+            "stop": self.stop,
+        }
+        if self.messages and not self.prompt:
+            return GenerationRequest(messages=self.messages, **common)
+        return GenerationRequest.chat(self.prompt or self.default_prompt(), **common)
+
+
+class Assignment(BaseModel):
+    """One expert asked one request, with why it was chosen and where to go if it fails."""
+
+    model_config = ConfigDict(frozen=True)
+
+    expert: str
+    request: GenerationRequest
+    weight: float = 1.0
+    fallback: str | None = None
+    reason: str = ""
+
+
+AggregationKind = Literal["single", "vote", "weighted-vote", "llm", "oracle"]
+
+
+class Aggregation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: AggregationKind = "single"
+    expert: str | None = None  # the aggregator model for kind == "llm"
+    fallback: AggregationKind = "vote"  # used if the aggregator model fails
+
+
+class Plan(BaseModel):
+    """A router's decision for one query."""
+
+    router: str
+    assignments: list[Assignment]
+    aggregation: Aggregation = Aggregation()
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def single(cls, router: str, expert: str, request: GenerationRequest, **kw: Any) -> "Plan":
+        return cls(router=router, assignments=[Assignment(expert=expert, request=request, **kw)])
+
+    @property
+    def experts(self) -> list[str]:
+        return [a.expert for a in self.assignments]
+
+    def summary(self) -> dict[str, Any]:
+        """What a trace's route step shows: who was recruited, why, and how they combine."""
+        return {
+            "experts": [{"expert": a.expert, "weight": a.weight, "reason": a.reason, "fallback": a.fallback} for a in self.assignments],
+            "aggregation": self.aggregation.model_dump(),
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FitOutcome:
+    correct: bool
+    answer: str | None = None
+    response: str = ""
+
+
+@dataclass
+class FitData:
+    """What routers fit on: questions and every pool expert's outcome on them.
+
+    `outcomes[expert][question_id]` holds whether the expert answered correctly, its parsed
+    answer and (optionally) its response text. Built from recorded outputs or from live runs.
+    """
+
+    questions: list[Query]
+    outcomes: dict[str, dict[str, FitOutcome]]
+    source: str = ""
+
+    def accuracy(self, expert: str) -> float:
+        rows = self.outcomes.get(expert, {})
+        qids = [q.question_id for q in self.questions if q.question_id in rows]
+        return sum(rows[q].correct for q in qids) / len(qids) if qids else 0.0
+
+
+@dataclass
+class ExpertOutput:
+    """One expert's (final, after fallback) output for one assignment of a plan."""
+
+    index: int
+    expert: str
+    text: str
+    answer: str | None
+    weight: float = 1.0
+    ok: bool = True
+
+
+@dataclass
+class FinalAnswer:
+    text: str
+    answer: str | None
+    method: str
+    tally: dict[str, float] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QueryOutcome:
+    """Everything one query produced: the plan, each expert's output, the answer, and the call
+    and step records its trace keeps (ordered by `seq`)."""
+
+    query: Query
+    plan: Plan
+    final: FinalAnswer
+    outputs: list[ExpertOutput] = field(default_factory=list)
+    calls: list[ExpertCallRecord] = field(default_factory=list)
+    steps: list[TraceStepRecord] = field(default_factory=list)
+
+
+def extract_answer(query: Query, result: GenerationResult) -> str | None:
+    """The comparable answer of one output: the backend's own parse (recorded outputs), the
+    option letter for multiple choice, else a normalised short answer (None for long prose)."""
+    if not result.ok:
+        return None
+    if result.answer_parsed or result.answer is not None:
+        return result.answer
+    if query.is_multiple_choice:
+        return extract_choice(result.text, query.n_options)
+    text = strip_reasoning(result.text).strip()
+    if 0 < len(text) <= SHORT_ANSWER_MAX_CHARS:
+        return normalize_short_answer(text) or None
+    return None
+
+
+class QueryState(TypedDict, total=False):
+    """LangGraph state of one query's graph. List fields merge by concatenation, so fan-out
+    branches (one per expert call) each return only the records they add."""
+
+    query: Query
+    plan: Plan
+    outputs: Annotated[list[ExpertOutput], operator.add]
+    calls: Annotated[list[ExpertCallRecord], operator.add]
+    steps: Annotated[list[TraceStepRecord], operator.add]
+    final: FinalAnswer
+    scratch: dict[str, Any]  # per-method working state (Router-R1's transcript, ...)
+
+
+class ExpertCaller(Protocol):
+    """One expert call; expert failures come back in the result's `error`, never raised."""
+
+    async def submit_or_error(self, expert: str, request: GenerationRequest) -> GenerationResult: ...
+
+
+class ExpertRuntime(Protocol):
+    """What `Router.run` runs against; the orchestrator implements it once for chat, batch jobs
+    and benchmarks (interactive or grouped scheduling, the same dispatcher and aggregation).
+
+    * `registry`: the experts (specs, prices, backends for in-process methods such as MoT).
+    * `generate`: one call through the dispatcher (circuit breaker, concurrency bounds, retries);
+      concurrent calls to one expert are batched together.
+    * `execute`: run plans made up front under the runtime's scheduling policy, aggregation
+      included, returning one outcome per query (without the route step; `Router.run` adds it).
+    """
+
+    registry: "ExpertRegistry"
+
+    async def generate(self, expert: str, request: GenerationRequest) -> GenerationResult: ...
+
+    async def execute(self, queries: Sequence[Query], plans: Sequence[Plan]) -> list[QueryOutcome]: ...
+
+
+@dataclass
+class RouterContext:
+    """What a router may use: the pool, the registry, an expert caller, the store, a seeded RNG."""
+
+    pool: list[str]
+    registry: "ExpertRegistry"
+    dispatcher: ExpertCaller | None = None
+    store: "Store | None" = None
+    seed: int = 0
+    services: dict[str, Any] = field(default_factory=dict)  # shared heavy helpers (embedder)
+
+    def rng(self, salt: str = "") -> random.Random:
+        return random.Random(f"{self.seed}:{salt}")
