@@ -535,7 +535,7 @@ def loadtest(
 @keys_app.command("create")
 def keys_create(name: Annotated[str, typer.Argument(help="A label for the key")], config: ConfigOpt = None) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
-    from orchestrator.gateway.security import new_api_key
+    from orchestrator.gateway.auth import new_api_key
     from store.repository import Store
 
     cfg = _load_config(config)
