@@ -365,6 +365,7 @@ class Store:
                         .where(IdempotencyKeyRow.owner == owner, IdempotencyKeyRow.key == key,
                                IdempotencyKeyRow.batch_id.is_(None), IdempotencyKeyRow.created_at < cutoff)
                         .values(request_hash=request_hash, created_at=utcnow())
+                        .execution_options(synchronize_session=False)
                     )
                     if (took.rowcount or 0) == 1:
                         return IdempotencyRecord(owner=owner, key=key, request_hash=request_hash, claimed=True)

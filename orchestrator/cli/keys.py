@@ -51,9 +51,8 @@ def keys_list(config: ConfigOpt = None) -> None:
         async with await Store.open(cfg.store) as store:
             return await store.list_api_keys()
 
-    out = console()
-    for k in run_async(go):
-        out.print(f"{k.id}\t{k.name}\t{k.role}\t{'revoked' if k.revoked else 'active'}")
+    for k in run_async(go):  # tab-separated, for scripts
+        sys.stdout.write(f"{k.id}\t{k.name}\t{k.role}\t{'revoked' if k.revoked else 'active'}\n")
 
 
 @app.command("revoke")

@@ -89,7 +89,10 @@ class RateLimiter:
         if self.rate <= 0:
             return None
         now = time.monotonic()
-        tokens, last = self._buckets.get(who, (self.capacity, now))
+        try:  # item access, not .get(): a TTLCache checks expiry once per call, and this is the chat path
+            tokens, last = self._buckets[who]
+        except KeyError:
+            tokens, last = self.capacity, now
         tokens = min(self.capacity, tokens + (now - last) * self.rate)
         if tokens >= 1.0:
             self._buckets[who] = (tokens - 1.0, now)
@@ -140,8 +143,9 @@ class Authenticator:
             return self._limited(OPEN_MODE_CALLER, "anonymous")
         token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
         digest = hash_key(token) if token else ""
-        caller = self.keys.get(digest) if token else None
-        if caller is None:
+        try:
+            caller = self.keys[digest]
+        except KeyError:
             caller = await self._look_up(token, digest, client)
         return self._limited(caller, caller.key_id or "anonymous")
 
