@@ -92,11 +92,14 @@ AdminKeyDep = Annotated[Caller, Depends(admin_key_caller)]
 
 
 async def optional_admin(request: Request, st: State) -> bool:
-    """Whether the request comes from an admin; a request without a key is simply not one (for
-    routes that answer everyone, and say more to admins)."""
-    if await st.auth.required() and not request.headers.get("authorization"):
+    """Whether the request comes from an admin; a request without a key is simply not one, nor is
+    any while the store cannot say (for routes that answer everyone, and say more to admins)."""
+    try:
+        if await st.auth.required() and not request.headers.get("authorization"):
+            return False
+        return (await current_caller(request, st)).is_admin
+    except E.ServiceUnavailable:
         return False
-    return (await current_caller(request, st)).is_admin
 
 
 IsAdmin = Annotated[bool, Depends(optional_admin)]
