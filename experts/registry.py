@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from experts.backends.base import ExpertBackend
 from experts.backends.recorded import RecordedBackend, RecordedLibrary
 from experts.errors import ConfigError
-from experts.spec import BackendKind, ExpertSpec
+from experts.spec import BackendKind, ExpertSpec, resolve_api_key
 from experts.types import HealthStatus
 
 
@@ -24,14 +24,16 @@ class UnknownExpert(ConfigError, KeyError):
         return str(self.args[0])
 
 
-def build_backend(spec: ExpertSpec, recorded_library: RecordedLibrary | None = None) -> ExpertBackend:
-    """Create the backend for a spec. Heavy backends are imported only when used."""
+def build_backend(spec: ExpertSpec, recorded_library: RecordedLibrary | None = None,
+                  secrets: Mapping[str, str] | None = None) -> ExpertBackend:
+    """Create the backend for a spec. Heavy backends are imported only when used; `secrets` is
+    the config's name -> environment variable mapping (see `resolve_api_key`)."""
     if spec.backend is BackendKind.RECORDED:
         return RecordedBackend(spec, recorded_library)
     if spec.backend is BackendKind.OPENAI:
         from experts.backends.openai import OpenAIBackend
 
-        return OpenAIBackend(spec)
+        return OpenAIBackend(spec, api_key=resolve_api_key(spec, secrets or {}))
     if spec.backend is BackendKind.LOCAL:
         from experts.backends.local import LocalBackend
 
@@ -42,15 +44,17 @@ def build_backend(spec: ExpertSpec, recorded_library: RecordedLibrary | None = N
 class ExpertRegistry:
     """Specs and backends by name; names and aliases match case-insensitively."""
 
-    def __init__(self, recorded_library: RecordedLibrary | None = None) -> None:
+    def __init__(self, recorded_library: RecordedLibrary | None = None, secrets: Mapping[str, str] | None = None) -> None:
         self._specs: dict[str, ExpertSpec] = {}
         self._backends: dict[str, ExpertBackend] = {}
         self._names: dict[str, str] = {}
         self.recorded_library = recorded_library or RecordedLibrary()
+        self.secrets: Mapping[str, str] = dict(secrets or {})
 
     @classmethod
-    def from_specs(cls, specs: Iterable[ExpertSpec], recorded_library: RecordedLibrary | None = None) -> "ExpertRegistry":
-        reg = cls(recorded_library)
+    def from_specs(cls, specs: Iterable[ExpertSpec], recorded_library: RecordedLibrary | None = None,
+                   secrets: Mapping[str, str] | None = None) -> "ExpertRegistry":
+        reg = cls(recorded_library, secrets)
         for spec in specs:
             reg.add(spec)
         return reg
@@ -63,7 +67,7 @@ class ExpertRegistry:
         if spec.name in self._specs:
             self.remove(spec.name)
         self._specs[spec.name] = spec
-        self._backends[spec.name] = backend or build_backend(spec, self.recorded_library)
+        self._backends[spec.name] = backend or build_backend(spec, self.recorded_library, self.secrets)
         for n in spec.all_names():
             self._names[n.lower()] = spec.name
 

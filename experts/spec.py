@@ -11,12 +11,19 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from experts.errors import ConfigError
+
+
+SECRET_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
 class BackendKind(StrEnum):
@@ -47,6 +54,10 @@ class ExpertSpec(BaseModel):
     model: str = Field(min_length=1)
     base_url: str | None = None
     path: str | None = None
+    # The upstream's API key: `api_key_secret` names an entry of the config's `secrets:` (the way
+    # experts registered over the API refer to credentials); `api_key_env` names an environment
+    # variable directly (config files only: the gateway refuses it from API callers).
+    api_key_secret: str | None = Field(default=None, pattern=SECRET_NAME)
     api_key_env: str | None = None
     aliases: tuple[str, ...] = ()
     price_per_mtok: Price = Price()
@@ -71,6 +82,18 @@ class ExpertSpec(BaseModel):
             return v
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError as e:
+            raise ValueError(f"not a valid URL ({e})") from None
+        if not parts.hostname:
+            raise ValueError("has no host")
+        if "@" in parts.netloc:
+            # credentials in a URL end up in logs and error messages; secrets: keeps them out
+            raise ValueError("must not carry credentials (user:password@); set api_key_secret (or api_key_env) instead")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query string or fragment")
         return v.rstrip("/")
 
     @model_validator(mode="after")
@@ -92,6 +115,10 @@ class OrchestratorConfig(BaseModel):
 
     store: str = "sqlite+aiosqlite:///./orchestrator.db"
     experts: list[ExpertSpec] = Field(default_factory=list)
+    # Credentials experts may use, by a name the operator chooses -> the environment variable that
+    # holds the value (`secrets: {fleet: VLLM_FLEET_KEY}`; experts say `api_key_secret: fleet`).
+    # API callers can name a secret, never read it, and never pick an arbitrary variable.
+    secrets: dict[Annotated[str, StringConstraints(pattern=SECRET_NAME)], Annotated[str, StringConstraints(pattern=ENV_VAR_NAME)]] = Field(default_factory=dict)
     # Router-specific constructor arguments keyed by router name.
     routers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     default_router: str = "single"
@@ -107,7 +134,19 @@ class OrchestratorConfig(BaseModel):
                 if key in seen:
                     raise ValueError(f"expert name or alias {n!r} is used twice ({seen[key]} and {spec.name})")
                 seen[key] = spec.name
+        for spec in self.experts:
+            if spec.api_key_secret is not None and spec.api_key_secret not in self.secrets:
+                raise ValueError(f"expert {spec.name!r}: api_key_secret {spec.api_key_secret!r} is not a name under secrets:")
         return self
+
+
+def resolve_api_key(spec: ExpertSpec, secrets: Mapping[str, str]) -> str | None:
+    """The value of the upstream API key `spec` refers to (None when it has none, or the variable
+    is unset); `secrets` is the config's name -> environment variable mapping."""
+    var = secrets.get(spec.api_key_secret) if spec.api_key_secret else spec.api_key_env
+    if spec.api_key_secret and var is None:
+        raise ConfigError(f"expert {spec.name!r}: api_key_secret {spec.api_key_secret!r} is not a name under secrets:")
+    return (os.environ.get(var) or None) if var else None
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

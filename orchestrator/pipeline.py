@@ -87,7 +87,7 @@ class Runtime:
     @classmethod
     async def create(cls, config: OrchestratorConfig, *, store_url: str | None = None, seed: int = 0, **kw: Any) -> "Runtime":
         store = await Store.open(store_url or config.store)
-        registry = ExpertRegistry.from_specs(config.experts)
+        registry = ExpertRegistry.from_specs(config.experts, secrets=config.secrets)
         await store.upsert_experts([s.model_dump(mode="json") for s in config.experts])
         return cls(config, registry, store, seed=seed, **kw)
 

@@ -16,6 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evals.answers import LETTERS
+from experts.spec import SECRET_NAME, ExpertSpec, Price
+
 logger = logging.getLogger("orchestrator.gateway")
 
 MAX_MESSAGES = 256
@@ -47,6 +50,18 @@ class ChatMessageIn(OpenAIBaseModel):
         return ""
 
 
+class RequestMetadata(BaseModel):
+    """`metadata` of a chat request: which benchmark question it is (recorded experts replay it)
+    and its options (multiple-choice aggregation); any other keys are kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+    question_id: str | int | None = Field(default=None, description="a benchmark question's id (recorded experts answer by it)")
+    # the one option alphabet (evals.answers.LETTERS): more options could not be answered by letter
+    choices: list[str] | None = Field(default=None, max_length=len(LETTERS), description=f"the options, at most {len(LETTERS)}")
+    category: str | None = Field(default=None, max_length=256)
+
+
 class StreamOptions(OpenAIBaseModel):
     include_usage: bool = False
 
@@ -64,7 +79,7 @@ class ChatCompletionRequest(OpenAIBaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     user: str | None = Field(default=None, max_length=256)
-    metadata: dict[str, Any] | None = None
+    metadata: RequestMetadata | None = None
 
     @field_validator("stop")
     @classmethod
@@ -277,3 +292,90 @@ class BatchResults(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+
+# ------------------------------------------------------------------ experts (`/v1/experts`)
+class ExpertCreate(BaseModel):
+    """`POST /v1/experts` (admin keys): an `openai` expert whose `base_url` host is on the server's
+    allow-list (`ORCHESTRATOR_API_EXPERT_HOSTS`). Its credentials are named, never given:
+    `api_key_secret` is a name under the config file's `secrets:`. Local and recorded experts, a
+    caller-chosen `api_key_env` and file paths exist only in the server's configuration file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+    backend: Literal["openai"] = "openai"
+    model: str = Field(min_length=1, max_length=512)
+    base_url: str = Field(min_length=1, max_length=2048, description="http(s)://host[:port]/v1 on the allow-list")
+    api_key_secret: str | None = Field(default=None, pattern=SECRET_NAME, description="a name under the server's secrets:")
+    api_key_env: None = Field(default=None, description="refused: name a secret (api_key_secret) instead")
+    path: None = Field(default=None, description="refused: recorded experts come from the configuration file")
+    aliases: list[str] = Field(default_factory=list, max_length=16)
+    price_per_mtok: Price = Price()
+    description: str = Field(default="", max_length=2000)
+    params_b: float | None = Field(default=None, gt=0)
+    max_batch_size: int = Field(default=16, ge=1, le=4096)
+    max_concurrency: int = Field(default=4, ge=1, le=1024)
+    max_queue: int = Field(default=1024, ge=1, le=100_000)
+    max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000)
+    timeout_s: float = Field(default=120.0, gt=0.0, le=3600)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    max_new_tokens: int = Field(default=512, ge=1, le=MAX_TOKENS_LIMIT)
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0.0, le=3600)
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _only_openai(cls, v: object) -> object:
+        if v in ("local", "recorded"):
+            raise ValueError(f"{v} experts can only be defined in the server's configuration file")
+        return v
+
+    @field_validator("api_key_env", mode="before")
+    @classmethod
+    def _no_env(cls, v: object) -> object:
+        if v is not None:
+            raise ValueError("not accepted over the API: name a secret the operator mapped (api_key_secret)")
+        return v
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _no_path(cls, v: object) -> object:
+        if v is not None:
+            raise ValueError("not accepted over the API: file paths come from the server's configuration file")
+        return v
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_names(cls, v: list[str]) -> list[str]:
+        for a in v:
+            if not 1 <= len(a) <= 128:
+                raise ValueError("each alias has 1 to 128 characters")
+        return v
+
+    def to_spec(self) -> ExpertSpec:
+        """The registry's spec (validated again: ExpertSpec checks the URL's shape)."""
+        return ExpertSpec.model_validate(self.model_dump(exclude={"api_key_env", "path"}))
+
+
+# ------------------------------------------------------------------ API keys (`/v1/keys`)
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, description="a label for the key")
+    role: Literal["admin", "user"] = "user"
+
+
+class KeyObject(BaseModel):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    name: str
+    role: Literal["admin", "user"]
+    created_at: int = 0
+    revoked: bool = False
+    key: str | None = Field(default=None, description="the secret key: only in the answer that created it")
+
+
+class KeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KeyObject]

@@ -8,11 +8,15 @@ directory and in-process experts on tiny real models from packaged weights."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from experts.spec import OrchestratorConfig, load_config, parse_config
+from orchestrator.hosts import HostAllowList, is_loopback_host
 
 DEFAULT_CONFIG = {
     "store": "sqlite+aiosqlite:///./orchestrator.db",
@@ -62,13 +66,43 @@ class GatewaySettings(_FromEnvironment):
     max_body_bytes: int = 1_048_576
     rate_limit_rpm: int = 0  # per API key; 0 = off
     rate_limit_burst: int | None = None
-    require_api_key: bool = False  # also on whenever the store holds an active key
+    # --- security (README, "Security model")
+    # True: every request needs a valid key, whatever the store holds. False: keys are needed once
+    # any key has existed (revoking the last one never opens the gateway). None: True when `serve`
+    # binds a non-loopback address, else False.
+    require_api_key: bool | None = None
+    key_cache_s: float = Field(default=5.0, ge=0.0, le=60.0)  # trust a key lookup this long: the revocation bound on other replicas
+    key_cache_size: int = Field(default=10_000, ge=1)
+    auth_failures_per_minute: int = Field(default=30, ge=1)  # per client address: unknown or malformed keys, before any store lookup
+    auth_failures_burst: int = Field(default=10, ge=1)
+    # Hosts (names, *.domain) and networks (CIDR) that experts registered over the API may point
+    # at; empty = `POST /v1/experts` of openai experts is off. Comma-separated or a JSON list.
+    api_expert_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     default_max_tokens: int = 256
     health_cache_s: float = 10.0
     request_timeout_s: float = 600.0
     batch_chunk_size: int = 32  # batch items answered (and stored) together
     batch_pause_s: float = 0.0  # pause between batch chunks, leaving room for interactive traffic
     gc_tuning: bool = True  # freeze start-up objects and collect young garbage less often (gateway/lifespan.py)
+
+    @field_validator("api_expert_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = json.loads(v) if v.strip().startswith("[") else [p.strip() for p in v.split(",") if p.strip()]
+        if isinstance(v, list):
+            HostAllowList.parse([str(x) for x in v])  # refuse a malformed entry at start, naming it
+        return v
+
+    def expert_hosts(self) -> HostAllowList:
+        return HostAllowList.parse(self.api_expert_hosts)
+
+    def for_bind(self, host: str) -> "GatewaySettings":
+        """These settings for a server bound to `host`: an unset `require_api_key` becomes True
+        unless `host` is loopback (a gateway reachable from the network never starts open)."""
+        if self.require_api_key is not None:
+            return self
+        return self.model_copy(update={"require_api_key": not is_loopback_host(host)})
 
 
 def resolve_config(path: Path | None, settings: Settings | None = None) -> OrchestratorConfig:

@@ -13,11 +13,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from store.records import (
+    ApiKeyRecord,
     ArtefactRecord,
     BatchItemRecord,
     BatchRecord,
     BenchItemRecord,
     ExpertCallRecord,
+    IdempotencyRecord,
     PlanRecord,
     TraceRecord,
     TraceStepRecord,
@@ -40,11 +42,13 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ApiKeyRecord",
     "ArtefactRecord",
     "BatchItemRecord",
     "BatchRecord",
     "BenchItemRecord",
     "ExpertCallRecord",
+    "IdempotencyRecord",
     "PlanRecord",
     "Store",
     "StoreUnavailable",

@@ -14,6 +14,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from store.urls import mask_text, mask_url
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -66,6 +68,5 @@ async def open_engine(url: str) -> AsyncEngine:
         await migrate(engine)
     except Exception as e:
         await engine.dispose()
-        safe = make_url(url).render_as_string(hide_password=True)
-        raise StoreUnavailable(f"cannot open the store at {safe}: {type(e).__name__}: {e}") from e
+        raise StoreUnavailable(f"cannot open the store at {mask_url(url)}: {type(e).__name__}: {mask_text(str(e), url)}") from e
     return engine

@@ -105,3 +105,24 @@ class BatchItemRecord(BaseModel):
     status_code: int = 200
     body: dict[str, Any] = Field(default_factory=dict)
     trace_id: str | None = None
+
+
+class ApiKeyRecord(BaseModel):
+    """A gateway API key as stored (never the key itself: only its hash is kept)."""
+
+    id: str
+    name: str
+    role: str = "user"  # admin | user
+    created_at: datetime | None = None
+    revoked: bool = False
+
+
+class IdempotencyRecord(BaseModel):
+    """Who holds an idempotency key: `claimed` if this call took it, else the holder's request
+    hash and batch (None while the holder is still submitting)."""
+
+    owner: str
+    key: str
+    request_hash: str
+    batch_id: str | None = None
+    claimed: bool = False

@@ -11,9 +11,10 @@ Sessions never leave this module; callers get pydantic records.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import timedelta, timezone
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
@@ -28,6 +29,7 @@ from store.models import (
     BenchRunRow,
     ExpertCallRow,
     ExpertRow,
+    IdempotencyKeyRow,
     KeywordCacheRow,
     RequestRow,
     RoutingPlanRow,
@@ -35,15 +37,18 @@ from store.models import (
     utcnow,
 )
 from store.records import (
+    ApiKeyRecord,
     ArtefactRecord,
     BatchItemRecord,
     BatchRecord,
     BenchItemRecord,
     ExpertCallRecord,
+    IdempotencyRecord,
     PlanRecord,
     TraceRecord,
     TraceStepRecord,
 )
+from store.urls import mask_url
 
 
 class Store:
@@ -59,7 +64,7 @@ class Store:
 
     @property
     def url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        return mask_url(self.engine.url.render_as_string(hide_password=False))
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -296,20 +301,33 @@ class Store:
             s.add_all([KeywordCacheRow(question_hash=h, tagger=tagger, keywords=kw) for h, kw in items.items() if h not in existing])
 
     # ---------------------------------------------------------------- API keys
-    async def create_api_key(self, key_id: str, name: str, key_hash: str) -> None:
+    async def create_api_key(self, key_id: str, name: str, key_hash: str, role: str = "user") -> None:
         async with self._session() as s, s.begin():
-            s.add(ApiKeyRow(id=key_id, name=name, key_hash=key_hash))
+            s.add(ApiKeyRow(id=key_id, name=name, key_hash=key_hash, role=role))
 
-    async def find_api_key(self, key_hash: str) -> tuple[str, str] | None:
-        """(key id, name) of an active key with this hash."""
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The active key with this hash."""
         async with self._session() as s:
             q = select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked.is_(False))
             row = (await s.execute(q)).scalar_one_or_none()
-            return (row.id, row.name) if row else None
+            return self._key_record(row) if row else None
 
-    async def count_api_keys(self) -> int:
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
         async with self._session() as s:
-            q = select(func.count()).select_from(ApiKeyRow).where(ApiKeyRow.revoked.is_(False))
+            rows = (await s.execute(select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id))).scalars().all()
+            return [self._key_record(r) for r in rows]
+
+    @staticmethod
+    def _key_record(row: ApiKeyRow) -> ApiKeyRecord:
+        return ApiKeyRecord(id=row.id, name=row.name, role=row.role, created_at=row.created_at, revoked=row.revoked)
+
+    async def count_api_keys(self, *, include_revoked: bool = False) -> int:
+        """Active keys; with `include_revoked`, every key ever created (the gateway stays closed
+        once a key has existed: revoking the last one must not open it)."""
+        async with self._session() as s:
+            q = select(func.count()).select_from(ApiKeyRow)
+            if not include_revoked:
+                q = q.where(ApiKeyRow.revoked.is_(False))
             return int((await s.execute(q)).scalar_one())
 
     async def revoke_api_key(self, key_id: str) -> bool:
@@ -319,6 +337,53 @@ class Store:
                 return False
             row.revoked = True
             return True
+
+    # ---------------------------------------------------------------- idempotency keys
+    async def claim_idempotency_key(self, owner: str, key: str, request_hash: str, *, stale_after_s: float = 60.0) -> IdempotencyRecord:
+        """Claim `key` for `owner`, or find who holds it.
+
+        The row is inserted before the work it guards, so of two concurrent submits with one key
+        exactly one gets `claimed=True`; the other sees the holder's row (its `batch_id` is None
+        while the holder is still submitting). A claim left without a batch for `stale_after_s`
+        (its process died mid-submit) is taken over."""
+        for _ in range(3):
+            try:
+                async with self._session() as s, s.begin():
+                    s.add(IdempotencyKeyRow(owner=owner, key=key, request_hash=request_hash))
+                return IdempotencyRecord(owner=owner, key=key, request_hash=request_hash, claimed=True)
+            except IntegrityError:
+                pass
+            async with self._session() as s, s.begin():
+                row = await s.get(IdempotencyKeyRow, (owner, key))
+                if row is None:
+                    continue  # released meanwhile: claim it again
+                created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=timezone.utc)
+                cutoff = utcnow() - timedelta(seconds=stale_after_s)
+                if row.batch_id is None and created < cutoff:
+                    took = await s.execute(  # conditional: of two takers, one wins
+                        update(IdempotencyKeyRow)
+                        .where(IdempotencyKeyRow.owner == owner, IdempotencyKeyRow.key == key,
+                               IdempotencyKeyRow.batch_id.is_(None), IdempotencyKeyRow.created_at < cutoff)
+                        .values(request_hash=request_hash, created_at=utcnow())
+                        .execution_options(synchronize_session=False)
+                    )
+                    if (took.rowcount or 0) == 1:
+                        return IdempotencyRecord(owner=owner, key=key, request_hash=request_hash, claimed=True)
+                    continue
+                return IdempotencyRecord(owner=owner, key=key, request_hash=row.request_hash, batch_id=row.batch_id, claimed=False)
+        raise StoreUnavailable(f"could not claim idempotency key {key!r}")
+
+    async def complete_idempotency_key(self, owner: str, key: str, batch_id: str) -> None:
+        """Record the batch a claimed key created."""
+        async with self._session() as s, s.begin():
+            await s.execute(update(IdempotencyKeyRow).where(IdempotencyKeyRow.owner == owner, IdempotencyKeyRow.key == key)
+                            .values(batch_id=batch_id))
+
+    async def release_idempotency_key(self, owner: str, key: str) -> None:
+        """Forget a claim whose submit failed (the caller may retry the key with a corrected body)."""
+        async with self._session() as s, s.begin():
+            await s.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.owner == owner, IdempotencyKeyRow.key == key,
+                                                            IdempotencyKeyRow.batch_id.is_(None)))
 
     # ---------------------------------------------------------------- batch jobs
     async def create_batch(self, batch: BatchRecord) -> None:

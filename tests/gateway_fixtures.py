@@ -60,7 +60,7 @@ def running_gateway(config, settings: GatewaySettings | None = None) -> Iterator
         thread.join(timeout=30)
 
 
-def make_keys(store_url: str, names: list[str]) -> list[str]:
+def make_keys(store_url: str, names: list[str], role: str = "user") -> list[str]:
     from orchestrator.gateway.auth import new_api_key
     from store import Store
 
@@ -69,7 +69,7 @@ def make_keys(store_url: str, names: list[str]) -> list[str]:
         async with await Store.open(store_url) as store:
             for name in names:
                 key_id, key, digest = new_api_key()
-                await store.create_api_key(key_id, name, digest)
+                await store.create_api_key(key_id, name, digest, role=role)
                 keys.append(key)
         return keys
 

@@ -69,6 +69,24 @@ def test_ask_all_vote_on_recorded_experts_stores_its_trace(tmp_path: Path) -> No
     assert t.exit_code == 0 and json.loads(t.stdout)["status"] == "error"
 
 
+def test_keys_create_admin_and_user_keys_list_and_revoke(tmp_path: Path) -> None:
+    cfg = tmp_path / "keys.yaml"
+    cfg.write_text(f"store: sqlite+aiosqlite:///{tmp_path / 'k.db'}\nexperts: []\n")
+    made = {}
+    for name, flags in (("ops", ["--admin"]), ("alice", [])):
+        r = runner.invoke(app, ["keys", "create", name, *flags, "--config", str(cfg)])
+        assert r.exit_code == 0, r.output
+        key_id = r.stderr.split()[1]
+        assert r.stdout.strip().startswith("sk-orch-") and key_id.startswith("key_")
+        made[name] = key_id
+    assert "(x, admin)" in runner.invoke(app, ["keys", "create", "x", "--admin", "--config", str(cfg)]).stderr
+    assert runner.invoke(app, ["keys", "revoke", made["alice"], "--config", str(cfg)]).exit_code == 0
+    listed = runner.invoke(app, ["keys", "list", "--config", str(cfg)]).stdout
+    assert f"{made['ops']}\tops\tadmin\tactive" in listed and f"{made['alice']}\talice\tuser\trevoked" in listed
+    assert "sk-orch-" not in listed  # only ids, never the keys
+    assert runner.invoke(app, ["keys", "revoke", "key_nope", "--config", str(cfg)]).exit_code == 2
+
+
 def test_unknown_router_is_a_one_line_error() -> None:
     r = runner.invoke(app, ["ask", "hi", "--router", "nope"])
     assert r.exit_code == 2 and "unknown router 'nope'; available: single" in r.output

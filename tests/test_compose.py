@@ -161,3 +161,11 @@ def test_gateway_environment_sets_every_setting_and_its_experts_exist(compose: d
         cmd = in_profile[host]["command"]
         assert cmd[cmd.index("--served-model-name") + 1] == spec.model
         assert spec.api_key_env is None or spec.api_key_env in env
+
+
+@pytest.mark.parametrize("gateway", ["gateway", "gateway-cpu"])
+def test_gateway_requires_api_keys_unless_told_otherwise(compose: dict, gateway: str) -> None:
+    # published on the host's network: fail closed by default (README, "Security model")
+    env = compose["services"][gateway]["environment"]
+    assert env["ORCHESTRATOR_REQUIRE_API_KEY"] == "${ORCHESTRATOR_REQUIRE_API_KEY:-true}"
+    assert env["ORCHESTRATOR_API_EXPERT_HOSTS"] == "${ORCHESTRATOR_API_EXPERT_HOSTS:-}"  # API registration off by default

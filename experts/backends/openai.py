@@ -140,6 +140,7 @@ class OpenAIBackend(ExpertBackend):
         backoff_max_s: float = 8.0,
         sleep_mode: bool = False,
         http_client: str = "aiohttp",
+        api_key: str | None = None,
     ) -> None:
         super().__init__(spec)
         assert spec.base_url is not None  # validated by ExpertSpec
@@ -149,10 +150,11 @@ class OpenAIBackend(ExpertBackend):
         self.backoff_max_s = backoff_max_s
         self.sleep_mode = sleep_mode
         headers = {"User-Agent": "llm-orchestrator"}
-        if spec.api_key_env:
-            key = os.environ.get(spec.api_key_env)
-            if key:
-                headers["Authorization"] = f"Bearer {key}"
+        # `api_key`: resolved by the registry (experts.spec.resolve_api_key); without it, the
+        # spec's own api_key_env (a backend built directly from a config-file spec)
+        key = api_key or (os.environ.get(spec.api_key_env) if spec.api_key_env else None)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         connect = min(5.0, spec.timeout_s)
         total = max(spec.max_concurrency * 2, 8)
         # Connections are spread over several small pools: httpcore scans every connection of a

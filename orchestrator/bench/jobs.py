@@ -42,7 +42,7 @@ async def fit_profile(config: OrchestratorConfig, opts: BenchOptions, router: st
 @asynccontextmanager
 async def _store_and_registry(config: OrchestratorConfig, opts: BenchOptions) -> AsyncIterator[tuple[Store, ExpertRegistry | None]]:
     """The store, and the config's experts unless the run replays recorded outputs."""
-    registry = None if opts.recorded else ExpertRegistry.from_specs(config.experts)
+    registry = None if opts.recorded else ExpertRegistry.from_specs(config.experts, secrets=config.secrets)
     async with await Store.open(config.store) as store:
         try:
             yield store, registry

@@ -58,6 +58,7 @@ def trace(
 ) -> None:
     """Print a stored trace as JSON."""
     from store.repository import Store
+    from store.urls import mask_url
 
     cfg = load_config(config)
 
@@ -67,7 +68,7 @@ def trace(
 
     rec = run_async(go)
     if rec is None:
-        fail(f"no trace {trace_id!r} in {cfg.store}")
+        fail(f"no trace {trace_id!r} in {mask_url(cfg.store)}")
     sys.stdout.write(rec.model_dump_json(indent=2) + "\n")
 
 

@@ -41,7 +41,7 @@ def experts_check(
     cfg = load_config(config)
 
     async def go():  # type: ignore[no-untyped-def]
-        reg = ExpertRegistry.from_specs(cfg.experts)
+        reg = ExpertRegistry.from_specs(cfg.experts, secrets=cfg.secrets)
         try:
             return await reg.check(timeout)
         finally:

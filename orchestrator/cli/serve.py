@@ -1,6 +1,7 @@
 """`orchestrator serve`: the OpenAI-compatible gateway under uvicorn.
 
     orchestrator serve --config experts.yaml --port 8000
+    orchestrator serve --host 0.0.0.0      # reachable from the network: API keys required by default
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli._common import ConfigOpt, console, load_config
+from orchestrator.cli._common import ConfigOpt, console, fail, load_config
+from orchestrator.hosts import is_loopback_host
 
 
 def serve(
     config: ConfigOpt = None,
-    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Interface to bind (not loopback: API keys are required unless ORCHESTRATOR_REQUIRE_API_KEY=false)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
@@ -25,8 +27,19 @@ def serve(
 
     from orchestrator.gateway.app import GatewaySettings, create_app
 
+    from store.urls import mask_url
+
     cfg = load_config(config)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s")
-    app = create_app(cfg, GatewaySettings())
-    console(stderr=True).print(f"serving on http://{host}:{port}/v1 (store {cfg.store})")
+    try:
+        settings = GatewaySettings().for_bind(host)
+    except ValueError as e:  # a malformed ORCHESTRATOR_* value (pydantic names it)
+        fail(str(e))
+    err = console(stderr=True)
+    if not settings.require_api_key and not is_loopback_host(host):
+        err.print(f"[yellow]warning:[/yellow] ORCHESTRATOR_REQUIRE_API_KEY=false on {host}: the gateway is open to the network "
+                  "until a key exists (`orchestrator keys create NAME --admin`)")
+    app = create_app(cfg, settings)
+    keys = "every request needs an API key" if settings.require_api_key else "API keys needed once one exists"
+    err.print(f"serving on http://{host}:{port}/v1 ({keys}; store {mask_url(cfg.store)})")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

@@ -9,9 +9,12 @@
         batch = await client.wait_batch(batch.id)
         results = await client.batch_results(batch.id)
 
-429 and 503 answers (and connection failures) are retried with exponential backoff that honours
-`Retry-After`; a stream is only retried before its first chunk. Errors raise the typed exceptions
-of `orchestrator.client` (see its `_exceptions` module for the tree).
+429 and 503 answers are retried with exponential backoff that honours `Retry-After`; a stream is
+only retried before its first chunk. A failed connection is retried only when the request cannot
+have been acted on twice: it never reached the gateway (connect errors), it is a GET or DELETE,
+or it carries an `Idempotency-Key` (`submit_batch` sends one by default, so a retried submit
+returns the first job). Errors raise the typed exceptions of `orchestrator.client` (see its
+`_exceptions` module for the tree).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import enum
 import json
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -52,8 +56,12 @@ from orchestrator.protocol import (
     ModelList,
 )
 from store.records import TraceRecord
+from store.urls import mask_url
 
 RETRY_STATUSES = frozenset({429, 503})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+# transport errors raised before the request left: retrying cannot make the gateway act twice
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 MessagesIn = str | Sequence[ChatMessageIn | dict[str, Any]]
 
 
@@ -103,19 +111,23 @@ class AsyncOrchestratorClient:
 
     @asynccontextmanager
     async def _send(self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None,
-                    stream: bool = False) -> AsyncIterator[httpx.Response]:
-        """One request with retries on 429/503 and connection errors; yields a successful response."""
+                    stream: bool = False, headers: dict[str, str] | None = None) -> AsyncIterator[httpx.Response]:
+        """One request with retries on 429/503 and on connection errors that cannot duplicate it
+        (see the module's docstring); yields a successful response."""
         if self._state is _State.CLOSED:
             raise ClientError("this client is closed; create a new one")
         self._state = _State.OPENED
+        replayable = method in IDEMPOTENT_METHODS or any(k.lower() == "idempotency-key" for k in headers or {})
         attempt = 0
         while True:
-            request = self._http.build_request(method, path, json=json_body, params=params)
+            request = self._http.build_request(method, path, json=json_body, params=params, headers=headers)
             try:
                 response = await self._http.send(request, stream=stream)
             except httpx.TransportError as e:
-                if attempt >= self.max_retries:
-                    raise APIConnectionError(f"cannot reach the gateway at {self._http.base_url}: {type(e).__name__}: {e}") from e
+                if attempt >= self.max_retries or not (replayable or isinstance(e, NOT_SENT_ERRORS)):
+                    sent = "" if replayable or isinstance(e, NOT_SENT_ERRORS) else " (not retried: the gateway may have acted on it)"
+                    raise APIConnectionError(f"cannot reach the gateway at {mask_url(str(self._http.base_url))}: "
+                                             f"{type(e).__name__}: {e}{sent}") from e
                 await asyncio.sleep(self._delay(attempt, None))
                 attempt += 1
                 continue
@@ -127,14 +139,16 @@ class AsyncOrchestratorClient:
                 return
             await response.aread()
             await response.aclose()
-            if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+            in_use = response.status_code == 409 and replayable  # its first attempt is still being submitted
+            if (response.status_code in RETRY_STATUSES or in_use) and attempt < self.max_retries:
                 await asyncio.sleep(self._delay(attempt, response))
                 attempt += 1
                 continue
             raise error_from_response(response)
 
-    async def _json(self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None) -> Any:
-        async with self._send(method, path, json_body=json_body, params=params) as r:
+    async def _json(self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None,
+                    headers: dict[str, str] | None = None) -> Any:
+        async with self._send(method, path, json_body=json_body, params=params, headers=headers) as r:
             await r.aread()
             return r.json()
 
@@ -212,13 +226,19 @@ class AsyncOrchestratorClient:
             return (await r.aread()).decode()
 
     # ------------------------------------------------------------------ batches
-    async def submit_batch(self, requests: Sequence[BatchRequestItem | dict[str, Any]], *, metadata: dict[str, str] | None = None) -> BatchObject:
-        """Start a batch job; each request is `{"custom_id", "body": <chat completion request>}`."""
+    async def submit_batch(self, requests: Sequence[BatchRequestItem | dict[str, Any]], *, metadata: dict[str, str] | None = None,
+                           idempotency_key: str | None = None) -> BatchObject:
+        """Start a batch job; each request is `{"custom_id", "body": <chat completion request>}`.
+
+        Sent with an `Idempotency-Key` (a fresh UUID unless given): a retry after a lost answer
+        returns the job the first attempt created instead of starting a second one."""
         create = BatchCreate.model_validate({
             "requests": [r.model_dump(mode="json", exclude_none=True) if isinstance(r, BaseModel) else r for r in requests],
             "metadata": metadata,
         })
-        return BatchObject.model_validate(await self._json("POST", "/v1/batches", json_body=create.model_dump(mode="json", exclude_none=True)))
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        return BatchObject.model_validate(await self._json("POST", "/v1/batches", json_body=create.model_dump(mode="json", exclude_none=True),
+                                                           headers=headers))
 
     async def batch(self, batch_id: str) -> BatchObject:
         return BatchObject.model_validate(await self._json("GET", f"/v1/batches/{batch_id}"))

@@ -4,7 +4,9 @@
     async def list_models(st: State, _: CallerDep) -> ModelList: ...
 
 `State` is the `GatewayState` the lifespan put on `app.state.gateway`; `CallerDep` authenticates
-the request (and applies the rate limit) before the handler runs.
+the request (and applies the rate limit) before the handler runs; `AdminDep` also requires the
+admin role (403 otherwise), `AdminKeyDep` an admin key, and `IsAdmin` says whether the caller is
+an admin without requiring a key.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from fastapi import Depends, Request
 
 from experts.spec import OrchestratorConfig
 from experts.types import HealthStatus
+from orchestrator.gateway import errors as E
 from orchestrator.gateway.auth import Authenticator, Caller
 from orchestrator.gateway.batch_runner import BatchRunner
 from orchestrator.gateway.metrics import GatewayMetrics
@@ -30,6 +33,8 @@ class GatewayState:
                  batches: BatchRunner) -> None:
         self.config, self.settings, self.runtime, self.metrics, self.batches = config, settings, runtime, metrics, batches
         self.auth = Authenticator(runtime.store, settings)
+        # names and aliases of the config file's experts: an API caller may neither delete nor shadow them
+        self.config_names = frozenset(n.lower() for spec in config.experts for n in spec.all_names())
         self.started = time.time()
         self._health: tuple[float, list[HealthStatus]] = (0.0, [])
 
@@ -53,11 +58,51 @@ def state_of(request: Request) -> GatewayState:
 State = Annotated[GatewayState, Depends(state_of)]
 
 
+def client_address(request: Request) -> str:
+    """The peer's address (uvicorn puts a trusted proxy's X-Forwarded-For here; see --forwarded-allow-ips)."""
+    return request.client.host if request.client else "unknown"
+
+
 async def current_caller(request: Request, st: State) -> Caller:
-    return await st.auth.caller(request.headers.get("authorization", ""))
+    return await st.auth.caller(request.headers.get("authorization", ""), client_address(request))
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]
+
+
+async def admin_caller(caller: CallerDep) -> Caller:
+    """The caller, who must hold an admin key (or be the operator of an open gateway)."""
+    if not caller.is_admin:
+        raise E.Forbidden("this needs an admin API key (`orchestrator keys create NAME --admin`)", code="admin_required")
+    return caller
+
+
+AdminDep = Annotated[Caller, Depends(admin_caller)]
+
+
+async def admin_key_caller(caller: AdminDep) -> Caller:
+    """An admin *key*: managing keys over HTTP needs one even on an open gateway (the first key
+    comes from the CLI), so nobody can close or take over an open gateway from the network."""
+    if caller.key_id is None:
+        raise E.Unauthorized("managing API keys over HTTP needs an admin API key; create the first with `orchestrator keys create NAME --admin`")
+    return caller
+
+
+AdminKeyDep = Annotated[Caller, Depends(admin_key_caller)]
+
+
+async def optional_admin(request: Request, st: State) -> bool:
+    """Whether the request comes from an admin; a request without a key is simply not one, nor is
+    any while the store cannot say (for routes that answer everyone, and say more to admins)."""
+    try:
+        if await st.auth.required() and not request.headers.get("authorization"):
+            return False
+        return (await current_caller(request, st)).is_admin
+    except E.ServiceUnavailable:
+        return False
+
+
+IsAdmin = Annotated[bool, Depends(optional_admin)]
 
 
 def batch_runner(st: State) -> BatchRunner:

@@ -1,12 +1,13 @@
 """Gateway errors and the ONE place that maps exceptions to HTTP statuses and OpenAI envelopes.
 
     APIError
-    ├── BadRequest          400 invalid_request_error
+    ├── BadRequest          400 invalid_request_error (also every validation error; names the field)
     ├── Unauthorized        401 authentication_error
     ├── Forbidden           403 permission_error
     ├── NotFound            404 invalid_request_error (unknown model, trace, batch, route)
     ├── PayloadTooLarge     413 invalid_request_error
-    ├── Unprocessable       422 invalid_request_error (validation; names the field)
+    ├── Conflict            409 invalid_request_error (an Idempotency-Key whose first request is still running)
+    ├── Unprocessable       422 invalid_request_error (a request that parses but cannot be answered)
     ├── RateLimited         429 rate_limit_error (+ Retry-After)
     ├── UpstreamFailed      502 upstream_error (every expert failed)
     ├── ServiceUnavailable  503 service_unavailable (store down, expert overloaded; + Retry-After)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from types import TracebackType
 
 from fastapi import FastAPI, Request
@@ -66,6 +68,10 @@ class PayloadTooLarge(APIError):
 
 class Unprocessable(APIError):
     status_code, type = 422, "invalid_request_error"
+
+
+class Conflict(APIError):
+    status_code, type = 409, "invalid_request_error"
 
 
 class RateLimited(APIError):
@@ -138,7 +144,8 @@ def validation_error(exc: RequestValidationError) -> APIError:
     msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     if first.get("type") == "json_invalid":
         return BadRequest(f"the request body is not valid JSON: {msg}", code="invalid_json")
-    return Unprocessable(f"{param}: {msg}" if param else msg, param=param, code=str(first.get("type", "invalid")))
+    # 400, as OpenAI answers an invalid parameter (the SDK raises BadRequestError)
+    return BadRequest(f"{param}: {msg}" if param else msg, param=param, code=str(first.get("type", "invalid")))
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -162,5 +169,6 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error")
-        return error_response(APIError("internal error; the trace id in the logs has details"))
+        error_id = f"err_{secrets.token_hex(6)}"  # the client gets this id; the log has the detail
+        logger.exception("unhandled error %s", error_id)
+        return error_response(APIError(f"internal error {error_id}; the gateway's log has the details"))

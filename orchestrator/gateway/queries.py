@@ -9,13 +9,16 @@ Used by the chat endpoint and by batch jobs, so both read a request and map a fa
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from experts.types import ChatMessage
 from orchestrator.gateway import errors as E
-from orchestrator.protocol import ChatCompletionRequest
+from orchestrator.protocol import ChatCompletionRequest, RequestMetadata
 from routers.types import Query
 from routers.registry import router_names
+
+logger = logging.getLogger("orchestrator.gateway")
 
 if TYPE_CHECKING:
     from experts.registry import ExpertRegistry
@@ -34,15 +37,11 @@ def query_from(body: ChatCompletionRequest, default_max_tokens: int) -> Query:
         raise E.Unprocessable("the last user message is empty", param="messages")
     roles = {"system": "system", "developer": "system", "assistant": "assistant"}
     msgs = tuple(ChatMessage(role=roles.get(m.role, "user"), content=m.text()) for m in body.messages if m.role != "tool")  # type: ignore[arg-type]
-    meta = body.metadata or {}
-    choices = meta.get("choices")
-    if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
-        raise E.Unprocessable("metadata.choices must be a list of strings", param="metadata.choices")
-    qid = meta.get("question_id")
+    meta = body.metadata or RequestMetadata()  # typed: choices are strings, at most one per option letter
     return Query(
         text=text, messages=msgs, max_tokens=body.token_limit(default_max_tokens), temperature=body.temperature,
-        stop=tuple(body.stop or ()), seed=body.seed, question_id=None if qid is None else str(qid),
-        choices=tuple(choices) if choices else None, category=meta.get("category") if isinstance(meta.get("category"), str) else None,
+        stop=tuple(body.stop or ()), seed=body.seed, question_id=None if meta.question_id is None else str(meta.question_id),
+        choices=tuple(meta.choices) if meta.choices else None, category=meta.category,
     )
 
 
@@ -58,12 +57,32 @@ def resolve_model(registry: "ExpertRegistry", model: str) -> tuple[str, dict[str
     )
 
 
+# What a client is told of a failed expert call: a fixed phrase per error kind. The call's own
+# message can hold an upstream's error body or its address; that goes to the trace and the log.
+FAILURE_PHRASES = {
+    "unavailable": "could not be reached",
+    "timeout": "timed out",
+    "rate_limited": "was rate limited by its server",
+    "server_error": "its server failed",
+    "bad_response": "sent a malformed answer",
+    "rejected": "its server rejected the request",
+    "overloaded": "is overloaded (its queue is full)",
+    "circuit_open": "is failing repeatedly (circuit open)",
+    "unknown_question": "has no recorded output for this question (recorded experts answer benchmark questions: metadata.question_id)",
+}
+
+
 def failure_error(result: "QueryResult") -> E.APIError | None:
-    """The error a failed answer maps to, or None when some expert answered."""
+    """The error a failed answer maps to, or None when some expert answered. Its message names
+    each failed expert and what kind of failure it was, and the trace that holds the details."""
     if result.ok:
         return None
-    kinds = {c.error_kind for c in result.calls if c.error_kind}
-    detail = "; ".join(f"{c.expert}: {c.error_message}" for c in result.calls if c.error_kind)[:1000]
+    failed = [c for c in result.calls if c.error_kind]
+    kinds = {c.error_kind for c in failed}
+    logger.warning("trace %s: no expert answered: %s", result.trace_id,
+                   "; ".join(f"{c.expert}: {c.error_kind}: {c.error_message}" for c in failed)[:2000])
+    summary = "; ".join(f"{c.expert} {FAILURE_PHRASES.get(c.error_kind or '', c.error_kind or 'failed')}" for c in failed)[:1000]
+    detail = f"{summary}; trace {result.trace_id} has the details"
     if kinds and kinds <= {"timeout"}:
         return E.UpstreamTimeout(f"every expert timed out: {detail}", code="upstream_timeout")
     if kinds and kinds <= {"overloaded", "rate_limited", "circuit_open"}:

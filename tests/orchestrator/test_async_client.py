@@ -17,6 +17,7 @@ from orchestrator.client import (
     APIConnectionError,
     AsyncOrchestratorClient,
     AuthenticationError,
+    BadRequestError,
     BatchTimeout,
     ChatCompletion,
     ClientError,
@@ -25,10 +26,10 @@ from orchestrator.client import (
     RateLimitError,
     ServiceUnavailableError,
     StreamError,
-    UnprocessableEntityError,
     UpstreamError,
 )
 from orchestrator.settings import GatewaySettings
+from recording_upstream import RecordingUpstream
 
 
 def recorded_response(model: str, question_id: str) -> str:
@@ -76,12 +77,16 @@ def test_client_covers_every_endpoint(tmp_path: Path) -> None:
 
             experts = await c.experts()
             assert [e.name for e in experts] == POOL3 and all(e.healthy for e in experts)
-            spec = await c.create_expert({"name": "gpt4o-recorded", "backend": "recorded", "path": str(RECORDED), "model": "GPT-4o-2024-05-13"})
-            assert spec.name == "gpt4o-recorded"
+            # recorded (and local) experts come from the config file only; openai ones on allowed hosts
+            with pytest.raises(BadRequestError) as e:
+                await c.create_expert({"name": "gpt4o-recorded", "backend": "recorded", "path": str(RECORDED), "model": "GPT-4o-2024-05-13"})
+            assert e.value.param == "backend"
+            spec = await c.create_expert({"name": "upstream", "backend": "openai", "base_url": upstream.base_url, "model": "recording"})
+            assert spec.name == "upstream"
             down = await c.create_expert({"name": "down", "backend": "openai", "base_url": closed_port_url(), "model": "m", "timeout_s": 2})
             health = await c.expert_health()
-            assert health["gpt4o-recorded"] is True and health["down"] is False
-            assert (await c.chat("gpt4o-recorded", q.text, metadata=meta)).text == recorded_response("GPT-4o-2024-05-13", q.question_id)
+            assert health["upstream"] is True and health["down"] is False
+            assert (await c.chat("upstream", q.text)).text == upstream.answer
             assert (await c.delete_expert(down.name)).deleted
             with pytest.raises(NotFoundError):
                 await c.delete_expert("down")
@@ -101,7 +106,7 @@ def test_client_covers_every_endpoint(tmp_path: Path) -> None:
             assert all(r.response.status_code == 200 and r.response.request_id for r in results)
             assert [b.id for b in await c.batches()] == [batch.id]
             assert (await c.cancel_batch(batch.id)).status == "completed"  # finished jobs stay finished
-            with pytest.raises(UnprocessableEntityError) as e:
+            with pytest.raises(BadRequestError) as e:  # an invalid parameter is a 400, as OpenAI answers it
                 await c.batch_results(batch.id, page_size=0)
             assert e.value.param == "limit"
             with pytest.raises(NotFoundError):
@@ -111,7 +116,8 @@ def test_client_covers_every_endpoint(tmp_path: Path) -> None:
         with pytest.raises(ClientError, match="closed"):
             await c.models()
 
-    with running_gateway(recorded_config(tmp_path)) as url:
+    with RecordingUpstream() as upstream, \
+            running_gateway(recorded_config(tmp_path), GatewaySettings(api_expert_hosts=["127.0.0.1"])) as url:
         asyncio.run(go(url))
 
 

@@ -5,6 +5,7 @@
     traces.py    GET /v1/traces/{trace_id}
     ops.py       /health, /ready, /metrics
     batches.py   /v1/batches
+    keys.py      /v1/keys (admin keys)
 
 Any other /v1 path is an OpenAI-shaped 404 (the catch-all below, mounted last so it shadows nothing).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from orchestrator.gateway import errors as E
-from orchestrator.gateway.routes import batches, chat, experts, ops, traces
+from orchestrator.gateway.routes import batches, chat, experts, keys, ops, traces
 
 unknown = APIRouter()
 
@@ -29,6 +30,6 @@ def include_routes(app: FastAPI) -> None:
     # through an included router twice, ~25 us per level of inclusion, and chat is the hot path.
     # They need nothing included routers add (chat resolves its dependencies by hand).
     app.router.routes.extend(chat.router.routes)
-    for resource in (experts, traces, ops, batches):
+    for resource in (experts, traces, ops, batches, keys):
         app.include_router(resource.router)
     app.include_router(unknown)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 
 from orchestrator.gateway import errors as E
+from orchestrator.gateway import idempotency
 from orchestrator.gateway.auth import Caller
 from orchestrator.gateway.batch_runner import BatchNotFound
 from orchestrator.gateway.deps import CallerDep, GatewayState, Runner, State
@@ -36,7 +37,8 @@ def batch_object(rec: BatchRecord) -> BatchObject:
         cancelled_at=ts(rec.completed_at) if rec.status == "cancelled" else None,
         request_counts=BatchRequestCounts(total=rec.total, completed=rec.completed, failed=rec.failed),
         metadata=rec.meta or None,
-        errors=ErrorInfo(message=rec.error, type="server_error") if rec.error else None,
+        # what broke stays in the log (it can be a database error); the caller learns that it broke
+        errors=ErrorInfo(message="the batch job failed; the gateway's log has the details", type="server_error") if rec.error else None,
     )
 
 
@@ -50,7 +52,13 @@ async def _owned(st: GatewayState, caller: Caller, batch_id: str) -> BatchRecord
 
 
 @router.post("", response_model=BatchObject)
-async def create_batch(body: BatchCreate, st: State, caller: CallerDep, runner: Runner) -> BatchObject:
+async def create_batch(
+    body: BatchCreate, st: State, caller: CallerDep, runner: Runner,
+    idempotency_key: Annotated[str | None, Header(alias=idempotency.HEADER, pattern=idempotency.KEY_PATTERN,
+                                                  description="a retried submit with the same key returns the first job")] = None,
+) -> BatchObject:
+    if idempotency_key is not None:
+        return batch_object(await idempotency.submit_once(st.runtime.store, runner, body, caller, idempotency_key))
     rec = await runner.submit(body, owner=caller.key_id)
     return batch_object(rec)
 

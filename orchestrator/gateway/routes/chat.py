@@ -46,7 +46,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):  # typ
     # State and caller resolved by hand, not as dependencies: FastAPI's dependency solver costs
     # ~0.3 ms per request here, a third of the gateway's whole budget (orchestrator loadtest).
     st = state_of(request)
-    caller = await st.auth.caller(request.headers.get("authorization", ""))
+    caller = await st.auth.caller(request.headers.get("authorization", ""), request.client.host if request.client else "unknown")
     if req.stream:
         return StreamingResponse(_stream(st, req, caller), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -69,7 +69,8 @@ async def _run_chat(st: GatewayState, req: ChatCompletionRequest, caller: Caller
     writer = st.runtime.trace_writer
     if writer is not None and not writer.healthy:
         # fail fast: an answer we could not record would be lost from the audit trail
-        raise E.store_unavailable(str(writer.last_error))
+        # (the database's error stays in the log, where the writer put it: it can name hosts and users)
+        raise E.store_unavailable("traces cannot be written")
     router_name, options = resolve_model(st.runtime.registry, req.model)
     try:
         async with asyncio.timeout(st.settings.request_timeout_s):  # unlike wait_for, no extra task per request

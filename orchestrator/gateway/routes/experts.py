@@ -1,17 +1,23 @@
-"""What can answer: `/v1/models` (routers and experts, OpenAI's model list) and `/v1/experts` (add, list, delete)."""
+"""What can answer: `/v1/models` (routers and experts, OpenAI's model list, for every caller) and
+`/v1/experts` (list, add, delete: admin keys only, as they reveal and change the server's state).
+
+Experts added over the API are confined (README, "Security model"): `openai` only, `base_url` on
+the allow-list, credentials by a secret's name; the config file's experts cannot be deleted or
+shadowed.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import ValidationError
 
 from experts.errors import ConfigError
 from experts.spec import ExpertSpec, format_validation_error
 from orchestrator.gateway import errors as E
-from orchestrator.gateway.deps import CallerDep, State
-from orchestrator.protocol import ModelCard, ModelList
+from orchestrator.gateway.deps import AdminDep, CallerDep, GatewayState, State
+from orchestrator.protocol import ExpertCreate, ModelCard, ModelList
 from routers.registry import router_names
 
 router = APIRouter()
@@ -34,7 +40,7 @@ async def get_model(model_id: str, st: State, _: CallerDep) -> ModelCard:
 
 
 @router.get("/v1/experts")
-async def list_experts(st: State, _: CallerDep) -> dict[str, Any]:
+async def list_experts(st: State, _: AdminDep) -> dict[str, Any]:
     health = {h.name: h for h in await st.expert_health()}
     data = []
     for spec in st.runtime.registry.specs():
@@ -47,17 +53,36 @@ async def list_experts(st: State, _: CallerDep) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@router.post("/v1/experts", status_code=201)
-async def add_expert(request: Request, st: State, _: CallerDep) -> dict[str, Any]:
+def confined_spec(body: ExpertCreate, st: GatewayState) -> ExpertSpec:
+    """The spec an API caller may register, or the error that says why not."""
+    allowed = st.settings.expert_hosts()
+    if not allowed:
+        raise E.Forbidden("registering experts over the API is off on this server (ORCHESTRATOR_API_EXPERT_HOSTS is empty); "
+                          "add them to its configuration file", code="api_experts_disabled")
+    for n in (body.name, *body.aliases):
+        if n.strip().lower() in st.config_names:
+            raise E.Forbidden(f"{n!r} is an expert of the server's configuration file; it cannot be replaced over the API",
+                              param="name" if n == body.name else "aliases", code="config_expert")
+        if n in router_names():
+            raise E.BadRequest(f"{n!r} is a router's name", param="name" if n == body.name else "aliases")
     try:
-        body = await request.json()
-    except ValueError:
-        raise E.BadRequest("the request body is not valid JSON", code="invalid_json") from None
-    try:
-        spec = ExpertSpec.model_validate(body)
+        spec = body.to_spec()
     except ValidationError as e:
         first = e.errors()[0]
-        raise E.Unprocessable(format_validation_error(e, "expert").split("\n")[0], param=".".join(str(p) for p in first["loc"]) or None) from None
+        raise E.BadRequest(format_validation_error(e, "expert").split("\n")[0],
+                           param=".".join(str(p) for p in first["loc"]) or None) from None
+    if not allowed.allows(spec.base_url or ""):
+        raise E.BadRequest("base_url: this host is not on the server's allow-list for experts (ORCHESTRATOR_API_EXPERT_HOSTS)",
+                           param="base_url", code="base_url_not_allowed")
+    if spec.api_key_secret is not None and spec.api_key_secret not in st.config.secrets:
+        raise E.BadRequest(f"api_key_secret: {spec.api_key_secret!r} is not a secret this server maps (secrets: in its configuration)",
+                           param="api_key_secret", code="unknown_secret")
+    return spec
+
+
+@router.post("/v1/experts", status_code=201)
+async def add_expert(body: ExpertCreate, st: State, _: AdminDep) -> dict[str, Any]:
+    spec = confined_spec(body, st)
     if st.runtime.registry.find(spec.name):
         raise E.BadRequest(f"expert {spec.name!r} already exists; DELETE it first", param="name", code="conflict")
     try:
@@ -70,10 +95,13 @@ async def add_expert(request: Request, st: State, _: CallerDep) -> dict[str, Any
 
 
 @router.delete("/v1/experts/{name}")
-async def delete_expert(name: str, st: State, _: CallerDep) -> dict[str, Any]:
+async def delete_expert(name: str, st: State, _: AdminDep) -> dict[str, Any]:
     canonical = st.runtime.registry.find(name)
     if canonical is None:
-        raise E.NotFound(f"unknown expert {name!r}", param="name")
+        raise E.NotFound(f"unknown expert {name[:128]!r}", param="name")
+    if canonical.lower() in st.config_names:
+        raise E.Forbidden(f"{canonical!r} is an expert of the server's configuration file; it cannot be deleted over the API",
+                          param="name", code="config_expert")
     backend = st.runtime.registry.remove(canonical)
     await backend.aclose()
     await st.runtime.store.delete_expert(canonical)

@@ -1,5 +1,6 @@
 """For operators and orchestrators of containers: `/health` (the process is up), `/ready` (the store
-answers and some expert is healthy) and `/metrics` (Prometheus)."""
+answers and some expert is healthy; the details for admins only) and `/metrics` (Prometheus, for
+admin keys: it reveals the server's traffic and experts)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from orchestrator.gateway.deps import State
+from orchestrator.gateway.deps import AdminDep, IsAdmin, State
 from orchestrator.gateway.metrics import CIRCUIT_STATES
 from store.db import StoreUnavailable
 
@@ -21,7 +22,8 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(st: State, response: Response) -> dict[str, Any]:
+async def ready(st: State, response: Response, admin: IsAdmin) -> dict[str, Any]:
+    """503 unless ready. Anyone may ask (probes carry no key); only admins see why and which experts."""
     problems = []
     try:
         await st.runtime.store.ping()
@@ -32,12 +34,14 @@ async def ready(st: State, response: Response) -> dict[str, Any]:
         problems.append("no healthy expert")
     if problems:
         response.status_code = 503
-    return {"status": "ready" if not problems else "not ready", "problems": problems,
-            "experts": {h.name: h.healthy for h in statuses}}
+    status = "ready" if not problems else "not ready"
+    if not admin:
+        return {"status": status, "problems": [], "experts": {}}
+    return {"status": status, "problems": problems, "experts": {h.name: h.healthy for h in statuses}}
 
 
 @router.get("/metrics")
-async def metrics(st: State) -> Response:
+async def metrics(st: State, _: AdminDep) -> Response:
     for name in st.runtime.registry.names:
         st.metrics.queue_depth.labels(name).set(st.runtime.dispatcher.queue_depth(name))
     for name, b in st.runtime.dispatcher.breakers().items():

@@ -48,7 +48,7 @@ def callee_registry(config: OrchestratorConfig, *, recorded: Path | None, pool: 
 
     if live:
         names = list(pool) if pool else [s.name for s in config.experts if s.name != (policy or "smollm2-135m")] or [config.experts[0].name]
-        reg = ExpertRegistry.from_specs(config.experts)
+        reg = ExpertRegistry.from_specs(config.experts, secrets=config.secrets)
         return reg, [reg.resolve(n) for n in names]
     from evals import recorded_pool
 
