@@ -2,6 +2,8 @@
 
 Names and fields follow the OpenAI API. Importing this module costs pydantic only (no server
 code), so `orchestrator.client` can use the very models the gateway validates and serialises.
+Request models refuse fields they do not know, as OpenAI does: the gateway answers 400 naming
+them (`unsupported_parameter`), never dropping a field silently.
 
     body = ChatCompletionRequest(model="all-vote", messages=[{"role": "user", "content": "..."}])
     reply = ChatCompletionResponse.model_validate_json(response.content)
@@ -14,7 +16,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 logger = logging.getLogger("orchestrator.gateway")
 
@@ -23,21 +25,33 @@ MAX_TOKENS_LIMIT = 32768
 
 
 class OpenAIBaseModel(BaseModel):
-    """Accepts fields it does not know (OpenAI clients send extras) and logs which it ignored."""
+    """Refuses fields it does not know: a request's every field is honoured or refused, never
+    dropped (OpenAI answers an unknown parameter with a 400 naming it; so does the gateway)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    @model_validator(mode="after")
-    def _log_extras(self) -> "OpenAIBaseModel":
-        if self.model_extra:
-            logger.debug("ignored fields in %s: %s", type(self).__name__, sorted(self.model_extra))
-        return self
+
+# OpenAI chat parameters the gateway cannot honour, accepted only at the value that changes
+# nothing (clients such as LangChain may send the default explicitly).
+NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (0, 0.0),
+    "presence_penalty": (0, 0.0),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "logit_bias": ({},),
+    "store": (False,),
+    "service_tier": ("auto", "default"),
+}
 
 
 # ------------------------------------------------------------------ chat (`/v1/chat/completions`)
 class ChatMessageIn(OpenAIBaseModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = Field(default=None, max_length=256)
+    # tool use (OpenAI's shapes, passed to tool-capable experts unchanged)
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = Field(default=None, max_length=256)
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -65,6 +79,34 @@ class ChatCompletionRequest(OpenAIBaseModel):
     seed: int | None = None
     user: str | None = Field(default=None, max_length=256)
     metadata: dict[str, Any] | None = None
+    # Tools and structured output: passed unchanged to ONE expert that supports them.
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    # Accepted only at their neutral value (NEUTRAL_VALUES); anything else is a 400.
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict[str, float] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+
+    @field_validator(*NEUTRAL_VALUES)
+    @classmethod
+    def _neutral_only(cls, v: Any, info: ValidationInfo) -> Any:
+        allowed = NEUTRAL_VALUES[info.field_name or ""]
+        if v is not None and v not in allowed:
+            raise ValueError(f"not supported by this gateway (only {' or '.join(map(repr, allowed))})")
+        return v
+
+    def passthrough(self) -> dict[str, Any] | None:
+        """The fields only a tool-capable expert can honour, as its server receives them."""
+        fields = {k: v for k in ("tools", "tool_choice", "parallel_tool_calls", "response_format") if (v := getattr(self, k)) is not None}
+        if fields.get("tools") == [] and len(fields) == 1:
+            return None  # `tools: []` asks for nothing
+        return fields or None
 
     @field_validator("stop")
     @classmethod
@@ -95,7 +137,8 @@ class Usage(BaseModel):
 
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChatChoice(BaseModel):
@@ -125,6 +168,7 @@ class ChatCompletionResponse(BaseModel):
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChunkChoice(BaseModel):

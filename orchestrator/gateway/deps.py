@@ -9,8 +9,9 @@ the request (and applies the rate limit) before the handler runs.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -31,6 +32,7 @@ class GatewayState:
         self.config, self.settings, self.runtime, self.metrics, self.batches = config, settings, runtime, metrics, batches
         self.auth = Authenticator(runtime.store, settings)
         self.started = time.time()
+        self.tasks: set[asyncio.Task[Any]] = set()  # streamed answers in flight (held until done)
         self._health: tuple[float, list[HealthStatus]] = (0.0, [])
 
     async def expert_health(self) -> list[HealthStatus]:

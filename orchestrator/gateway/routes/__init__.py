@@ -11,7 +11,8 @@ Any other /v1 path is an OpenAI-shaped 404 (the catch-all below, mounted last so
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.routing import APIRoute
 
 from orchestrator.gateway import errors as E
 from orchestrator.gateway.routes import batches, chat, experts, ops, traces
@@ -20,7 +21,15 @@ unknown = APIRouter()
 
 
 @unknown.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-async def unknown_v1(rest: str) -> None:
+async def unknown_v1(rest: str, request: Request) -> None:
+    # A path another route serves with other methods is a 405 naming them (GET /v1/chat/completions).
+    path = request.url.path
+    allowed = sorted({m for r in request.app.router.routes if isinstance(r, APIRoute) and r.endpoint is not unknown_v1
+                      and r.path_regex.match(path) for m in r.methods or ()})
+    if allowed:
+        err = E.MethodNotAllowed(f"{request.method} is not allowed on {path[:100]}; use {', '.join(allowed)}")
+        err.headers["Allow"] = ", ".join(allowed)
+        raise err
     raise E.NotFound(f"no route /v1/{rest[:100]}; see GET /v1/models")
 
 
