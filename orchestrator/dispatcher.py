@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from experts.errors import ExpertError, ExpertOverloaded, ExpertTimeout, ExpertUnavailable
 from experts.registry import ExpertRegistry
@@ -343,6 +344,27 @@ class Dispatcher:
         else:
             breaker.release_probe()
         return result
+
+    async def forward(self, expert: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Another OpenAI endpoint of the expert's server (`/completions`, `/embeddings`), under
+        the expert's breaker; raises `ExpertError` (an open circuit: `ExpertCircuitOpen`)."""
+        name = self.registry.resolve(expert)
+        breaker = self.breaker(name)
+        if not breaker.allow():
+            raise breaker.open_error()
+        try:
+            out = await self.registry.backend(name).forward(path, body)
+        except ExpertError as e:
+            if counts_as_failure(e):
+                breaker.record(ok=False)
+            else:
+                breaker.release_probe()
+            raise
+        except BaseException:
+            breaker.release_probe()
+            raise
+        breaker.record(ok=True)
+        return out
 
     def breaker(self, expert: str) -> CircuitBreaker:
         """The expert's circuit breaker (made on first use from its spec)."""

@@ -186,6 +186,28 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = None
 
 
+# ------------------------------------------------------------------ passed through (`/v1/completions`, `/v1/embeddings`)
+class PassthroughRequest(BaseModel):
+    """A request the gateway forwards to ONE expert's OpenAI-compatible server: `model` names
+    the expert (no router answers these), every other field reaches the server unchanged."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=256)
+
+
+class CompletionRequest(PassthroughRequest):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stream: Literal[False] = Field(default=False, description="not supported on /v1/completions")
+
+
+class EmbeddingRequest(PassthroughRequest):
+    input: str | list[str] | list[int] | list[list[int]]
+
+
 # ------------------------------------------------------------------ models (`/v1/models`)
 class ModelCard(BaseModel):
     id: str
@@ -212,10 +234,44 @@ class ErrorResponse(BaseModel):
     error: ErrorInfo
 
 
+# ------------------------------------------------------------------ files (`/v1/files`)
+# OpenAI's Files API, for batch input: upload a JSONL file with purpose "batch", then create a
+# batch from its id. A finished batch's results are files too (`output_file_id`, `error_file_id`).
+
+MAX_FILE_BYTES = 64 * 1024 * 1024  # the default upload limit (ORCHESTRATOR_MAX_FILE_BYTES)
+FilePurpose = Literal["batch", "batch_output"]
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: FilePurpose
+    status: Literal["processed"] = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    has_more: bool = False
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
 # ------------------------------------------------------------------ batches (`/v1/batches`)
-# Names and fields follow OpenAI's Batch API where they apply.
+# Names and fields follow OpenAI's Batch API. Two input shapes:
 #
-# Input shape: the requests inline, each one line of an OpenAI batch input file:
+#     POST /v1/batches {"input_file_id": "file-...", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+#
+# (the SDK's `client.batches.create`; the file holds one request per line), or the requests inline:
 #
 #     POST /v1/batches
 #     {"requests": [{"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
@@ -224,7 +280,10 @@ class ErrorResponse(BaseModel):
 #
 # `body` is a chat completion request (`stream` must be false). `body.metadata` may carry
 # `question_id`, `choices` and `category` so benchmark questions reach recorded experts and
-# multiple-choice aggregation. Results come back in the shape of OpenAI's batch output lines.
+# multiple-choice aggregation. A request that cannot be answered (an unknown model, a router not
+# fitted, a bad line of the file) fails alone: its result is an error, the others are answered.
+# Results come back in the shape of OpenAI's batch output lines, through `output_file_id` and
+# `error_file_id` once the batch is finished, or page by page (`GET /v1/batches/{id}/results`).
 
 MAX_BATCH_REQUESTS = 50_000
 
@@ -253,15 +312,22 @@ class BatchRequestItem(OpenAIBaseModel):
 
 
 class BatchCreate(OpenAIBaseModel):
-    requests: list[BatchRequestItem] = Field(min_length=1, max_length=MAX_BATCH_REQUESTS)
+    input_file_id: str | None = Field(default=None, max_length=128)
+    requests: list[BatchRequestItem] | None = Field(default=None, min_length=1, max_length=MAX_BATCH_REQUESTS)
     endpoint: Literal["/v1/chat/completions"] = "/v1/chat/completions"
-    completion_window: str = "24h"
+    completion_window: Literal["24h"] = "24h"
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "BatchCreate":
+        if (self.input_file_id is None) == (self.requests is None):
+            raise ValueError("give exactly one of input_file_id (an uploaded file, purpose 'batch') or requests (inline)")
+        return self
 
     @model_validator(mode="after")
     def _unique_custom_ids(self) -> "BatchCreate":
         seen: set[str] = set()
-        for r in self.requests:
+        for r in self.requests or ():
             if r.custom_id is not None:
                 if r.custom_id in seen:
                     raise ValueError(f"custom_id {r.custom_id!r} appears twice; custom ids must be unique")
@@ -279,10 +345,17 @@ class BatchObject(BaseModel):
     id: str
     object: Literal["batch"] = "batch"
     endpoint: str = "/v1/chat/completions"
+    completion_window: str = "24h"
+    input_file_id: str | None = None  # None for an inline batch
     status: BatchStatus
     created_at: int
+    in_progress_at: int | None = None
     completed_at: int | None = None
+    failed_at: int | None = None
     cancelled_at: int | None = None
+    # JSONL results once the batch is finished: successes, and failures (None when there are none)
+    output_file_id: str | None = None
+    error_file_id: str | None = None
     request_counts: BatchRequestCounts
     metadata: dict[str, str] | None = None
     errors: ErrorInfo | None = None

@@ -221,7 +221,7 @@ class OpenAIBackend(ExpertBackend):
         self._session = None
 
     # ------------------------------------------------------------------ retries
-    async def _send_httpx(self, url: str, payload: dict[str, Any], check: BodyCheck = _check_completion) -> dict[str, Any] | ExpertError:
+    async def _send_httpx(self, url: str, payload: dict[str, Any], *, check: BodyCheck = _check_completion) -> dict[str, Any] | ExpertError:
         """One attempt over httpx: the completion body, or the error to retry or raise."""
         try:
             client = self._pool(next(self._next_pool) % len(self._pools))
@@ -237,7 +237,7 @@ class OpenAIBackend(ExpertBackend):
         except ValueError as e:
             return ExpertBadResponse(f"expert {self.name!r} sent a malformed completion ({e})", expert=self.name)
 
-    async def _send_aiohttp(self, url: str, data: bytes, check: BodyCheck = _check_completion) -> dict[str, Any] | ExpertError:
+    async def _send_aiohttp(self, url: str, data: bytes, *, check: BodyCheck = _check_completion) -> dict[str, Any] | ExpertError:
         """One attempt over aiohttp, with the same outcomes as `_send_httpx`."""
         try:
             async with self._aiohttp_session().post(url, data=data, proxy=self._proxy) as resp:
@@ -261,13 +261,14 @@ class OpenAIBackend(ExpertBackend):
         deadline = time.monotonic() + self.spec.timeout_s * (self.spec.max_retries + 1)
         attempt = 0
         data = json.dumps(payload, separators=(",", ":")).encode() if self._use_aiohttp else b""
+        kw = {} if check is _check_completion else {"check": check}
         while True:
             attempt += 1
             try:
                 # httpx and aiohttp bound each phase; this bounds the whole exchange (a server
                 # that drips bytes slowly never trips a per-read timeout).
                 async with asyncio.timeout(self.spec.timeout_s):  # no extra task, unlike wait_for
-                    out = await (self._send_aiohttp(url, data, check) if self._use_aiohttp else self._send_httpx(url, payload, check))
+                    out = await (self._send_aiohttp(url, data, **kw) if self._use_aiohttp else self._send_httpx(url, payload, **kw))
                 if not isinstance(out, ExpertError):
                     return out, attempt
                 err = out
@@ -432,6 +433,10 @@ class OpenAIBackend(ExpertBackend):
             async with self._aiohttp_session().post(url, data=data, proxy=self._proxy) as resp:
                 if resp.status != 200:
                     return map_status_parts(resp.status, resp.headers.get("Retry-After"), await resp.read(), self.name)
+                if resp.content_type == "application/json":  # a server that does not stream: one whole answer
+                    for delta in acc.feed_completion(_check_completion(json.loads(await resp.read()))):
+                        await on_delta(delta)
+                    return None
                 async for line in resp.content:
                     for delta in acc.feed(line):
                         await on_delta(delta)
@@ -452,6 +457,10 @@ class OpenAIBackend(ExpertBackend):
                 if resp.status_code != 200:
                     await resp.aread()
                     return map_status(resp, self.name)
+                if resp.headers.get("content-type", "").startswith("application/json"):  # not streamed: one whole answer
+                    for delta in acc.feed_completion(_check_completion(json.loads(await resp.aread()))):
+                        await on_delta(delta)
+                    return None
                 async for line in resp.aiter_lines():
                     for delta in acc.feed(line):
                         await on_delta(delta)

@@ -88,6 +88,22 @@ class ChatStreamAccumulator:
             self.emitted = True
         return out
 
+    def feed_completion(self, body: dict[str, Any]) -> list[GenerationDelta]:
+        """A whole (non-streamed) chat completion, from a server that ignored `stream: true`."""
+        choice = body["choices"][0] if body.get("choices") else {}
+        message = choice.get("message") or {}
+        text, calls = message.get("content") or "", message.get("tool_calls") or None
+        self.parts.append(text)
+        if calls:
+            self._calls = dict(enumerate(calls))
+        self.finish_reason = choice.get("finish_reason")
+        self.usage = body.get("usage") or {}
+        self.done = True
+        if not (text or calls):
+            return []
+        self.emitted = True
+        return [GenerationDelta(text=text, tool_calls=tool_call_deltas(calls) if calls else None)]
+
     def _merge(self, deltas: list[dict[str, Any]]) -> None:
         for d in deltas:
             i = int(d.get("index", 0))

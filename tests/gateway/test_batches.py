@@ -90,28 +90,44 @@ def test_batch_items_that_fail_get_error_bodies(tmp_path: Path) -> None:
 
 
 def test_batch_validation_errors_name_the_field(tmp_path: Path) -> None:
+    """An invalid batch body is a 400 naming the field (OpenAI's status for invalid parameters);
+    a request that cannot be answered (unknown model, router not fitted, no user message) fails
+    alone, with the error the chat endpoint would give it, and the others are answered."""
     with running_gateway(recorded_config(tmp_path)) as url:
         def post(body: dict) -> dict:
             r = httpx.post(f"{url}/v1/batches", json=body)
             return {"status": r.status_code, **r.json()["error"]}
 
         user = [{"role": "user", "content": "x"}]
-        e = post({"requests": [{"body": {"model": "all-vote", "messages": user}}, {"body": {"model": "gpt-17", "messages": user}}]})
-        assert e["status"] == 404 and e["param"] == "requests.1.body.model" and "all-vote" in e["message"]
-        e = post({"requests": [{"body": {"model": "all-vote", "messages": [{"role": "system", "content": "x"}]}}]})
-        assert e["status"] == 422 and e["param"] == "requests.0.body.messages"
         e = post({"requests": [{"body": {"model": "all-vote", "messages": user, "max_tokens": 0}}]})
-        assert e["status"] == 422 and e["param"] == "requests.0.body.max_tokens"
-        e = post({"requests": [{"body": {"model": "all-vote", "messages": user}}, {"body": {"model": "symbolic-moe", "messages": user}}]})
-        assert e["status"] == 400 and e["param"] == "requests.1.body.model" and "fitted" in e["message"]
+        assert e["status"] == 400 and e["param"] == "requests.0.body.max_tokens"
         e = post({"requests": []})
-        assert e["status"] == 422 and e["param"] == "requests"
+        assert e["status"] == 400 and e["param"] == "requests"
         e = post({"requests": [{"custom_id": "a", "body": {"model": "all-vote", "messages": user}}] * 2})
-        assert e["status"] == 422 and "twice" in e["message"]
+        assert e["status"] == 400 and "twice" in e["message"]
         e = post({"requests": [{"body": {"model": "all-vote", "messages": user, "stream": True}}]})
-        assert e["status"] == 422 and "stream" in e["message"]
+        assert e["status"] == 400 and "stream" in e["message"]
+        e = post({"endpoint": "/v1/chat/completions"})
+        assert e["status"] == 400 and "input_file_id" in e["message"]
         assert httpx.get(f"{url}/v1/batches/batch_missing").status_code == 404
         assert httpx.get(f"{url}/v1/batches").json()["data"] == []  # nothing invalid was stored
+
+        good = batch_requests(1)[0]
+        lines = [good, {"custom_id": "unknown", "body": {"model": "gpt-17", "messages": user}},
+                 {"custom_id": "no-user", "body": {"model": "all-vote", "messages": [{"role": "system", "content": "x"}]}},
+                 {"custom_id": "unfitted", "body": {"model": "symbolic-moe", "messages": user}}]
+        r = httpx.post(f"{url}/v1/batches", json={"requests": lines})
+        assert r.status_code == 200, r.text
+        done = wait_status(url, r.json()["id"])
+        assert done["status"] == "completed" and done["request_counts"] == {"total": 4, "completed": 1, "failed": 3}
+        res = {d["custom_id"]: d for d in httpx.get(f"{url}/v1/batches/{done['id']}/results").json()["data"]}
+        assert res[good["custom_id"]]["response"]["status_code"] == 200
+        unknown = res["unknown"]["response"]
+        assert unknown["status_code"] == 404 and unknown["body"]["error"]["param"] == "body.model" and "all-vote" in unknown["body"]["error"]["message"]
+        assert res["no-user"]["response"]["status_code"] == 400 and res["no-user"]["response"]["body"]["error"]["param"] == "body.messages"
+        unfitted = res["unfitted"]["response"]
+        assert unfitted["status_code"] == 400 and "fitted" in unfitted["body"]["error"]["message"]
+        assert res["unknown"]["error"]["code"] == "model_not_found"
 
 
 def test_batches_are_scoped_to_their_key_and_can_be_cancelled(tmp_path: Path) -> None:

@@ -58,9 +58,13 @@ def test_error_bodies_are_openai_shaped(tmp_path: Path) -> None:
 
         ok = {"model": "all-vote", "messages": [{"role": "user", "content": "x"}]}
         check(httpx.post(f"{url}/v1/chat/completions", json={**ok, "model": "gpt-17"}), 404, "model")
-        check(httpx.post(f"{url}/v1/chat/completions", json={**ok, "max_tokens": -5}), 422, "max_tokens")
-        check(httpx.post(f"{url}/v1/chat/completions", json={**ok, "n": 1000}), 422, "n")
-        check(httpx.post(f"{url}/v1/chat/completions", json={"model": "all-vote"}), 422, "messages")
+        # invalid parameters are 400 invalid_request_error, as OpenAI's and LiteLLM's (not 422)
+        for bad, param in [({"max_tokens": -5}, "max_tokens"), ({"n": 1000}, "n"), ({"n": 2}, "n"), ({"temperature": 5}, "temperature")]:
+            assert check(httpx.post(f"{url}/v1/chat/completions", json={**ok, **bad}), 400, param)["error"]["type"] == "invalid_request_error"
+        check(httpx.post(f"{url}/v1/chat/completions", json={"model": "all-vote"}), 400, "messages")
+        wrong_method = httpx.get(f"{url}/v1/chat/completions")
+        check(wrong_method, 405)
+        assert wrong_method.headers["allow"] == "POST"
         check(httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}), 400)
         check(httpx.post(f"{url}/v1/chat/completions", content=b'{"model": "\\xff\\xfe"' + bytes([0xFF, 0xFE]) + b"}",
                          headers={"content-type": "application/json"}), 400)

@@ -17,6 +17,7 @@ from orchestrator.client import (
     APIConnectionError,
     AsyncOrchestratorClient,
     AuthenticationError,
+    BadRequestError,
     BatchTimeout,
     ChatCompletion,
     ClientError,
@@ -24,8 +25,6 @@ from orchestrator.client import (
     PayloadTooLargeError,
     RateLimitError,
     ServiceUnavailableError,
-    StreamError,
-    UnprocessableEntityError,
     UpstreamError,
 )
 from orchestrator.settings import GatewaySettings
@@ -63,7 +62,7 @@ def test_client_covers_every_endpoint(tmp_path: Path) -> None:
             chunks = [ch async for ch in c.chat_stream(POOL3[0], q.text, metadata=meta)]
             assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == expected
             assert chunks[-1].choices == [] and chunks[-1].usage is not None
-            with pytest.raises(StreamError, match="question_id"):  # fails after the first chunk: in-band
+            with pytest.raises(UpstreamError, match="question_id"):  # fails before the first token: the HTTP error
                 async for _ in c.chat_stream(POOL3[0], "hello"):
                     pass
             with pytest.raises(UpstreamError, match="question_id"):
@@ -101,9 +100,9 @@ def test_client_covers_every_endpoint(tmp_path: Path) -> None:
             assert all(r.response.status_code == 200 and r.response.request_id for r in results)
             assert [b.id for b in await c.batches()] == [batch.id]
             assert (await c.cancel_batch(batch.id)).status == "completed"  # finished jobs stay finished
-            with pytest.raises(UnprocessableEntityError) as e:
+            with pytest.raises(BadRequestError) as e:  # invalid parameters are 400s, as OpenAI's
                 await c.batch_results(batch.id, page_size=0)
-            assert e.value.param == "limit"
+            assert e.value.param == "limit" and e.value.status_code == 400
             with pytest.raises(NotFoundError):
                 await c.batch("batch_nope")
 

@@ -1,12 +1,15 @@
 """The gateway's routes, one `APIRouter` per resource, mounted in matching order by `include_routes`.
 
-    chat.py      POST /v1/chat/completions
-    experts.py   /v1/models, /v1/experts
-    traces.py    GET /v1/traces/{trace_id}
-    ops.py       /health, /ready, /metrics
-    batches.py   /v1/batches
+    chat.py         POST /v1/chat/completions
+    completions.py  POST /v1/completions, /v1/embeddings (passed through to an expert)
+    experts.py      /v1/models, /v1/experts
+    traces.py       GET /v1/traces/{trace_id}
+    ops.py          /health, /ready, /metrics
+    batches.py      /v1/batches
+    files.py        /v1/files (batch input files and batch results)
 
-Any other /v1 path is an OpenAI-shaped 404 (the catch-all below, mounted last so it shadows nothing).
+Any other /v1 path is an OpenAI-shaped 404, or 405 when another method serves it (the catch-all
+below, mounted last so it shadows nothing).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.routing import APIRoute
 
 from orchestrator.gateway import errors as E
-from orchestrator.gateway.routes import batches, chat, experts, ops, traces
+from orchestrator.gateway.routes import batches, chat, completions, experts, files, ops, traces
 
 unknown = APIRouter()
 
@@ -38,6 +41,6 @@ def include_routes(app: FastAPI) -> None:
     # through an included router twice, ~25 us per level of inclusion, and chat is the hot path.
     # They need nothing included routers add (chat resolves its dependencies by hand).
     app.router.routes.extend(chat.router.routes)
-    for resource in (experts, traces, ops, batches):
+    for resource in (completions, experts, traces, ops, batches, files):
         app.include_router(resource.router)
     app.include_router(unknown)
