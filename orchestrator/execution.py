@@ -294,11 +294,11 @@ class Executor:
 
         async def on_delta(delta: GenerationDelta) -> None:
             nonlocal sent
+            produced.append(delta.text)
             if select is None:
                 sink.send(delta.text, delta.tool_calls, expert=expert)
                 sent += len(delta.text) + len(delta.tool_calls or ())
                 return
-            produced.append(delta.text)
             answer = select("".join(produced))
             if len(answer) > sent:
                 sink.send(answer[sent:], expert=expert)
