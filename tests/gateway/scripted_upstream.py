@@ -111,9 +111,15 @@ class ScriptedToolUpstream:
 
     # ------------------------------------------------------------------ lifecycle
     async def _start(self) -> None:
+        async def health(_: web.Request) -> web.Response:
+            return web.json_response({})
+
+        async def models(_: web.Request) -> web.Response:
+            return web.json_response({"object": "list", "data": [{"id": "scripted-tools", "object": "model"}]})
+
         app = web.Application()
-        app.router.add_get("/health", lambda _: web.json_response({}))
-        app.router.add_get("/v1/models", lambda _: web.json_response({"object": "list", "data": [{"id": "scripted-tools", "object": "model"}]}))
+        app.router.add_get("/health", health)
+        app.router.add_get("/v1/models", models)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/completions", self._completions)

@@ -121,3 +121,18 @@ def test_auth_keys_and_trace_ownership(tmp_path: Path) -> None:
         trace_id = asyncio.run(last_trace())
         assert httpx.get(f"{url}/v1/traces/{trace_id}", headers={"Authorization": f"Bearer {alice}"}).status_code == 200
         assert httpx.get(f"{url}/v1/traces/{trace_id}", headers={"Authorization": f"Bearer {bob}"}).status_code == 404
+
+
+def test_completions_and_embeddings_need_an_expert_on_an_openai_server(tmp_path: Path) -> None:
+    with running_gateway(recorded_config(tmp_path)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="recorded backend"):
+            client.completions.create(model=POOL3[0], prompt="2+2=", max_tokens=2)
+        with pytest.raises(openai.BadRequestError, match="is a router"):
+            client.embeddings.create(model="all-vote", input="x")
+        with pytest.raises(openai.NotFoundError):
+            client.embeddings.create(model="gpt-17", input="x")
+        with pytest.raises(openai.BadRequestError):
+            client.completions.create(model=POOL3[0], prompt="x", stream=True)
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'orchestrator_requests_total{route="/v1/completions",status="400"}' in metrics

@@ -184,3 +184,26 @@ def test_client_retries_503_then_raises_typed_errors() -> None:
                 await c.health()
 
     asyncio.run(go())
+
+
+def test_client_raises_its_typed_error_for_invalid_arguments() -> None:
+    """Arguments the gateway would refuse with a 400 raise `BadRequestError` before anything is
+    sent (not pydantic's ValidationError); nothing listens at the URL, so nothing could be sent."""
+    async def go() -> None:
+        async with AsyncOrchestratorClient(closed_port_url(), max_retries=0) as c:
+            with pytest.raises(BadRequestError) as e:
+                await c.chat("all-vote", "hi", max_tokens=-1)
+            assert e.value.param == "max_tokens" and e.value.status_code == 400 and e.value.response is None
+            with pytest.raises(BadRequestError) as e:
+                await c.chat("all-vote", "hi", frobnicate=True)
+            assert e.value.param == "frobnicate" and e.value.code == "unsupported_parameter"
+            with pytest.raises(BadRequestError):
+                async for _ in c.chat_stream("all-vote", [], temperature=9):
+                    pass
+            with pytest.raises(BadRequestError) as e:
+                await c.submit_batch([{"body": {"model": "x", "messages": [{"role": "user", "content": "hi"}], "n": 3}}])
+            assert e.value.param == "requests.0.body.n"
+            with pytest.raises(BadRequestError):
+                await c.create_expert({"name": "x", "backend": "openai", "model": "m"})  # no base_url
+
+    asyncio.run(go())
