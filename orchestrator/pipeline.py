@@ -13,6 +13,7 @@ is cancelled (status "cancelled", with the calls made until then).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from routers.registry import build_router
 from store.records import ExpertCallRecord, PlanRecord, TraceRecord, TraceStepRecord
 from store.repository import Store
 from store.trace_writer import TraceWriter
+
+logger = logging.getLogger("orchestrator.pipeline")
 
 
 @dataclass
@@ -170,7 +173,10 @@ class Runtime:
             (outcome,) = await r.run([query], executor)
         except asyncio.CancelledError:
             if record and sink is not None:  # the stream ended early: its trace says how far it got
-                await self._save(self._cancelled_trace(query, router, executor, time.perf_counter() - t0, trace_id, owner))
+                try:
+                    await self._save(self._cancelled_trace(query, router, executor, time.perf_counter() - t0, trace_id, owner))
+                except Exception:  # noqa: BLE001 - the store's trouble must not hide the cancellation
+                    logger.exception("could not record the cancelled stream %s", trace_id)
             raise
         result = self.result(router, outcome, time.perf_counter() - t0, trace_id=trace_id)
         result.interrupted = executor.interrupted

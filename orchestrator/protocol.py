@@ -11,14 +11,11 @@ them (`unsupported_parameter`), never dropping a field silently.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-
-logger = logging.getLogger("orchestrator.gateway")
 
 MAX_MESSAGES = 256
 MAX_TOKENS_LIMIT = 32768
@@ -104,6 +101,8 @@ class ChatCompletionRequest(OpenAIBaseModel):
     def passthrough(self) -> dict[str, Any] | None:
         """The fields only a tool-capable expert can honour, as its server receives them."""
         fields = {k: v for k in ("tools", "tool_choice", "parallel_tool_calls", "response_format") if (v := getattr(self, k)) is not None}
+        if fields.get("response_format") == {"type": "text"}:
+            del fields["response_format"]  # plain text is what every expert answers anyway
         if fields.get("tools") == [] and len(fields) == 1:
             return None  # `tools: []` asks for nothing
         return fields or None
