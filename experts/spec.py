@@ -71,6 +71,7 @@ class ExpertSpec(BaseModel):
     max_retries: int = Field(default=2, ge=0, le=10)
     max_new_tokens: int = Field(default=512, ge=1)
     chat_template: bool = Field(default=True, description="local: wrap prompts in the model's chat template")
+    supports_tools: bool = Field(default=False, description="openai: the server honours tools, tool_choice and response_format")
     # circuit breaker (orchestrator/circuit.py): open after N consecutive failures, probe after the cool-down
     breaker_failures: int = Field(default=5, ge=1, le=1000)
     breaker_cooldown_s: float = Field(default=30.0, gt=0.0, le=3600)
@@ -102,6 +103,9 @@ class ExpertSpec(BaseModel):
             raise ValueError("base_url is required for backend 'openai'")
         if self.backend is BackendKind.RECORDED and not self.path:
             raise ValueError("path (a recorded-outputs directory) is required for backend 'recorded'")
+        if self.supports_tools and self.backend is not BackendKind.OPENAI:
+            # only an OpenAI-compatible server receives the fields unchanged; others would drop them
+            raise ValueError("supports_tools needs backend 'openai' (tools are passed to the server unchanged)")
         return self
 
     def all_names(self) -> tuple[str, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,10 +12,26 @@ from experts.errors import ERROR_KINDS, ExpertError
 
 
 class ChatMessage(BaseModel):
+    """One chat turn. `tool_calls` (an assistant's calls), `tool_call_id` (a tool's reply) and
+    `name` are OpenAI's fields, kept unchanged for experts that support tools."""
+
     model_config = ConfigDict(frozen=True)
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[dict[str, Any], ...] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def openai(self) -> dict[str, Any]:
+        """The message as an OpenAI chat request holds it (an assistant turn that only calls
+        tools has `content: null`)."""
+        d = self.model_dump(exclude_none=True)
+        if self.tool_calls is not None:
+            d["tool_calls"] = list(self.tool_calls)
+            if not self.content:
+                d["content"] = None
+        return d
 
 
 class GenerationRequest(BaseModel):
@@ -36,6 +54,9 @@ class GenerationRequest(BaseModel):
     seed: int | None = None
     question_id: str | None = None
     continue_final_message: bool = False
+    # OpenAI request fields sent to the expert unchanged (`tools`, `tool_choice`,
+    # `response_format`, `parallel_tool_calls`); only experts with `supports_tools` get any.
+    passthrough: dict[str, Any] | None = None
 
     def model_post_init(self, __context: Any) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -44,6 +65,14 @@ class GenerationRequest(BaseModel):
     @classmethod
     def chat(cls, content: str, **kwargs: Any) -> "GenerationRequest":
         return cls(messages=(ChatMessage(role="user", content=content),), **kwargs)
+
+    def tool_fields(self) -> list[str]:
+        """What only a tool-capable expert can honour: the passthrough fields, and a conversation
+        that carries tool calls or tool results."""
+        fields = sorted(self.passthrough or {})
+        if any(m.role == "tool" or m.tool_calls for m in self.messages or ()):
+            fields.append("tool messages")
+        return fields
 
     def prompt_text(self) -> str:
         """The request as plain text (for logging, hashing and token estimates)."""
@@ -99,6 +128,8 @@ class GenerationResult(BaseModel):
     # `answer_parsed` says the backend's parse is final, even when it found no answer.
     answer: str | None = None
     answer_parsed: bool = False
+    # The expert's tool calls, exactly as its server sent them (OpenAI's `message.tool_calls`).
+    tool_calls: list[dict[str, Any]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -107,6 +138,18 @@ class GenerationResult(BaseModel):
     @classmethod
     def failed(cls, exc: ExpertError, *, latency_s: float = 0.0, attempts: int = 1) -> "GenerationResult":
         return cls(error=ErrorInfo.from_exception(exc), latency_s=latency_s, attempts=attempts)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationDelta:
+    """A piece of an answer as a streaming backend produces it: new text, and/or tool-call
+    deltas exactly as the expert's server streamed them (OpenAI's `delta.tool_calls`)."""
+
+    text: str = ""
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+DeltaHandler = Callable[[GenerationDelta], Awaitable[None]]
 
 
 class HealthStatus(BaseModel):

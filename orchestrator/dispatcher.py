@@ -4,6 +4,7 @@
     result = await dispatcher.submit("qwen2.5-7b", request)       # batched with its neighbours
     outcome = await dispatcher.call(assignment)                      # + fallback expert on failure
     results = await dispatcher.submit_many("qwen2.5-7b", requests)   # grouped work: waits for room
+    result = await dispatcher.stream("qwen2.5-7b", request, on_delta)  # tokens as they come
     await dispatcher.aclose()
 
 Each expert gets one bounded `asyncio.Queue` and one collector task. The collector takes the
@@ -12,7 +13,9 @@ first waiting request, then keeps taking until the batch holds `max_batch_size` 
 `max_concurrency` batches are in flight. A full queue rejects an interactive request at once
 with `ExpertOverloaded` (retryable), so memory stays bounded under overload; grouped work
 (`submit_many`: batch jobs, benchmarks) waits for room instead, so one expert's whole group
-streams through the same queue, breaker and concurrency bound as chat traffic.
+streams through the same queue, breaker and concurrency bound as chat traffic. A streamed
+request (`stream`: the answering call of a streaming chat request) is never batched, since its
+tokens go to one caller, but takes one of the expert's concurrency slots and answers to its breaker.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from experts.errors import ExpertError, ExpertOverloaded, ExpertTimeout, ExpertUnavailable
 from experts.registry import ExpertRegistry
 from orchestrator.circuit import CircuitBreaker, counts_as_failure
-from experts.types import GenerationRequest, GenerationResult
+from experts.types import DeltaHandler, GenerationRequest, GenerationResult
 from routers.types import Assignment
 
 
@@ -291,6 +295,76 @@ class Dispatcher:
             raise
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
+
+    async def stream(self, expert: str, request: GenerationRequest, on_delta: DeltaHandler) -> GenerationResult:
+        """One request streamed from one expert, each delta passed to `on_delta` as it comes.
+
+        Not batched (its tokens go to one caller) but bound like batches: it waits for one of the
+        expert's concurrency slots (up to the expert's submit timeout), is refused at once when
+        the expert's queue is full or its circuit open, and its outcome feeds the breaker.
+        Failures come back in the result; cancelling the caller cancels the upstream stream."""
+        q = self._queue(expert)
+        breaker = self.breaker(q.name)
+        if not breaker.allow():
+            return GenerationResult.failed(breaker.open_error(), attempts=0)  # fail fast: nothing is sent
+        if q.queue.full():
+            breaker.release_probe()
+            q.stats.rejected += 1
+            return GenerationResult.failed(ExpertOverloaded(
+                f"expert {q.name!r} has {q.queue.maxsize} requests waiting; retry later", expert=q.name))
+        try:
+            try:
+                async with asyncio.timeout(q.submit_timeout_s):
+                    await q.slots.acquire()
+            except TimeoutError:
+                breaker.release_probe()
+                return GenerationResult.failed(ExpertTimeout(
+                    f"expert {q.name!r} had no free slot within {q.submit_timeout_s:.0f} s", expert=q.name))
+            try:
+                q.stats.backend_calls += 1
+                q.stats.requests += 1
+                q.stats.batch_sizes[1] += 1
+                if self._on_batch is not None:
+                    self._on_batch(q.name, 1, q.queue.qsize())
+                try:
+                    result = await q.backend.stream(request, on_delta)
+                except ExpertError as e:  # backends return failures; a raised one is still typed
+                    result = GenerationResult.failed(e)
+                except Exception as e:  # noqa: BLE001 - a backend bug must not strand its caller
+                    result = GenerationResult.failed(ExpertUnavailable(f"expert {q.name!r} failed: {type(e).__name__}: {e}", expert=q.name))
+            finally:
+                q.slots.release()
+        except BaseException:  # cancelled (the client went away): says nothing about the expert
+            breaker.release_probe()
+            raise
+        if result.ok:
+            breaker.record(ok=True)
+        elif counts_as_failure(result.error):
+            breaker.record(ok=False)
+        else:
+            breaker.release_probe()
+        return result
+
+    async def forward(self, expert: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Another OpenAI endpoint of the expert's server (`/completions`, `/embeddings`), under
+        the expert's breaker; raises `ExpertError` (an open circuit: `ExpertCircuitOpen`)."""
+        name = self.registry.resolve(expert)
+        breaker = self.breaker(name)
+        if not breaker.allow():
+            raise breaker.open_error()
+        try:
+            out = await self.registry.backend(name).forward(path, body)
+        except ExpertError as e:
+            if counts_as_failure(e):
+                breaker.record(ok=False)
+            else:
+                breaker.release_probe()
+            raise
+        except BaseException:
+            breaker.release_probe()
+            raise
+        breaker.record(ok=True)
+        return out
 
     def breaker(self, expert: str) -> CircuitBreaker:
         """The expert's circuit breaker (made on first use from its spec)."""

@@ -14,24 +14,46 @@ and every plan is aggregated by `aggregate`, whatever the scheduling policy:
   fallback expert, then the aggregations grouped by aggregator model.
 
 The two give the same outcome for the same plans; only the order of calls differs.
+
+A streaming chat request runs on `executor.streaming(sink)`, a view of the same executor for ONE
+query: routing and the other experts' calls happen first, then the answering call (one expert's
+output, or an LLM aggregator's) is made with `Dispatcher.stream`, its tokens going to `sink` as
+the expert produces them. A vote over complete outputs is sent the moment it is decided. A
+fallback replaces a failed answering call only while nothing has been sent.
+
+Every plan is checked first: OpenAI fields that only one tool-capable expert can honour (tools,
+response_format) on a plan that combines several outputs raise `UnsupportedRequest`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from experts.backends.streaming import tool_call_deltas
 from experts.registry import ExpertRegistry
-from experts.types import GenerationRequest, GenerationResult
+from experts.types import ErrorInfo, GenerationDelta, GenerationRequest, GenerationResult
 from orchestrator.dispatcher import CallAttempt, Dispatcher
 from orchestrator.residency import ResidencyManager
 from routers import aggregation
 from routers.tracing import call_record
-from routers.types import Assignment, ExpertOutput, FinalAnswer, Plan, Query, QueryOutcome, extract_answer
+from routers.types import (
+    AnswerSelector,
+    AnswerSink,
+    Assignment,
+    ExpertOutput,
+    FinalAnswer,
+    Plan,
+    Query,
+    QueryOutcome,
+    UnsupportedRequest,
+    extract_answer,
+)
 from store.records import ExpertCallRecord, TraceStepRecord
 
 ProgressHook = Callable[[str, int, int], None]  # (phase, done, total)
@@ -97,19 +119,51 @@ class Executor:
         self.keep_outputs = keep_outputs
         self.stats = stats or SchedulerStats()
         self.resident_first = resident_first  # grouped: run already-resident experts first (no load)
+        # Set only on a streaming view (`streaming`): the sink, the calls made so far (what the
+        # trace of a cancelled stream shows), the plan, and why a started answer broke off.
+        self.answer_sink: AnswerSink | None = None
+        self.attempts: list[tuple[str, CallAttempt]] | None = None
+        self.plan: Plan | None = None
+        self.interrupted: str | None = None
+
+    def streaming(self, sink: AnswerSink) -> "Executor":
+        """A view of this executor for ONE streaming query: the same registry, dispatcher and
+        stats; the answer goes to `sink` as it is generated."""
+        view = copy.copy(self)
+        view.answer_sink, view.attempts, view.plan, view.interrupted = sink, [], None, None
+        return view
+
+    def _log(self, role: str, attempt: CallAttempt) -> None:
+        if self.attempts is not None:
+            self.attempts.append((role, attempt))
 
     # ------------------------------------------------------------------ ExpertRuntime
     async def generate(self, expert: str, request: GenerationRequest) -> GenerationResult:
         """One call through the dispatcher; failures come back in the result."""
         self.stats.expert_calls += 1
-        return await self.dispatcher.submit_or_error(expert, request)
+        result = await self.dispatcher.submit_or_error(expert, request)
+        self._log("expert", CallAttempt(expert, result))
+        return result
+
+    async def generate_answer(self, expert: str, request: GenerationRequest, *, select: AnswerSelector | None = None) -> GenerationResult:
+        """A call whose output is (or holds) the answer: streamed when this is a streaming view."""
+        if self.answer_sink is None:
+            return await self.generate(expert, request)
+        self.stats.expert_calls += 1
+        return await self._stream_call(expert, request, select=select)
 
     async def execute(self, queries: Sequence[Query], plans: Sequence[Plan]) -> list[QueryOutcome]:
         if len(queries) != len(plans):
             raise ValueError(f"{len(queries)} queries but {len(plans)} plans")
+        for plan in plans:
+            problem = plan.passthrough_problem(self.registry)
+            if problem is not None:
+                raise UnsupportedRequest(problem)
         if self.grouped:
             return await self._execute_grouped(queries, plans)
         if len(plans) == 1:
+            if self.answer_sink is not None:
+                return [await self._execute_streamed(queries[0], plans[0])]
             return [await self._execute_one(queries[0], plans[0])]
         return list(await asyncio.gather(*(self._execute_one(q, p) for q, p in zip(queries, plans, strict=True))))
 
@@ -124,6 +178,8 @@ class Executor:
         t0 = time.perf_counter()
         outcome = await self.dispatcher.call(assignment)
         self.stats.expert_calls += len(outcome.attempts)
+        for att in outcome.attempts:
+            self._log("expert", att)
         return self.record_assignment(query, assignment, index, outcome.attempts, time.perf_counter() - t0)
 
     def record_assignment(self, query: Query, assignment: Assignment, index: int, attempts: list[CallAttempt],
@@ -135,7 +191,8 @@ class Executor:
             calls.append(rec)
         final = attempts[-1]
         output = ExpertOutput(index=index, expert=final.expert, text=final.result.text, answer=calls[-1].answer,
-                              weight=assignment.weight, ok=final.result.ok)
+                              weight=assignment.weight, ok=final.result.ok, finish_reason=final.result.finish_reason,
+                              tool_calls=final.result.tool_calls)
         step = TraceStepRecord(
             seq=index, kind="generate", duration_s=duration_s,
             detail={"expert": final.expert, "assigned": assignment.expert, "ok": final.result.ok, "fallback_used": len(attempts) > 1},
@@ -149,7 +206,12 @@ class Executor:
         agg = plan.aggregation
         calls: list[ExpertCallRecord] = []
         if agg.kind == "llm" and agg.expert and any(o.ok for o in outputs):
-            result = await self.dispatcher.submit_or_error(agg.expert, aggregation.synthesis_request(query, outputs))
+            request = aggregation.synthesis_request(query, outputs)
+            if self.answer_sink is not None:  # the aggregator's output is the answer: stream it
+                result = await self._stream_call(agg.expert, request, role="aggregator")
+            else:
+                result = await self.dispatcher.submit_or_error(agg.expert, request)
+                self._log("aggregator", CallAttempt(agg.expert, result))
             self.stats.aggregator_calls += 1
             rec = self.record(agg.expert, result, role="aggregator", answer=extract_answer(query, result))
             rec.seq = AGGREGATE_SEQ
@@ -184,6 +246,74 @@ class Executor:
         else:
             parts = list(await asyncio.gather(*(self.call_assignment(query, x, i) for i, x in enumerate(a))))
         return self.outcome(query, plan, parts, await self.aggregate(query, plan, [p.output for p in parts]))
+
+    # ------------------------------------------------------------------ streaming (one query)
+    async def _execute_streamed(self, query: Query, plan: Plan) -> QueryOutcome:
+        """As `_execute_one`, the answering call streamed: the one expert of a single-expert plan
+        (and its fallback), or the aggregator of an "llm" plan; a vote is sent once decided."""
+        self.plan = plan
+        a = plan.assignments
+        if len(a) == 1 and plan.aggregation.kind in ("single", "vote", "weighted-vote"):
+            parts = [await self._call_assignment_streamed(query, a[0])]
+        elif len(a) == 1:
+            parts = [await self.call_assignment(query, a[0], 0)]
+        else:
+            parts = list(await asyncio.gather(*(self.call_assignment(query, x, i) for i, x in enumerate(a))))
+        aggregated = await self.aggregate(query, plan, [p.output for p in parts])
+        final = aggregated[0]
+        sink = self.answer_sink
+        assert sink is not None
+        if not sink.started and (final.text or final.tool_calls):
+            # decided over complete outputs (a vote, a fallback): the whole answer at once, from
+            # every expert that answered (as a non-streaming response's `model` names them)
+            calls = [c for p in parts for c in p.calls] + aggregated[1]
+            experts = ",".join(dict.fromkeys(c.expert for c in calls if c.error_kind is None))
+            sink.send(final.text, tool_call_deltas(final.tool_calls) if final.tool_calls else None, expert=experts or None)
+        return self.outcome(query, plan, parts, aggregated)
+
+    async def _call_assignment_streamed(self, query: Query, assignment: Assignment) -> AssignmentResult:
+        t0 = time.perf_counter()
+        sink = self.answer_sink
+        assert sink is not None
+        attempts = [CallAttempt(assignment.expert, await self._stream_call(assignment.expert, assignment.request))]
+        if (not attempts[0].result.ok and not sink.started and assignment.fallback
+                and assignment.fallback != assignment.expert):
+            second = await self._stream_call(assignment.fallback, assignment.request)
+            attempts.append(CallAttempt(assignment.fallback, second, fallback_for=assignment.expert))
+        self.stats.expert_calls += len(attempts)
+        return self.record_assignment(query, assignment, 0, attempts, time.perf_counter() - t0)
+
+    async def _stream_call(self, expert: str, request: GenerationRequest, *, select: AnswerSelector | None = None,
+                           role: str = "expert") -> GenerationResult:
+        """One call through `Dispatcher.stream`, its answer (or the part `select` picks) sent to
+        the sink. Logged for the trace even when cancelled (with what was sent)."""
+        sink = self.answer_sink
+        assert sink is not None
+        produced: list[str] = []
+        sent = 0
+
+        async def on_delta(delta: GenerationDelta) -> None:
+            nonlocal sent
+            produced.append(delta.text)
+            if select is None:
+                sink.send(delta.text, delta.tool_calls, expert=expert)
+                sent += len(delta.text) + len(delta.tool_calls or ())
+                return
+            answer = select("".join(produced))
+            if len(answer) > sent:
+                sink.send(answer[sent:], expert=expert)
+                sent = len(answer)
+
+        try:
+            result = await self.dispatcher.stream(expert, request, on_delta)
+        except asyncio.CancelledError:
+            cancelled = ErrorInfo(kind="cancelled", message="the client went away while the answer streamed")
+            self._log(role, CallAttempt(expert, GenerationResult(text="".join(produced), error=cancelled)))
+            raise
+        if not result.ok and sent:
+            self.interrupted = f"{expert}: {result.error.message if result.error else 'failed'}"
+        self._log(role, CallAttempt(expert, result))
+        return result
 
     # ------------------------------------------------------------------ grouped
     async def _execute_grouped(self, queries: Sequence[Query], plans: Sequence[Plan]) -> list[QueryOutcome]:

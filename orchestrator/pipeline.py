@@ -5,11 +5,15 @@
         print(result.final.text, result.trace_id)
 
 Every answered query is written to the store as one trace (request, plan, steps, expert calls),
-in one transaction.
+in one transaction. A streaming caller passes a sink (`answer(..., sink=sink)`): the answer's
+tokens reach it while the query runs, and the trace is written when the stream ends, also when it
+is cancelled (status "cancelled", with the calls made until then).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,11 +26,24 @@ from orchestrator.execution import Executor
 from orchestrator.residency import ResidencyManager
 from orchestrator.scheduler import GroupedScheduler
 from routers.base import Router
-from routers.types import ExpertOutput, FinalAnswer, Plan, Query, QueryOutcome, RouterContext, RoutingError
+from routers.tracing import call_record
+from routers.types import (
+    AnswerSink,
+    ExpertOutput,
+    FinalAnswer,
+    Plan,
+    Query,
+    QueryOutcome,
+    RouterContext,
+    RoutingError,
+    UnsupportedRequest,
+)
 from routers.registry import build_router
 from store.records import ExpertCallRecord, PlanRecord, TraceRecord, TraceStepRecord
 from store.repository import Store
 from store.trace_writer import TraceWriter
+
+logger = logging.getLogger("orchestrator.pipeline")
 
 
 @dataclass
@@ -39,6 +56,15 @@ class QueryResult:
     calls: list[ExpertCallRecord]
     steps: list[TraceStepRecord]
     latency_s: float
+    # Streaming only: why the answer broke off after its first token (the caller reports it in-band).
+    interrupted: str | None = None
+
+    @property
+    def finish_reason(self) -> str:
+        """Why the chosen answer ended ("stop", "length", "tool_calls"), as its expert said."""
+        if self.final.finish_reason:
+            return self.final.finish_reason
+        return next((c.finish_reason for c in reversed(self.calls) if c.error_kind is None and c.finish_reason), None) or "stop"
 
     @property
     def prompt_tokens(self) -> int:
@@ -133,20 +159,58 @@ class Runtime:
         return self._routers[key]
 
     async def answer(
-        self, query: Query, router: str, *, options: dict[str, Any] | None = None, owner: str | None = None, record: bool = True
+        self, query: Query, router: str, *, options: dict[str, Any] | None = None, owner: str | None = None, record: bool = True,
+        sink: AnswerSink | None = None, trace_id: str | None = None,
     ) -> QueryResult:
-        """Route, generate, aggregate and record one query (the router runs on the interactive executor)."""
+        """Route, generate, aggregate and record one query (the router runs on the interactive
+        executor; with `sink`, on a streaming view of it that sends the answer as it comes)."""
         r = await self.router(router, options)
+        self.check_passthrough(r, query)
+        executor = self.executor if sink is None else self.executor.streaming(sink)
+        trace_id = trace_id or str(uuid.uuid4())
         t0 = time.perf_counter()
-        (outcome,) = await r.run([query], self.executor)
-        result = self.result(router, outcome, time.perf_counter() - t0)
+        try:
+            (outcome,) = await r.run([query], executor)
+        except asyncio.CancelledError:
+            if record and sink is not None:  # the stream ended early: its trace says how far it got
+                try:
+                    await self._save(self._cancelled_trace(query, router, executor, time.perf_counter() - t0, trace_id, owner))
+                except Exception:  # noqa: BLE001 - the store's trouble must not hide the cancellation
+                    logger.exception("could not record the cancelled stream %s", trace_id)
+            raise
+        result = self.result(router, outcome, time.perf_counter() - t0, trace_id=trace_id)
+        result.interrupted = executor.interrupted
         if record:
-            trace = self.trace_record(query, result, owner=owner)
-            if self.trace_writer is not None:
-                await self.trace_writer.put(trace)
-            else:
-                await self.store.save_trace(trace)
+            await self._save(self.trace_record(query, result, owner=owner))
         return result
+
+    async def _save(self, trace: TraceRecord) -> None:
+        if self.trace_writer is not None:
+            await self.trace_writer.put(trace)
+        else:
+            await self.store.save_trace(trace)
+
+    @staticmethod
+    def check_passthrough(router: Router, query: Query) -> None:
+        """Refuse OpenAI fields (tools, response_format) a router could never pass on: one that
+        does not answer through plans the executor checks (Router-R1, MoT) would drop them."""
+        fields = query.tool_fields()
+        if fields and not router.executes_plans:
+            raise UnsupportedRequest(f"router {router.name!r} makes its own expert calls, so it cannot honour "
+                                     f"{', '.join(fields)}; call a tool-capable expert by name")
+
+    def _cancelled_trace(self, query: Query, router: str, executor: Executor, latency_s: float, trace_id: str,
+                         owner: str | None) -> TraceRecord:
+        calls = [call_record(self.registry, att.expert, att.result, role=role, fallback_for=att.fallback_for)
+                 for role, att in executor.attempts or ()]
+        for i, c in enumerate(calls):
+            c.seq = i
+        partial = next((c.output or "" for c in reversed(calls) if c.error_kind == "cancelled"), "")
+        result = QueryResult(trace_id=trace_id, router=router, final=FinalAnswer(partial, None, "cancelled"), plan=executor.plan,
+                             outputs=[], calls=calls, steps=[], latency_s=latency_s)
+        trace = self.trace_record(query, result, owner=owner)
+        return trace.model_copy(update={"status": "cancelled",
+                                        "error": "cancelled before the answer was complete (the client went away or the request timed out)"})
 
     async def answer_batch(
         self, queries: list[Query], router: str, *, options: dict[str, Any] | None = None,
@@ -155,13 +219,15 @@ class Runtime:
         """Answer many queries with one router in grouped mode, through this runtime's dispatcher
         (the bounds and breakers chat traffic uses); not recorded (the caller stores them)."""
         r = await self.router(router, options)
+        for q in queries:
+            self.check_passthrough(r, q)
         t0 = time.perf_counter()
         run = await GroupedScheduler(self.registry, residency, dispatcher=self.dispatcher).run(r, queries)
         share = (time.perf_counter() - t0) / max(1, len(queries))
         return [self.result(router, o, share) for o in run.outcomes]
 
     @staticmethod
-    def result(router: str, outcome: QueryOutcome, latency_s: float) -> "QueryResult":
+    def result(router: str, outcome: QueryOutcome, latency_s: float, *, trace_id: str | None = None) -> "QueryResult":
         """A router's outcome as the trace records it: calls and steps renumbered in order."""
         calls = sorted(outcome.calls, key=lambda c: c.seq)
         for i, c in enumerate(calls):
@@ -172,7 +238,7 @@ class Runtime:
         for i, s in enumerate(steps):
             s.seq = i
         return QueryResult(
-            trace_id=str(uuid.uuid4()), router=router, final=outcome.final, plan=outcome.plan,
+            trace_id=trace_id or str(uuid.uuid4()), router=router, final=outcome.final, plan=outcome.plan,
             outputs=sorted(outcome.outputs, key=lambda o: o.index), calls=calls, steps=steps, latency_s=latency_s,
         )
 

@@ -2,6 +2,8 @@
 
 Names and fields follow the OpenAI API. Importing this module costs pydantic only (no server
 code), so `orchestrator.client` can use the very models the gateway validates and serialises.
+Request models refuse fields they do not know, as OpenAI does: the gateway answers 400 naming
+them (`unsupported_parameter`), never dropping a field silently.
 
     body = ChatCompletionRequest(model="all-vote", messages=[{"role": "user", "content": "..."}])
     reply = ChatCompletionResponse.model_validate_json(response.content)
@@ -9,38 +11,47 @@ code), so `orchestrator.client` can use the very models the gateway validates an
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from evals.answers import LETTERS
 from experts.spec import SECRET_NAME, ExpertSpec, Price
-
-logger = logging.getLogger("orchestrator.gateway")
 
 MAX_MESSAGES = 256
 MAX_TOKENS_LIMIT = 32768
 
 
 class OpenAIBaseModel(BaseModel):
-    """Accepts fields it does not know (OpenAI clients send extras) and logs which it ignored."""
+    """Refuses fields it does not know: a request's every field is honoured or refused, never
+    dropped (OpenAI answers an unknown parameter with a 400 naming it; so does the gateway)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    @model_validator(mode="after")
-    def _log_extras(self) -> "OpenAIBaseModel":
-        if self.model_extra:
-            logger.debug("ignored fields in %s: %s", type(self).__name__, sorted(self.model_extra))
-        return self
+
+# OpenAI chat parameters the gateway cannot honour, accepted only at the value that changes
+# nothing (clients such as LangChain may send the default explicitly).
+NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (0, 0.0),
+    "presence_penalty": (0, 0.0),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "logit_bias": ({},),
+    "store": (False,),
+    "service_tier": ("auto", "default"),
+}
 
 
 # ------------------------------------------------------------------ chat (`/v1/chat/completions`)
 class ChatMessageIn(OpenAIBaseModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = Field(default=None, max_length=256)
+    # tool use (OpenAI's shapes, passed to tool-capable experts unchanged)
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = Field(default=None, max_length=256)
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -80,6 +91,36 @@ class ChatCompletionRequest(OpenAIBaseModel):
     seed: int | None = None
     user: str | None = Field(default=None, max_length=256)
     metadata: RequestMetadata | None = None
+    # Tools and structured output: passed unchanged to ONE expert that supports them.
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    # Accepted only at their neutral value (NEUTRAL_VALUES); anything else is a 400.
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict[str, float] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+
+    @field_validator(*NEUTRAL_VALUES)
+    @classmethod
+    def _neutral_only(cls, v: Any, info: ValidationInfo) -> Any:
+        allowed = NEUTRAL_VALUES[info.field_name or ""]
+        if v is not None and v not in allowed:
+            raise ValueError(f"not supported by this gateway (only {' or '.join(map(repr, allowed))})")
+        return v
+
+    def passthrough(self) -> dict[str, Any] | None:
+        """The fields only a tool-capable expert can honour, as its server receives them."""
+        fields = {k: v for k in ("tools", "tool_choice", "parallel_tool_calls", "response_format") if (v := getattr(self, k)) is not None}
+        if fields.get("response_format") == {"type": "text"}:
+            del fields["response_format"]  # plain text is what every expert answers anyway
+        if fields.get("tools") == [] and len(fields) == 1:
+            return None  # `tools: []` asks for nothing
+        return fields or None
 
     @field_validator("stop")
     @classmethod
@@ -110,7 +151,8 @@ class Usage(BaseModel):
 
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChatChoice(BaseModel):
@@ -140,6 +182,7 @@ class ChatCompletionResponse(BaseModel):
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChunkChoice(BaseModel):
@@ -155,6 +198,28 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
+
+
+# ------------------------------------------------------------------ passed through (`/v1/completions`, `/v1/embeddings`)
+class PassthroughRequest(BaseModel):
+    """A request the gateway forwards to ONE expert's OpenAI-compatible server: `model` names
+    the expert (no router answers these), every other field reaches the server unchanged."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=256)
+
+
+class CompletionRequest(PassthroughRequest):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stream: Literal[False] = Field(default=False, description="not supported on /v1/completions")
+
+
+class EmbeddingRequest(PassthroughRequest):
+    input: str | list[str] | list[int] | list[list[int]]
 
 
 # ------------------------------------------------------------------ models (`/v1/models`)
@@ -183,10 +248,44 @@ class ErrorResponse(BaseModel):
     error: ErrorInfo
 
 
+# ------------------------------------------------------------------ files (`/v1/files`)
+# OpenAI's Files API, for batch input: upload a JSONL file with purpose "batch", then create a
+# batch from its id. A finished batch's results are files too (`output_file_id`, `error_file_id`).
+
+MAX_FILE_BYTES = 64 * 1024 * 1024  # the default upload limit (ORCHESTRATOR_MAX_FILE_BYTES)
+FilePurpose = Literal["batch", "batch_output"]
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: FilePurpose
+    status: Literal["processed"] = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    has_more: bool = False
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
 # ------------------------------------------------------------------ batches (`/v1/batches`)
-# Names and fields follow OpenAI's Batch API where they apply.
+# Names and fields follow OpenAI's Batch API. Two input shapes:
 #
-# Input shape: the requests inline, each one line of an OpenAI batch input file:
+#     POST /v1/batches {"input_file_id": "file-...", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+#
+# (the SDK's `client.batches.create`; the file holds one request per line), or the requests inline:
 #
 #     POST /v1/batches
 #     {"requests": [{"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
@@ -195,7 +294,10 @@ class ErrorResponse(BaseModel):
 #
 # `body` is a chat completion request (`stream` must be false). `body.metadata` may carry
 # `question_id`, `choices` and `category` so benchmark questions reach recorded experts and
-# multiple-choice aggregation. Results come back in the shape of OpenAI's batch output lines.
+# multiple-choice aggregation. A request that cannot be answered (an unknown model, a router not
+# fitted, a bad line of the file) fails alone: its result is an error, the others are answered.
+# Results come back in the shape of OpenAI's batch output lines, through `output_file_id` and
+# `error_file_id` once the batch is finished, or page by page (`GET /v1/batches/{id}/results`).
 
 MAX_BATCH_REQUESTS = 50_000
 
@@ -224,15 +326,22 @@ class BatchRequestItem(OpenAIBaseModel):
 
 
 class BatchCreate(OpenAIBaseModel):
-    requests: list[BatchRequestItem] = Field(min_length=1, max_length=MAX_BATCH_REQUESTS)
+    input_file_id: str | None = Field(default=None, max_length=128)
+    requests: list[BatchRequestItem] | None = Field(default=None, min_length=1, max_length=MAX_BATCH_REQUESTS)
     endpoint: Literal["/v1/chat/completions"] = "/v1/chat/completions"
-    completion_window: str = "24h"
+    completion_window: Literal["24h"] = "24h"
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "BatchCreate":
+        if (self.input_file_id is None) == (self.requests is None):
+            raise ValueError("give exactly one of input_file_id (an uploaded file, purpose 'batch') or requests (inline)")
+        return self
 
     @model_validator(mode="after")
     def _unique_custom_ids(self) -> "BatchCreate":
         seen: set[str] = set()
-        for r in self.requests:
+        for r in self.requests or ():
             if r.custom_id is not None:
                 if r.custom_id in seen:
                     raise ValueError(f"custom_id {r.custom_id!r} appears twice; custom ids must be unique")
@@ -250,10 +359,17 @@ class BatchObject(BaseModel):
     id: str
     object: Literal["batch"] = "batch"
     endpoint: str = "/v1/chat/completions"
+    completion_window: str = "24h"
+    input_file_id: str | None = None  # None for an inline batch
     status: BatchStatus
     created_at: int
+    in_progress_at: int | None = None
     completed_at: int | None = None
+    failed_at: int | None = None
     cancelled_at: int | None = None
+    # JSONL results once the batch is finished: successes, and failures (None when there are none)
+    output_file_id: str | None = None
+    error_file_id: str | None = None
     request_counts: BatchRequestCounts
     metadata: dict[str, str] | None = None
     errors: ErrorInfo | None = None
@@ -321,6 +437,7 @@ class ExpertCreate(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0.0, le=3600)
     max_retries: int = Field(default=2, ge=0, le=10)
     max_new_tokens: int = Field(default=512, ge=1, le=MAX_TOKENS_LIMIT)
+    supports_tools: bool = Field(default=False, description="the server honours tools, tool_choice and response_format")
     breaker_failures: int = Field(default=5, ge=1, le=1000)
     breaker_cooldown_s: float = Field(default=30.0, gt=0.0, le=3600)
 

@@ -64,6 +64,7 @@ class GatewaySettings(_FromEnvironment):
     """How the gateway serves: ORCHESTRATOR_MAX_BODY_BYTES, ORCHESTRATOR_RATE_LIMIT_RPM, ORCHESTRATOR_REQUIRE_API_KEY, ..."""
 
     max_body_bytes: int = 1_048_576
+    max_file_bytes: int = 64 * 1024 * 1024  # uploads to /v1/files (batch input files)
     rate_limit_rpm: int = 0  # per API key; 0 = off
     rate_limit_burst: int | None = None
     # --- security (README, "Security model")

@@ -51,17 +51,19 @@ def vote(outputs: list[ExpertOutput], *, weighted: bool = False) -> FinalAnswer:
         first_seen.setdefault(o.answer, o.index)
     if not tally:
         rep = _medoid(ok)
-        return FinalAnswer(text=rep.text, answer=None, method=f"{method}:agreement", detail={"representative": rep.expert})
+        return FinalAnswer(text=rep.text, answer=None, method=f"{method}:agreement", detail={"representative": rep.expert},
+                           finish_reason=rep.finish_reason, tool_calls=rep.tool_calls)
     winner = max(tally, key=lambda a: (tally[a], -first_seen[a]))
     rep = next(o for o in ok if o.answer == winner)
-    return FinalAnswer(text=rep.text, answer=winner, method=method, tally=dict(tally), detail={"representative": rep.expert})
+    return FinalAnswer(text=rep.text, answer=winner, method=method, tally=dict(tally), detail={"representative": rep.expert},
+                       finish_reason=rep.finish_reason, tool_calls=rep.tool_calls)
 
 
 def oracle(outputs: list[ExpertOutput], gold: str | None) -> FinalAnswer:
     """Correct if any expert is correct (an upper bound, benchmarks only)."""
     for o in outputs:
         if o.ok and o.answer is not None and gold is not None and o.answer == gold:
-            return FinalAnswer(text=o.text, answer=o.answer, method="oracle", detail={"by": o.expert})
+            return FinalAnswer(text=o.text, answer=o.answer, method="oracle", detail={"by": o.expert}, finish_reason=o.finish_reason)
     fallback = vote(outputs)
     fallback.method = "oracle"
     return fallback
@@ -75,7 +77,8 @@ def synthesis_request(query: Query, outputs: list[ExpertOutput], *, max_tokens: 
 
 
 def from_synthesis(query: Query, result: GenerationResult, aggregator: str) -> FinalAnswer:
-    return FinalAnswer(text=result.text, answer=extract_answer(query, result), method="llm", detail={"aggregator": aggregator})
+    return FinalAnswer(text=result.text, answer=extract_answer(query, result), method="llm", detail={"aggregator": aggregator},
+                       finish_reason=result.finish_reason)
 
 
 def single(outputs: list[ExpertOutput]) -> FinalAnswer:
@@ -84,7 +87,8 @@ def single(outputs: list[ExpertOutput]) -> FinalAnswer:
     ok = [o for o in outputs if o.ok] or outputs
     if not ok:
         return FinalAnswer("", None, "single")
-    return FinalAnswer(ok[0].text, ok[0].answer, "single", detail={"expert": ok[0].expert})
+    return FinalAnswer(ok[0].text, ok[0].answer, "single", detail={"expert": ok[0].expert}, finish_reason=ok[0].finish_reason,
+                       tool_calls=ok[0].tool_calls)
 
 
 def combine(query: Query, kind: AggregationKind, outputs: list[ExpertOutput]) -> FinalAnswer:

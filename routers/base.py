@@ -77,5 +77,11 @@ class Router(abc.ABC):
             outcome.steps.insert(0, TraceStepRecord(seq=0, kind="route", detail=outcome.plan.summary(), duration_s=route_share))
         return outcomes
 
+    @property
+    def executes_plans(self) -> bool:
+        """Whether answers come from plans the runtime executes (and checks); False for methods
+        that override `run` to make their own calls (Router-R1, MoT)."""
+        return type(self).run is Router.run
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "pool": list(self.pool)}

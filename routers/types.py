@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import operator
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypedDict
 
@@ -33,6 +33,11 @@ SHORT_ANSWER_MAX_CHARS = 64
 
 class RoutingError(ValueError):
     """Raised when a router cannot make a plan (bad options, nothing fitted, unknown expert)."""
+
+
+class UnsupportedRequest(RoutingError):
+    """Raised when a route cannot honour what the request asks (tools or response_format on a
+    plan that combines several experts' outputs, or sends them to an expert without support)."""
 
 
 class Query(BaseModel):
@@ -54,12 +59,23 @@ class Query(BaseModel):
     gold: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # OpenAI fields for the expert unchanged (tools, tool_choice, response_format): a plan may
+    # only send them to one expert that supports them (`Plan.passthrough_problem`).
+    passthrough: dict[str, Any] | None = None
     # A whole conversation (gateway chat requests): experts receive it as is; `text` (its last
     # user message) is what routers look at.
     messages: tuple[ChatMessage, ...] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def tool_fields(self) -> list[str]:
+        """What only a tool-capable expert can honour (see `GenerationRequest.tool_fields`)."""
+        fields = sorted(self.passthrough or {})
+        if any(m.role == "tool" or m.tool_calls for m in self.messages or ()):
+            fields.append("tool messages")
+        return fields
 
     @property
     def is_multiple_choice(self) -> bool:
@@ -96,7 +112,10 @@ class Query(BaseModel):
             "question_id": self.question_id,
             "seed": seed if seed is not None else self.seed,
             "stop": self.stop,
+            "passthrough": self.passthrough,
         }
+        if self.top_p is not None:
+            common["top_p"] = self.top_p
         if self.messages and not self.prompt:
             return GenerationRequest(messages=self.messages, **common)
         return GenerationRequest.chat(self.prompt or self.default_prompt(), **common)
@@ -140,6 +159,24 @@ class Plan(BaseModel):
     @property
     def experts(self) -> list[str]:
         return [a.expert for a in self.assignments]
+
+    def passthrough_problem(self, registry: "ExpertRegistry") -> str | None:
+        """Why this plan cannot honour the OpenAI fields (tools, response_format) its requests
+        carry, or None when it can: it must send them to ONE expert (and its fallback) that
+        supports them, whose answer is the answer (no vote, no synthesis)."""
+        carried = sorted({k for a in self.assignments for k in a.request.tool_fields()})
+        if not carried:
+            return None
+        fields = ", ".join(carried)
+        if len(self.assignments) != 1 or self.aggregation.kind not in ("single", "vote", "weighted-vote"):
+            return (f"router {self.router!r} combines several answers ({len(self.assignments)} experts, "
+                    f"{self.aggregation.kind}), so it cannot honour {fields}; call a tool-capable expert by name")
+        a = self.assignments[0]
+        for name in (a.expert, a.fallback):
+            if name is not None and (registry.find(name) is None or not registry.spec(name).supports_tools):
+                return (f"expert {name!r} (chosen by router {self.router!r}) does not support {fields}; "
+                        "use an expert with supports_tools: true")
+        return None
 
     def summary(self) -> dict[str, Any]:
         """What a trace's route step shows: who was recruited, why, and how they combine."""
@@ -185,6 +222,8 @@ class ExpertOutput:
     answer: str | None
     weight: float = 1.0
     ok: bool = True
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -194,6 +233,9 @@ class FinalAnswer:
     method: str
     tally: dict[str, float] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
+    # Why the chosen output ended ("stop", "length", "tool_calls"), and its tool calls (unchanged).
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -243,6 +285,24 @@ class ExpertCaller(Protocol):
     async def submit_or_error(self, expert: str, request: GenerationRequest) -> GenerationResult: ...
 
 
+class AnswerSink(Protocol):
+    """Where a streaming caller receives the answer of ONE query while it is generated.
+
+    `send` takes each new piece of the answer (text, and tool-call deltas exactly as the expert
+    streamed them) and never blocks; `expert` names who produced it. Once `started`, nothing can
+    be taken back: no fallback or retry may replace an answer the caller has begun to read."""
+
+    @property
+    def started(self) -> bool: ...
+
+    def send(self, text: str, tool_calls: list[dict[str, Any]] | None = None, *, expert: str | None = None) -> None: ...
+
+
+# Maps the text an answering call has produced so far to the part of it that is the answer so far
+# (e.g. Router-R1: what follows "<answer>"); the part must only grow as the text grows.
+AnswerSelector = Callable[[str], str]
+
+
 class ExpertRuntime(Protocol):
     """What `Router.run` runs against; the orchestrator implements it once for chat, batch jobs
     and benchmarks (interactive or grouped scheduling, the same dispatcher and aggregation).
@@ -250,13 +310,23 @@ class ExpertRuntime(Protocol):
     * `registry`: the experts (specs, prices, backends for in-process methods such as MoT).
     * `generate`: one call through the dispatcher (circuit breaker, concurrency bounds, retries);
       concurrent calls to one expert are batched together.
+    * `generate_answer`: a call whose output is (or holds) the final answer: streamed to the
+      caller when it streams (`answer_sink`), else the same as `generate`. `select` picks the
+      answer out of the text (Router-R1's `<answer>` tags); default: all of it.
     * `execute`: run plans made up front under the runtime's scheduling policy, aggregation
       included, returning one outcome per query (without the route step; `Router.run` adds it).
+      A streaming runtime streams each plan's answering call (one expert's output, an
+      aggregator's) and sends a vote's result once it is decided.
+    * `answer_sink`: the streaming caller's sink (one query), or None; in-process methods that
+      decode themselves (MoT) send their text to it.
     """
 
     registry: "ExpertRegistry"
+    answer_sink: AnswerSink | None
 
     async def generate(self, expert: str, request: GenerationRequest) -> GenerationResult: ...
+
+    async def generate_answer(self, expert: str, request: GenerationRequest, *, select: AnswerSelector | None = None) -> GenerationResult: ...
 
     async def execute(self, queries: Sequence[Query], plans: Sequence[Plan]) -> list[QueryOutcome]: ...
 

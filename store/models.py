@@ -194,6 +194,7 @@ class BatchRow(Base):
     requests: Mapped[list[Any]] = mapped_column(JSON, default=list)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    input_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the Files API form
 
 
 class BatchItemRow(Base):
@@ -212,3 +213,17 @@ class BatchItemRow(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     trace_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FileRow(Base):
+    """An uploaded file (`/v1/files`, purpose "batch": a batch job's JSONL input)."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(256))
+    size: Mapped[int] = mapped_column(Integer)  # bytes
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    content: Mapped[bytes] = mapped_column(LargeBinary)

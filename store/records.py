@@ -94,6 +94,7 @@ class BatchRecord(BaseModel):
     requests: list[dict[str, Any]] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    input_file_id: str | None = None
 
 
 class BatchItemRecord(BaseModel):
@@ -126,3 +127,15 @@ class IdempotencyRecord(BaseModel):
     request_hash: str
     batch_id: str | None = None
     claimed: bool = False
+
+
+class FileRecord(BaseModel):
+    """An uploaded file; `content` is loaded only when asked for."""
+
+    id: str
+    owner: str | None = None
+    purpose: str = "batch"
+    filename: str = ""
+    size: int = 0  # bytes
+    created_at: datetime | None = None
+    content: bytes | None = None

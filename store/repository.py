@@ -30,6 +30,7 @@ from store.models import (
     ExpertCallRow,
     ExpertRow,
     IdempotencyKeyRow,
+    FileRow,
     KeywordCacheRow,
     RequestRow,
     RoutingPlanRow,
@@ -44,6 +45,7 @@ from store.records import (
     BenchItemRecord,
     ExpertCallRecord,
     IdempotencyRecord,
+    FileRecord,
     PlanRecord,
     TraceRecord,
     TraceStepRecord,
@@ -386,10 +388,14 @@ class Store:
                                                             IdempotencyKeyRow.batch_id.is_(None)))
 
     # ---------------------------------------------------------------- batch jobs
-    async def create_batch(self, batch: BatchRecord) -> None:
+    async def create_batch(self, batch: BatchRecord, items: Sequence[BatchItemRecord] = ()) -> None:
+        """Store a new batch, with the results it already has (requests refused up front), at once."""
         async with self._session() as s, s.begin():
             s.add(BatchRow(id=batch.id, owner=batch.owner, status=batch.status, total=batch.total,
-                           requests=batch.requests, meta=batch.meta))
+                           requests=batch.requests, meta=batch.meta, input_file_id=batch.input_file_id))
+            if items:
+                await s.flush()  # the batch row first: items reference it
+                s.add_all([BatchItemRow(batch_id=batch.id, **i.model_dump()) for i in items])
 
     async def _batch_counts(self, s: AsyncSession, batch_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         """(completed, failed) per batch."""
@@ -411,7 +417,7 @@ class Store:
         return BatchRecord(
             id=row.id, owner=row.owner, status=row.status, created_at=row.created_at, completed_at=row.completed_at,
             total=row.total, completed=counts[0], failed=counts[1], requests=list(row.requests) if with_requests else [],
-            meta=dict(row.meta or {}), error=row.error,
+            meta=dict(row.meta or {}), error=row.error, input_file_id=row.input_file_id,
         )
 
     async def get_batch(self, batch_id: str, *, owner: str | None = None, with_requests: bool = False) -> BatchRecord | None:
@@ -484,3 +490,48 @@ class Store:
             rows = (await s.execute(q)).scalars().all()
             return [BatchItemRecord(idx=r.idx, custom_id=r.custom_id, ok=r.ok, status_code=r.status_code, body=dict(r.body),
                                     trace_id=r.trace_id) for r in rows]
+
+    # ---------------------------------------------------------------- files
+    async def create_file(self, file: FileRecord) -> FileRecord:
+        async with self._session() as s, s.begin():
+            row = FileRow(id=file.id, owner=file.owner, purpose=file.purpose, filename=file.filename,
+                          size=len(file.content or b""), content=file.content or b"")
+            s.add(row)
+        return self._file_record(row, with_content=False)
+
+    @staticmethod
+    def _file_record(row: FileRow, *, with_content: bool) -> FileRecord:
+        return FileRecord(id=row.id, owner=row.owner, purpose=row.purpose, filename=row.filename, size=row.size,
+                          created_at=row.created_at, content=row.content if with_content else None)
+
+    async def get_file(self, file_id: str, *, owner: str | None = None, with_content: bool = False) -> FileRecord | None:
+        """A file; with `owner`, only if that key owns it."""
+        async with self._session() as s:
+            if with_content:
+                row = await s.get(FileRow, file_id)
+            else:  # leave the content (up to the upload limit) in the database
+                cols = [c for c in FileRow.__table__.c if c.name != "content"]
+                found = (await s.execute(select(*cols).where(FileRow.id == file_id))).first()
+                row = FileRow(**found._mapping, content=b"") if found is not None else None
+            if row is None or (owner is not None and row.owner != owner):
+                return None
+            return self._file_record(row, with_content=with_content)
+
+    async def list_files(self, *, owner: str | None = None, purpose: str | None = None, limit: int = 100) -> list[FileRecord]:
+        """Newest first, without their content."""
+        async with self._session() as s:
+            cols = [c for c in FileRow.__table__.c if c.name != "content"]
+            q = select(*cols)
+            if owner is not None:
+                q = q.where(FileRow.owner == owner)
+            if purpose is not None:
+                q = q.where(FileRow.purpose == purpose)
+            rows = (await s.execute(q.order_by(FileRow.created_at.desc()).limit(limit))).all()
+            return [self._file_record(FileRow(**r._mapping, content=b""), with_content=False) for r in rows]
+
+    async def delete_file(self, file_id: str, *, owner: str | None = None) -> bool:
+        async with self._session() as s, s.begin():
+            q = delete(FileRow).where(FileRow.id == file_id)
+            if owner is not None:
+                q = q.where(FileRow.owner == owner)
+            return (await s.execute(q)).rowcount > 0

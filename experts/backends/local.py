@@ -6,7 +6,9 @@
 Batched generation with left padding; chat requests go through the model's chat template (base
 models get plain text). Loading and generation run in a worker thread so the event loop stays
 free; one lock serialises generation on the single model instance. `load()`/`unload()` are
-explicit so the residency manager can swap models in limited memory.
+explicit so the residency manager can swap models in limited memory. `stream()` decodes one
+request with transformers' `AsyncTextIteratorStreamer`, the text reaching the event loop token by
+token; cancelling it stops the worker at its next token.
 """
 
 from __future__ import annotations
@@ -25,13 +27,31 @@ from typing import Any
 # Imported here, not inside worker threads: transformers' lazy module is not safe to import
 # from two threads at once (two models loading in parallel hit a spurious ImportError).
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StopStringCriteria, StoppingCriteriaList
+from transformers import (
+    AsyncTextIteratorStreamer,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StopStringCriteria,
+    StoppingCriteriaList,
+)
 
 from experts.backends.base import ExpertBackend
 from experts.backends.hf import eos_token_ids
-from experts.errors import ConfigError, ExpertError, ExpertUnavailable
+from experts.backends.streaming import StopHoldback
+from experts.errors import ConfigError, ExpertError, ExpertTimeout, ExpertUnavailable
 from experts.spec import ExpertSpec
-from experts.types import GenerationRequest, GenerationResult, HealthStatus
+from experts.types import DeltaHandler, GenerationDelta, GenerationRequest, GenerationResult, HealthStatus
+
+
+class _StopWhenSet(StoppingCriteria):
+    """Ends generation at the next token once `event` is set (a streaming caller went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 class LocalBackend(ExpertBackend):
@@ -105,7 +125,7 @@ class LocalBackend(ExpertBackend):
         tok = self._tokenizer
         has_template = bool(getattr(tok, "chat_template", None)) and self.spec.chat_template
         if req.messages is not None:
-            msgs = [m.model_dump() for m in req.messages]
+            msgs = [m.model_dump(exclude_none=True) for m in req.messages]
             if has_template:
                 if req.continue_final_message and msgs[-1]["role"] == "assistant":
                     return tok.apply_chat_template(msgs, tokenize=False, continue_final_message=True)
@@ -117,7 +137,8 @@ class LocalBackend(ExpertBackend):
             return tok.apply_chat_template([{"role": "user", "content": req.prompt}], tokenize=False, add_generation_prompt=True)
         return req.prompt
 
-    def _generate_sync(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
+    def _generate_sync(self, batch: list[GenerationRequest], streamer: Any = None,
+                       cancel: threading.Event | None = None) -> list[GenerationResult]:
         with self._gen_lock:
             if self._model is None:
                 raise ExpertUnavailable(f"local expert {self.name!r} was unloaded", expert=self.name)
@@ -137,8 +158,13 @@ class LocalBackend(ExpertBackend):
                     torch.manual_seed(first.seed)
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            if stops:
-                kwargs["stopping_criteria"] = StoppingCriteriaList([StopStringCriteria(tok, stops)])
+            criteria: list[StoppingCriteria] = [StopStringCriteria(tok, stops)] if stops else []
+            if cancel is not None:
+                criteria.append(_StopWhenSet(cancel))
+            if criteria:
+                kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
+            if streamer is not None:
+                kwargs["streamer"] = streamer
             t0 = time.perf_counter()
             with torch.inference_mode():
                 out = model.generate(**enc, **kwargs)
@@ -210,6 +236,50 @@ class LocalBackend(ExpertBackend):
                 by_index.update(zip(chunk, out, strict=True))
         results = [by_index[i] for i in range(len(requests))]
         return results
+
+    async def stream(self, request: GenerationRequest, on_delta: DeltaHandler) -> GenerationResult:
+        """One request, its text handed to `on_delta` token by token (stop strings held back, as
+        `generate` would cut them); the result is the one `generate` returns for it."""
+        t0 = time.perf_counter()
+        try:
+            await self.load()
+        except Exception as e:  # noqa: BLE001 - a broken model must come back as a typed error, as in generate
+            return GenerationResult.failed(ExpertUnavailable(f"local expert {self.name!r} failed to load: {type(e).__name__}: {e}", expert=self.name))
+        tok = self._tokenizer
+        if tok is None:
+            return GenerationResult.failed(ExpertUnavailable(f"local expert {self.name!r} was unloaded", expert=self.name))
+        streamer = AsyncTextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+        cancel = threading.Event()
+
+        def work() -> list[GenerationResult]:
+            try:
+                return self._generate_sync([request], streamer, cancel)
+            finally:
+                streamer.end()  # wakes the reader even when generation failed before its first token
+
+        worker = asyncio.ensure_future(asyncio.to_thread(work))
+        worker.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if we leave early
+        hold = StopHoldback(request.stop)
+        try:
+            async with asyncio.timeout(self.spec.timeout_s):
+                async for piece in streamer:
+                    if out := hold.feed(piece):
+                        await on_delta(GenerationDelta(text=out))
+                (result,) = await worker
+        except TimeoutError:
+            cancel.set()
+            err = ExpertTimeout(f"local expert {self.name!r} took longer than {self.spec.timeout_s:.0f} s", expert=self.name)
+            return GenerationResult.failed(err, latency_s=time.perf_counter() - t0).model_copy(update={"text": hold.emitted})
+        except ExpertError as e:
+            return GenerationResult.failed(e, latency_s=time.perf_counter() - t0).model_copy(update={"text": hold.emitted})
+        except Exception as e:  # noqa: BLE001 - as in generate
+            err = ExpertUnavailable(f"local expert {self.name!r} failed: {type(e).__name__}: {e}", expert=self.name)
+            return GenerationResult.failed(err, latency_s=time.perf_counter() - t0).model_copy(update={"text": hold.emitted})
+        finally:
+            cancel.set()  # a cancelled or failed reader stops the worker at its next token
+        if rest := hold.flush():
+            await on_delta(GenerationDelta(text=rest))
+        return result
 
     async def health(self) -> HealthStatus:
         from experts.packaged_models import locate_model, model_cache_dir

@@ -46,8 +46,9 @@ from experts.errors import (
     ExpertTimeout,
     ExpertUnavailable,
 )
+from experts.backends.streaming import ChatStreamAccumulator
 from experts.spec import ExpertSpec
-from experts.types import GenerationRequest, GenerationResult, HealthStatus
+from experts.types import DeltaHandler, GenerationRequest, GenerationResult, HealthStatus
 
 MAX_RETRY_AFTER_S = 30.0
 POOL_SHARD_SIZE = 8  # connections per httpx pool (see OpenAIBackend.__init__)
@@ -128,6 +129,15 @@ def _check_completion(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
         raise ValueError("no choices list")
     return body
+
+
+def _check_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValueError("not a JSON object")
+    return body
+
+
+BodyCheck = Callable[[Any], dict[str, Any]]
 
 
 class OpenAIBackend(ExpertBackend):
@@ -213,7 +223,7 @@ class OpenAIBackend(ExpertBackend):
         self._session = None
 
     # ------------------------------------------------------------------ retries
-    async def _send_httpx(self, url: str, payload: dict[str, Any]) -> dict[str, Any] | ExpertError:
+    async def _send_httpx(self, url: str, payload: dict[str, Any], *, check: BodyCheck = _check_completion) -> dict[str, Any] | ExpertError:
         """One attempt over httpx: the completion body, or the error to retry or raise."""
         try:
             client = self._pool(next(self._next_pool) % len(self._pools))
@@ -225,11 +235,11 @@ class OpenAIBackend(ExpertBackend):
         if resp.status_code != 200:
             return map_status(resp, self.name)
         try:
-            return _check_completion(resp.json())
+            return check(resp.json())
         except ValueError as e:
             return ExpertBadResponse(f"expert {self.name!r} sent a malformed completion ({e})", expert=self.name)
 
-    async def _send_aiohttp(self, url: str, data: bytes) -> dict[str, Any] | ExpertError:
+    async def _send_aiohttp(self, url: str, data: bytes, *, check: BodyCheck = _check_completion) -> dict[str, Any] | ExpertError:
         """One attempt over aiohttp, with the same outcomes as `_send_httpx`."""
         try:
             async with self._aiohttp_session().post(url, data=data, proxy=self._proxy) as resp:
@@ -243,37 +253,43 @@ class OpenAIBackend(ExpertBackend):
         if status != 200:
             return map_status_parts(status, retry_after, content, self.name)
         try:
-            return _check_completion(json.loads(content))
+            return check(json.loads(content))
         except ValueError as e:
             return ExpertBadResponse(f"expert {self.name!r} sent a malformed completion ({e})", expert=self.name)
 
-    async def _post(self, path: str, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    async def _post(self, path: str, payload: dict[str, Any], check: BodyCheck = _check_completion) -> tuple[dict[str, Any], int]:
         """POST with retries; returns (body, attempts) or raises ExpertError."""
         url = f"{self.base_url}{path}"
         deadline = time.monotonic() + self.spec.timeout_s * (self.spec.max_retries + 1)
         attempt = 0
         data = json.dumps(payload, separators=(",", ":")).encode() if self._use_aiohttp else b""
+        kw = {} if check is _check_completion else {"check": check}
         while True:
             attempt += 1
             try:
                 # httpx and aiohttp bound each phase; this bounds the whole exchange (a server
                 # that drips bytes slowly never trips a per-read timeout).
                 async with asyncio.timeout(self.spec.timeout_s):  # no extra task, unlike wait_for
-                    out = await (self._send_aiohttp(url, data) if self._use_aiohttp else self._send_httpx(url, payload))
+                    out = await (self._send_aiohttp(url, data, **kw) if self._use_aiohttp else self._send_httpx(url, payload, **kw))
                 if not isinstance(out, ExpertError):
                     return out, attempt
                 err = out
             except TimeoutError:
                 err = ExpertTimeout(f"expert {self.name!r} gave no complete answer within {self.spec.timeout_s:g} s", expert=self.name)
             err.attempts = attempt  # type: ignore[attr-defined]
-            if not err.retryable or attempt > self.spec.max_retries:
-                raise err
-            delay = random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
-            if isinstance(err, ExpertRateLimited) and err.retry_after_s is not None:
-                delay = min(err.retry_after_s, MAX_RETRY_AFTER_S)
-            if time.monotonic() + delay >= deadline:
+            delay = self._retry_delay(err, attempt, deadline)
+            if delay is None:
                 raise err
             await asyncio.sleep(delay)
+
+    def _retry_delay(self, err: ExpertError, attempt: int, deadline: float) -> float | None:
+        """How long to wait before trying again after `err`, or None to give up."""
+        if not err.retryable or attempt > self.spec.max_retries:
+            return None
+        delay = random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
+        if isinstance(err, ExpertRateLimited) and err.retry_after_s is not None:
+            delay = min(err.retry_after_s, MAX_RETRY_AFTER_S)
+        return None if time.monotonic() + delay >= deadline else delay
 
     async def _guard(self, fn: Callable[[], Awaitable[list[GenerationResult]]], n: int) -> list[GenerationResult]:
         t0 = time.perf_counter()
@@ -297,14 +313,19 @@ class OpenAIBackend(ExpertBackend):
             p["seed"] = r.seed
         return p
 
-    async def _chat(self, r: GenerationRequest) -> list[GenerationResult]:
-        t0 = time.perf_counter()
+    def _chat_payload(self, r: GenerationRequest) -> dict[str, Any]:
         payload = self._sampling(r)
-        payload["messages"] = [m.model_dump() for m in r.messages or ()]
+        payload["messages"] = [m.openai() for m in r.messages or ()]
         if r.continue_final_message:
             # vLLM's extension: keep writing the last assistant message instead of opening a turn.
             payload.update(continue_final_message=True, add_generation_prompt=False)
-        body, attempts = await self._post("/chat/completions", payload)
+        if r.passthrough:
+            payload.update(r.passthrough)  # tools, tool_choice, response_format: unchanged
+        return payload
+
+    async def _chat(self, r: GenerationRequest) -> list[GenerationResult]:
+        t0 = time.perf_counter()
+        body, attempts = await self._post("/chat/completions", self._chat_payload(r))
         try:
             choice = body["choices"][0]
             text = choice["message"].get("content") or ""
@@ -313,6 +334,7 @@ class OpenAIBackend(ExpertBackend):
                 GenerationResult(
                     text=text, prompt_tokens=int(usage.get("prompt_tokens", 0)), completion_tokens=int(usage.get("completion_tokens", 0)),
                     latency_s=time.perf_counter() - t0, finish_reason=choice.get("finish_reason"), attempts=attempts,
+                    tool_calls=choice["message"].get("tool_calls") or None,
                 )
             ]
         except (KeyError, IndexError, TypeError, AttributeError) as e:
@@ -366,6 +388,103 @@ class OpenAIBackend(ExpertBackend):
             for i, res in zip(idxs, out, strict=True):
                 results[i] = res
         return [r for r in results if r is not None]
+
+    # ------------------------------------------------------------------ streaming
+    async def stream(self, request: GenerationRequest, on_delta: DeltaHandler) -> GenerationResult:
+        """One chat request over the server's SSE stream (`stream: true`), each delta passed on
+        as it arrives. Failures before the first delta are retried as `generate` retries them;
+        after it, the result carries the error and the text so far. Cancelling closes the
+        connection, which makes vLLM abort the request."""
+        if request.messages is None:
+            return await super().stream(request, on_delta)  # plain prompts: one /completions call
+        t0 = time.perf_counter()
+        url = f"{self.base_url}/chat/completions"
+        payload = {**self._chat_payload(request), "stream": True, "stream_options": {"include_usage": True}}
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        deadline = time.monotonic() + self.spec.timeout_s * (self.spec.max_retries + 1)
+        attempt = 0
+        async with self._slots:
+            while True:
+                attempt += 1
+                acc = ChatStreamAccumulator()
+                try:
+                    async with asyncio.timeout(self.spec.timeout_s):  # the whole generation, as for `generate`
+                        err = await (self._stream_aiohttp(url, data, acc, on_delta) if self._use_aiohttp
+                                     else self._stream_httpx(url, payload, acc, on_delta))
+                except TimeoutError:
+                    err = ExpertTimeout(f"expert {self.name!r} gave no complete answer within {self.spec.timeout_s:g} s", expert=self.name)
+                if err is None and acc.error is not None:
+                    err = ExpertServerError(f"expert {self.name!r} failed mid-stream: {acc.error}", expert=self.name)
+                if err is None and not acc.done and acc.finish_reason is None:
+                    err = ExpertBadResponse(f"expert {self.name!r} ended its stream without [DONE]", expert=self.name)
+                if err is None:
+                    usage = acc.usage
+                    return GenerationResult(
+                        text=acc.text, prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                        completion_tokens=int(usage.get("completion_tokens", 0)), latency_s=time.perf_counter() - t0,
+                        finish_reason=acc.finish_reason, attempts=attempt, tool_calls=acc.tool_calls,
+                    )
+                delay = None if acc.emitted else self._retry_delay(err, attempt, deadline)
+                if delay is None:
+                    failed = GenerationResult.failed(err, latency_s=time.perf_counter() - t0, attempts=attempt)
+                    return failed.model_copy(update={"text": acc.text})  # the part the caller has seen
+                await asyncio.sleep(delay)
+
+    async def _stream_aiohttp(self, url: str, data: bytes, acc: ChatStreamAccumulator, on_delta: DeltaHandler) -> ExpertError | None:
+        try:
+            async with self._aiohttp_session().post(url, data=data, proxy=self._proxy) as resp:
+                if resp.status != 200:
+                    return map_status_parts(resp.status, resp.headers.get("Retry-After"), await resp.read(), self.name)
+                if resp.content_type == "application/json":  # a server that does not stream: one whole answer
+                    for delta in acc.feed_completion(_check_completion(json.loads(await resp.read()))):
+                        await on_delta(delta)
+                    return None
+                async for line in resp.content:
+                    for delta in acc.feed(line):
+                        await on_delta(delta)
+                    if acc.done:
+                        return None
+        except aiohttp.ClientError as e:
+            err = map_aiohttp_error(e, self.name, url)
+            err.__cause__ = e
+            return err
+        except ValueError as e:
+            return ExpertBadResponse(f"expert {self.name!r} sent a malformed stream ({e})", expert=self.name)
+        return None
+
+    async def _stream_httpx(self, url: str, payload: dict[str, Any], acc: ChatStreamAccumulator, on_delta: DeltaHandler) -> ExpertError | None:
+        try:
+            client = self._pool(next(self._next_pool) % len(self._pools))
+            async with client.stream("POST", url, json=payload) as resp:
+                if resp.status_code != 200:
+                    await resp.aread()
+                    return map_status(resp, self.name)
+                if resp.headers.get("content-type", "").startswith("application/json"):  # not streamed: one whole answer
+                    for delta in acc.feed_completion(_check_completion(json.loads(await resp.aread()))):
+                        await on_delta(delta)
+                    return None
+                async for line in resp.aiter_lines():
+                    for delta in acc.feed(line):
+                        await on_delta(delta)
+                    if acc.done:
+                        return None
+        except httpx.HTTPError as e:
+            err = map_httpx_error(e, self.name, url)
+            err.__cause__ = e
+            return err
+        except ValueError as e:
+            return ExpertBadResponse(f"expert {self.name!r} sent a malformed stream ({e})", expert=self.name)
+        return None
+
+    # ------------------------------------------------------------------ other OpenAI endpoints
+    async def forward(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`/completions` or `/embeddings` on the expert's server, with the same retries and
+        timeout as generation; `model` becomes the served model id."""
+        if path not in ("/completions", "/embeddings"):
+            raise ValueError(f"forward() serves /completions and /embeddings, not {path}")
+        async with self._slots:
+            out, _ = await self._post(path, {**body, "model": self.spec.model}, check=_check_object)
+        return out
 
     # ------------------------------------------------------------------ health and residency
     async def health(self) -> HealthStatus:

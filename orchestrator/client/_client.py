@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from experts.spec import ExpertSpec
 from orchestrator.client._exceptions import (
@@ -40,6 +40,7 @@ from orchestrator.client._exceptions import (
     ClientError,
     StreamError,
     error_from_response,
+    invalid_arguments,
     retry_after_s,
 )
 from orchestrator.client._models import ChatCompletion, ExpertDeleted, ExpertInfo, Readiness
@@ -156,7 +157,11 @@ class AsyncOrchestratorClient:
     @staticmethod
     def _chat_request(model: str, messages: MessagesIn, params: dict[str, Any]) -> ChatCompletionRequest:
         msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
-        return ChatCompletionRequest.model_validate({"model": model, "messages": msgs, **params})
+        msgs = [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in msgs]
+        try:
+            return ChatCompletionRequest.model_validate({"model": model, "messages": msgs, **params})
+        except ValidationError as e:
+            raise invalid_arguments(e) from None
 
     async def chat(self, model: str, messages: MessagesIn, **params: Any) -> ChatCompletion:
         """One answer. `model` is a router or an expert; `params` are chat completion fields
@@ -195,7 +200,10 @@ class AsyncOrchestratorClient:
         return [ExpertInfo.model_validate(e) for e in body["data"]]
 
     async def create_expert(self, spec: ExpertSpec | dict[str, Any]) -> ExpertSpec:
-        spec = spec if isinstance(spec, ExpertSpec) else ExpertSpec.model_validate(spec)
+        try:
+            spec = spec if isinstance(spec, ExpertSpec) else ExpertSpec.model_validate(spec)
+        except ValidationError as e:
+            raise invalid_arguments(e) from None
         body = await self._json("POST", "/v1/experts", json_body=spec.model_dump(mode="json", exclude_defaults=True))
         return ExpertSpec.model_validate(body)
 
@@ -232,10 +240,13 @@ class AsyncOrchestratorClient:
 
         Sent with an `Idempotency-Key` (a fresh UUID unless given): a retry after a lost answer
         returns the job the first attempt created instead of starting a second one."""
-        create = BatchCreate.model_validate({
-            "requests": [r.model_dump(mode="json", exclude_none=True) if isinstance(r, BaseModel) else r for r in requests],
-            "metadata": metadata,
-        })
+        try:
+            create = BatchCreate.model_validate({
+                "requests": [r.model_dump(mode="json", exclude_none=True) if isinstance(r, BaseModel) else r for r in requests],
+                "metadata": metadata,
+            })
+        except ValidationError as e:
+            raise invalid_arguments(e) from None
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         return BatchObject.model_validate(await self._json("POST", "/v1/batches", json_body=create.model_dump(mode="json", exclude_none=True),
                                                            headers=headers))

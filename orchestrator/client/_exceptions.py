@@ -3,12 +3,13 @@
     ClientError
     ├── APIConnectionError        the gateway could not be reached (after retries)
     ├── APIStatusError            the gateway answered with an error status
-    │   ├── BadRequestError           400
+    │   ├── BadRequestError           400 (also raised before sending, for invalid arguments;
+    │   │                                  `param` names the argument; `response` is None)
     │   ├── AuthenticationError       401 (missing or invalid API key)
     │   ├── PermissionDeniedError     403
     │   ├── NotFoundError             404 (unknown model, trace, batch, expert)
     │   ├── PayloadTooLargeError      413
-    │   ├── UnprocessableEntityError  422 (validation; `param` names the field)
+    │   ├── UnprocessableEntityError  422 (servers other than this gateway; it answers 400)
     │   ├── RateLimitError            429 (after retries; `retry_after` in seconds)
     │   ├── InternalServerError       500
     │   ├── UpstreamError             502 (no expert answered)
@@ -23,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 
 class ClientError(Exception):
@@ -108,6 +110,20 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
               UnprocessableEntityError, RateLimitError, InternalServerError, UpstreamError, ServiceUnavailableError,
               GatewayTimeoutError)
 }
+
+
+def invalid_arguments(err: ValidationError) -> BadRequestError:
+    """The client-side `BadRequestError` for arguments the gateway would refuse with a 400."""
+    errors = err.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid arguments"}
+    unknown = [".".join(str(p) for p in e["loc"]) for e in errors if e.get("type") == "extra_forbidden"]
+    if unknown:
+        message = f"unrecognized argument(s): {', '.join(map(repr, unknown))}; the gateway does not support them"
+        return BadRequestError(message, type="invalid_request_error", param=unknown[0], code="unsupported_parameter")
+    param = ".".join(str(p) for p in first.get("loc", ())) or None
+    msg = str(first.get("msg", "invalid arguments")).removeprefix("Value error, ")
+    return BadRequestError(f"{param}: {msg}" if param else msg, type="invalid_request_error", param=param,
+                           code=str(first.get("type", "invalid")))
 
 
 def retry_after_s(response: httpx.Response) -> float | None:

@@ -48,7 +48,7 @@ class ChatCompletion(ChatCompletionResponse):
 
     @property
     def text(self) -> str:
-        return self.choices[0].message.content if self.choices else ""
+        return (self.choices[0].message.content or "") if self.choices else ""
 
 
 __all__ = [

@@ -3,6 +3,7 @@
     runner = BatchRunner(runtime, on_calls=metrics.record_calls, chunk_size=32)
     await runner.resume()                 # at start: finish what a previous process left
     record = await runner.submit(create, owner=caller.key_id)
+    record = await runner.submit_lines(read_input(content), owner=..., input_file_id=file_id)  # the Files API form
     ...
     await runner.aclose()                 # at shutdown: cancels the tasks; jobs stay resumable
 
@@ -12,6 +13,11 @@ group answered by its router at once in grouped mode (`Runtime.answer_batch`: th
 breakers and aggregation as chat), and the chunk's results
 and traces are written in one transaction keyed by (batch id, index). A killed process therefore
 loses at most the chunk in flight, and a resumed job never writes a result twice.
+
+A request that cannot be answered (an unknown model, a router not fitted, a bad line of an input
+file) fails alone: its error result is stored with the batch, the other requests are answered.
+A request carrying tools or response_format is answered on its own, so a route that cannot honour
+them fails that request only.
 """
 
 from __future__ import annotations
@@ -28,13 +34,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from experts.errors import ConfigError
 from experts.registry import UnknownExpert
 from orchestrator.gateway import errors as E
-from orchestrator.gateway.queries import failure_error, query_from, resolve_model
+from orchestrator.gateway.batch_files import BatchLine
+from orchestrator.gateway.queries import chat_completion, failure_error, query_from, resolve_model
 from orchestrator.pipeline import QueryResult, Runtime
-from orchestrator.protocol import BatchCreate, BatchRequestItem, ChatChoice, ChatCompletionResponse, ChatMessageOut, Usage
+from orchestrator.protocol import BatchCreate, BatchRequestItem
 from orchestrator.residency import ResidencyManager
 from routers.base import Router
-from routers.types import Query, RoutingError
-from routers.registry import router_names
+from routers.types import Query, RoutingError, UnsupportedRequest
 from store.records import BatchItemRecord, BatchRecord, ExpertCallRecord, TraceRecord
 
 logger = logging.getLogger("orchestrator.gateway.batches")
@@ -50,23 +56,16 @@ def new_batch_id() -> str:
     return f"batch_{secrets.token_hex(12)}"
 
 
-def _error_item(idx: int, item: BatchRequestItem, err: E.APIError, trace_id: str | None = None) -> BatchItemRecord:
-    return BatchItemRecord(idx=idx, custom_id=item.custom_id, ok=False, status_code=err.status_code, body=E.error_body(err), trace_id=trace_id)
+def _error_item(idx: int, custom_id: str | None, err: E.APIError, trace_id: str | None = None) -> BatchItemRecord:
+    return BatchItemRecord(idx=idx, custom_id=custom_id, ok=False, status_code=err.status_code, body=E.error_body(err), trace_id=trace_id)
 
 
 def _answer_item(idx: int, item: BatchRequestItem, result: QueryResult) -> BatchItemRecord:
     err = failure_error(result)
     if err is not None:
-        return _error_item(idx, item, err, result.trace_id)
-    finish = next((c.finish_reason for c in reversed(result.calls) if c.error_kind is None), "stop") or "stop"
-    experts = ",".join(result.experts_used)
-    resp = ChatCompletionResponse(
-        model=experts or item.body.model,
-        choices=[ChatChoice(message=ChatMessageOut(content=result.final.text), finish_reason=finish if finish in ("stop", "length") else "stop")],
-        usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                    total_tokens=result.prompt_tokens + result.completion_tokens),
-        experts=result.experts_used, router=result.router, trace_id=result.trace_id,
-    )
+        return _error_item(idx, item.custom_id, err, result.trace_id)
+    # the chosen output's finish reason (a vote's winner), as a chat request reports it
+    resp = chat_completion(result, item.body.model)
     return BatchItemRecord(idx=idx, custom_id=item.custom_id, ok=True, status_code=200, body=resp.model_dump(mode="json"), trace_id=result.trace_id)
 
 
@@ -139,40 +138,54 @@ class BatchRunner:
             await asyncio.shield(task)
 
     # ------------------------------------------------------------------ requests from the API
-    def validate(self, create: BatchCreate) -> None:
-        """Refuse a batch the way the chat endpoint would refuse its requests (before storing it)."""
-        known_routers = set(router_names())
-        for i, item in enumerate(create.requests):
-            model = item.body.model
-            if model not in known_routers and self.runtime.registry.find(model) is None:
-                raise E.NotFound(
-                    f"requests[{i}]: unknown model {model!r}; routers: {', '.join(sorted(known_routers))}; "
-                    f"experts: {', '.join(self.runtime.registry.names)}",
-                    param=f"requests.{i}.body.model", code="model_not_found",
-                )
-            try:
-                query_from(item.body, self.default_max_tokens)
-            except E.APIError as e:
-                e.param = f"requests.{i}.body.{e.param}" if e.param else f"requests.{i}.body"
-                e.message = f"requests[{i}]: {e.message}"
-                raise
+    async def line_error(self, item: BatchRequestItem, routers: dict[str, E.APIError | None] | None = None) -> E.APIError | None:
+        """Why the chat endpoint would refuse this request before answering it, or None.
 
-    async def submit(self, create: BatchCreate, *, owner: str | None) -> BatchRecord:
-        self.validate(create)
-        first_use: dict[str, int] = {}
-        for i, item in enumerate(create.requests):
-            first_use.setdefault(item.body.model, i)
-        for model, i in first_use.items():  # e.g. a router that must be fitted first: refuse now, not per item
+        `routers` caches the outcome per model (a router that must be fitted first is looked up once)."""
+        routers = {} if routers is None else routers
+        model = item.body.model
+        if model not in routers:
             try:
                 await self._router_for(model)
+                routers[model] = None
             except E.APIError as e:
-                e.param, e.message = f"requests.{i}.body.model", f"requests[{i}]: {e.message}"
-                raise
-        rec = BatchRecord(
-            id=new_batch_id(), owner=owner, status="in_progress", total=len(create.requests),
-            requests=[r.model_dump(mode="json", exclude_none=True) for r in create.requests], meta=create.metadata or {},
-        )
-        await self.runtime.store.create_batch(rec)
+                e.param = f"body.{e.param}" if e.param else "body"
+                routers[model] = e
+        if routers[model] is not None:
+            return routers[model]
+        try:
+            query_from(item.body, self.default_max_tokens)
+        except E.APIError as e:
+            e.param = f"body.{e.param}" if e.param else "body"
+            return e
+        return None
+
+    async def submit(self, create: BatchCreate, *, owner: str | None) -> BatchRecord:
+        """An inline batch (`requests`); its requests that cannot be answered fail alone."""
+        assert create.requests is not None, "a batch from a file goes through submit_lines"
+        return await self.submit_lines([BatchLine(r.custom_id, item=r) for r in create.requests], owner=owner,
+                                       metadata=create.metadata)
+
+    async def submit_lines(self, lines: list[BatchLine], *, owner: str | None, metadata: dict[str, str] | None = None,
+                           input_file_id: str | None = None) -> BatchRecord:
+        """Store a batch of these requests and start it. Lines that failed to parse, and requests
+        the chat endpoint would refuse, are stored as error results at once: they fail alone."""
+        routers: dict[str, E.APIError | None] = {}
+        requests: list[dict[str, Any]] = []
+        refused: list[BatchItemRecord] = []
+        for i, line in enumerate(lines):
+            err = line.error if line.item is None else await self.line_error(line.item, routers)
+            if err is not None:
+                refused.append(_error_item(i, line.custom_id, err))
+                requests.append({"custom_id": line.custom_id, "refused": True})  # never run: its result is stored
+            else:
+                assert line.item is not None
+                requests.append(line.item.model_dump(mode="json", exclude_none=True))
+        rec = BatchRecord(id=new_batch_id(), owner=owner, status="in_progress", total=len(lines), requests=requests,
+                          meta=metadata or {}, input_file_id=input_file_id)
+        await self.runtime.store.create_batch(rec, refused)
+        for _ in refused:
+            self.items_done.labels("error").inc()
         self._start(rec.id)
         return await self.runtime.store.get_batch(rec.id) or rec
 
@@ -196,9 +209,9 @@ class BatchRunner:
             rec = await store.get_batch(batch_id, with_requests=True)
             if rec is None:
                 return
-            items = [BatchRequestItem.model_validate(r) for r in rec.requests]
             done = await store.batch_done_indices(batch_id)
             pending = [i for i in range(rec.total) if i not in done]
+            items = {i: BatchRequestItem.model_validate(rec.requests[i]) for i in pending}  # refused ones are done
             for start in range(0, len(pending), self.chunk_size):
                 now = await store.get_batch(batch_id)
                 if now is None or now.status != "in_progress":
@@ -223,17 +236,18 @@ class BatchRunner:
             except Exception:  # noqa: BLE001 - the store itself is down: the job resumes later
                 logger.exception("could not mark batch %s failed", batch_id)
 
-    async def _execute(self, chunk: Sequence[int], items: list[BatchRequestItem], owner: str | None) -> tuple[list[BatchItemRecord], list[TraceRecord]]:
-        by_model: dict[str, list[int]] = defaultdict(list)
+    async def _execute(self, chunk: Sequence[int], items: dict[int, BatchRequestItem], owner: str | None) -> tuple[list[BatchItemRecord], list[TraceRecord]]:
+        by_model: dict[tuple[str, int], list[int]] = defaultdict(list)
         for i in chunk:
-            by_model[items[i].body.model].append(i)
+            # a request with tools is a group of its own: a route that cannot honour them fails it alone
+            by_model[(items[i].body.model, i if items[i].body.passthrough() else -1)].append(i)
         out: list[BatchItemRecord] = []
         traces: list[TraceRecord] = []
-        for model, idxs in by_model.items():
+        for (model, _), idxs in by_model.items():
             try:
                 answered = await self._answer_group(model, [items[i] for i in idxs])
             except E.APIError as err:
-                out += [_error_item(i, items[i], err) for i in idxs]
+                out += [_error_item(i, items[i].custom_id, err) for i in idxs]
                 continue
             for i, (query, result) in zip(idxs, answered, strict=True):
                 if self.on_calls is not None:
@@ -256,5 +270,8 @@ class BatchRunner:
         dispatcher and aggregation: the path chat requests take); every item gets a QueryResult."""
         name, _router, options = await self._router_for(model)
         queries = [query_from(it.body, self.default_max_tokens) for it in group]
-        results = await self.runtime.answer_batch(queries, name, options=options, residency=self.residency)
+        try:
+            results = await self.runtime.answer_batch(queries, name, options=options, residency=self.residency)
+        except UnsupportedRequest as e:  # tools on a route that cannot honour them
+            raise E.BadRequest(str(e), param="body.tools", code="unsupported_for_route") from None
         return list(zip(queries, results, strict=True))

@@ -11,8 +11,9 @@ an admin without requiring a key.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -36,6 +37,7 @@ class GatewayState:
         # names and aliases of the config file's experts: an API caller may neither delete nor shadow them
         self.config_names = frozenset(n.lower() for spec in config.experts for n in spec.all_names())
         self.started = time.time()
+        self.tasks: set[asyncio.Task[Any]] = set()  # streamed answers in flight (held until done)
         self._health: tuple[float, list[HealthStatus]] = (0.0, [])
 
     async def expert_health(self) -> list[HealthStatus]:

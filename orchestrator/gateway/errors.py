@@ -1,13 +1,14 @@
 """Gateway errors and the ONE place that maps exceptions to HTTP statuses and OpenAI envelopes.
 
     APIError
-    ├── BadRequest          400 invalid_request_error (also every validation error; names the field)
+    ├── BadRequest          400 invalid_request_error (any invalid or unknown parameter, as OpenAI;
+    │                           `param` names it; `Unprocessable` is the same class, kept by name)
     ├── Unauthorized        401 authentication_error
     ├── Forbidden           403 permission_error
-    ├── NotFound            404 invalid_request_error (unknown model, trace, batch, route)
-    ├── PayloadTooLarge     413 invalid_request_error
+    ├── NotFound            404 invalid_request_error (unknown model, trace, batch, file, route)
+    ├── MethodNotAllowed    405 invalid_request_error (+ Allow)
     ├── Conflict            409 invalid_request_error (an Idempotency-Key whose first request is still running)
-    ├── Unprocessable       422 invalid_request_error (a request that parses but cannot be answered)
+    ├── PayloadTooLarge     413 invalid_request_error
     ├── RateLimited         429 rate_limit_error (+ Retry-After)
     ├── UpstreamFailed      502 upstream_error (every expert failed)
     ├── ServiceUnavailable  503 service_unavailable (store down, expert overloaded; + Retry-After)
@@ -28,6 +29,7 @@ from types import TracebackType
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.protocol import ErrorInfo, ErrorResponse
@@ -62,12 +64,17 @@ class NotFound(APIError):
     status_code, type = 404, "invalid_request_error"
 
 
+class MethodNotAllowed(APIError):
+    status_code, type = 405, "invalid_request_error"
+
+
 class PayloadTooLarge(APIError):
     status_code, type = 413, "invalid_request_error"
 
 
-class Unprocessable(APIError):
-    status_code, type = 422, "invalid_request_error"
+# OpenAI (and LiteLLM) answer invalid parameters with 400, which its SDK raises as BadRequestError;
+# a 422 would surface as UnprocessableEntityError where users catch BadRequestError.
+Unprocessable = BadRequest
 
 
 class Conflict(APIError):
@@ -135,16 +142,27 @@ def error_response(exc: APIError) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=exc.status_code, headers=headers or None)
 
 
-def validation_error(exc: RequestValidationError) -> APIError:
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    loc = [str(p) for p in first.get("loc", ())]
+def _param(error: dict) -> str | None:
+    loc = [str(p) for p in error.get("loc", ())]
     # Drop where the value came from (the body itself, the query string), not a field named "body".
     loc = loc[1:] if loc[:1] in (["body"], ["query"], ["path"], ["header"]) else loc
-    param = ".".join(loc) or None
-    msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    return ".".join(loc) or None
+
+
+def validation_error(exc: RequestValidationError | ValidationError) -> APIError:
+    """A 400 naming the parameter at fault (every unknown one, when there are unknown ones)."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
+        msg = str(first.get("msg", "invalid JSON"))
         return BadRequest(f"the request body is not valid JSON: {msg}", code="invalid_json")
-    # 400, as OpenAI answers an invalid parameter (the SDK raises BadRequestError)
+    unknown = [p for e in errors if e.get("type") == "extra_forbidden" and (p := _param(e))]
+    if unknown:
+        names = ", ".join(repr(u) for u in unknown)
+        return BadRequest(f"unrecognized request argument(s) supplied: {names}; the gateway does not support "
+                          f"{'it' if len(unknown) == 1 else 'them'}", param=unknown[0], code="unsupported_parameter")
+    param = _param(first)
+    msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     return BadRequest(f"{param}: {msg}" if param else msg, param=param, code=str(first.get("type", "invalid")))
 
 
@@ -159,10 +177,11 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        cls = {404: NotFound, 405: BadRequest, 413: PayloadTooLarge, 401: Unauthorized, 403: Forbidden}.get(exc.status_code, BadRequest)
+        cls = {404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge, 401: Unauthorized, 403: Forbidden}.get(exc.status_code, BadRequest)
         err = cls(str(exc.detail) if exc.status_code != 404 else "no such route; see GET /v1/models and the API docs")
         if exc.status_code == 405:
             err.message = "method not allowed for this route"
+        err.headers.update(exc.headers or {})  # Starlette's 405 names the allowed methods (Allow)
         resp = error_response(err)
         resp.status_code = exc.status_code
         return resp

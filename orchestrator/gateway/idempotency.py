@@ -1,6 +1,6 @@
 """`Idempotency-Key` on `POST /v1/batches`: a retried submit returns the job the first one made.
 
-    rec = await submit_once(store, runner, body, caller, key="3f1c...")   # key from the header
+    rec = await submit_once(store, body, caller, key="3f1c...", submit=lambda: runner.submit(body, owner=caller.key_id))
 
 Keys are per caller (the key id that sent them) and stored with a hash of the request: the same
 key with another body is a 400; while the first request with a key is still being submitted, a
@@ -13,13 +13,13 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from orchestrator.gateway import errors as E
 
 if TYPE_CHECKING:
     from orchestrator.gateway.auth import Caller
-    from orchestrator.gateway.batch_runner import BatchRunner
     from orchestrator.protocol import BatchCreate
     from store.records import BatchRecord
     from store.repository import Store
@@ -31,7 +31,9 @@ KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, as Stripe and the Open
 WAIT_S = 10.0
 
 
-async def submit_once(store: Store, runner: BatchRunner, body: BatchCreate, caller: Caller, key: str) -> BatchRecord:
+async def submit_once(store: Store, body: BatchCreate, caller: Caller, key: str,
+                      submit: Callable[[], Awaitable[BatchRecord]]) -> BatchRecord:
+    """The batch `submit()` creates, or the one an earlier request with `key` and this body made."""
     owner = caller.key_id or ""
     digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     deadline = time.monotonic() + WAIT_S
@@ -54,9 +56,9 @@ async def submit_once(store: Store, runner: BatchRunner, body: BatchCreate, call
                              param=HEADER, code="idempotency_key_in_use", retry_after=1)
         await asyncio.sleep(0.05)
     try:
-        rec = await runner.submit(body, owner=caller.key_id)
+        rec = await submit()
     except BaseException:
-        try:  # the submit failed (say, a 404 model): the key may be used again, with a fixed body
+        try:  # the submit failed (say, a 404 input file): the key may be used again, with a fixed body
             await store.release_idempotency_key(owner, key)
         except Exception:  # noqa: BLE001 - the store is down: the claim goes stale and is taken over later
             logger.warning("could not release idempotency key of %s", owner or "anonymous", exc_info=True)

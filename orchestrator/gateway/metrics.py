@@ -31,6 +31,14 @@ class GatewayMetrics:
         self.trace_backlog = Gauge("orchestrator_trace_backlog", "traces answered but not yet committed to the store", registry=r)
         self.batch_size = Histogram("orchestrator_batch_size", "requests per backend call", ["expert"], registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        # Per router (a direct expert call is router "single"; /v1/completions and /v1/embeddings "passthrough").
+        answer_buckets = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+        self.router_requests = Counter("orchestrator_router_requests", "answers per router and status", ["router", "status"], registry=r)
+        self.router_latency = Histogram("orchestrator_router_latency_seconds", "time to the whole answer", ["router"], registry=r,
+                                        buckets=answer_buckets)
+        self.router_cost = Counter("orchestrator_router_cost_usd", "cost of the answers in USD", ["router"], registry=r)
+        self.ttft = Histogram("orchestrator_time_to_first_token_seconds", "streamed answers: time to the first token", ["router"],
+                              registry=r, buckets=answer_buckets)
 
         # Label children by label values: `.labels()` costs a few microseconds (validation, a
         # lock) and the hot path touches up to eight metrics per request.
@@ -58,3 +66,14 @@ class GatewayMetrics:
                 self.child(self.tokens, c.expert, "prompt").inc(c.prompt_tokens)
                 self.child(self.tokens, c.expert, "completion").inc(c.completion_tokens)
                 self.child(self.cost, c.expert).inc(c.cost_usd)
+
+    def record_answer(self, router: str, status: int | str, seconds: float | None = None, cost_usd: float = 0.0) -> None:
+        """One answered (or refused) request of `router`: status, latency and cost."""
+        self.child(self.router_requests, router, str(status)).inc()
+        if seconds is not None:
+            self.child(self.router_latency, router).observe(seconds)
+        if cost_usd:
+            self.child(self.router_cost, router).inc(cost_usd)
+
+    def record_first_token(self, router: str, seconds: float) -> None:
+        self.child(self.ttft, router).observe(seconds)

@@ -1,6 +1,6 @@
 """The app's ASGI middleware: the request body size limit and per-route request metrics.
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, path_limits={"/v1/files": settings.max_file_bytes})
     app.add_middleware(RequestMetrics)   # reports to the GatewayMetrics of `app.state.gateway`
 
 Both are plain ASGI middleware: Starlette's `BaseHTTPMiddleware` (what `@app.middleware` builds)
@@ -18,23 +18,26 @@ from orchestrator.gateway.errors import PayloadTooLarge, error_body
 
 
 class BodySizeLimit:
-    """Rejects bodies over `max_bytes` with 413, by Content-Length or while reading a chunked body."""
+    """Rejects bodies over `max_bytes` with 413, by Content-Length or while reading a chunked body.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    `path_limits` gives paths of their own limit (file uploads are larger than chat requests)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.path_limits = app, max_bytes, path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    too_big = int(value) > limit
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._reject(send)
+                    await self._reject(send, limit)
                     return
         # Read the whole body here (FastAPI reads it whole anyway), so an oversized chunked body is
         # a clean 413: raising from inside `receive` would surface as FastAPI's generic 400.
@@ -46,8 +49,8 @@ class BodySizeLimit:
                 break  # disconnect: let the app see it
             chunk = message.get("body", b"")
             seen += len(chunk)
-            if seen > self.max_bytes:
-                await self._reject(send)
+            if seen > limit:
+                await self._reject(send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -64,11 +67,8 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    def _message(self) -> str:
-        return f"request body larger than {self.max_bytes} bytes"
-
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(error_body(PayloadTooLarge(self._message()))).encode()
+    async def _reject(self, send: Send, limit: int) -> None:
+        body = json.dumps(error_body(PayloadTooLarge(f"request body larger than {limit} bytes"))).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 

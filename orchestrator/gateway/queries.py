@@ -3,18 +3,29 @@
     query = query_from(ChatCompletionRequest(model="coe", messages=[...]), default_max_tokens=256)
     router, options = resolve_model(registry, body.model)
     err = failure_error(result)        # None when some expert answered
+    body = chat_completion(result, requested_model="coe")
 
-Used by the chat endpoint and by batch jobs, so both read a request and map a failure the same way.
+Used by the chat endpoint and by batch jobs, so both read a request, answer it and map a failure
+the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from experts.types import ChatMessage
 from orchestrator.gateway import errors as E
-from orchestrator.protocol import ChatCompletionRequest, RequestMetadata
+from orchestrator.protocol import (
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessageIn,
+    ChatMessageOut,
+    RequestMetadata,
+    Usage,
+)
 from routers.types import Query
 from routers.registry import router_names
 
@@ -28,21 +39,37 @@ if TYPE_CHECKING:
 def query_from(body: ChatCompletionRequest, default_max_tokens: int) -> Query:
     """The query a chat body asks; `body.metadata` may name a benchmark question (recorded experts).
 
-    Raises `E.Unprocessable` naming the field at fault."""
+    Raises `E.BadRequest` naming the field at fault."""
     try:
         text = body.question()
     except ValueError as e:
-        raise E.Unprocessable(str(e), param="messages") from None
+        raise E.BadRequest(str(e), param="messages") from None
     if not text.strip():
-        raise E.Unprocessable("the last user message is empty", param="messages")
-    roles = {"system": "system", "developer": "system", "assistant": "assistant"}
-    msgs = tuple(ChatMessage(role=roles.get(m.role, "user"), content=m.text()) for m in body.messages if m.role != "tool")  # type: ignore[arg-type]
+        raise E.BadRequest("the last user message is empty", param="messages")
+    msgs = tuple(_message(i, m) for i, m in enumerate(body.messages))
     meta = body.metadata or RequestMetadata()  # typed: choices are strings, at most one per option letter
     return Query(
         text=text, messages=msgs, max_tokens=body.token_limit(default_max_tokens), temperature=body.temperature,
-        stop=tuple(body.stop or ()), seed=body.seed, question_id=None if meta.question_id is None else str(meta.question_id),
+        top_p=body.top_p, stop=tuple(body.stop or ()), seed=body.seed,
+        question_id=None if meta.question_id is None else str(meta.question_id),
         choices=tuple(meta.choices) if meta.choices else None, category=meta.category,
+        passthrough=body.passthrough(),
     )
+
+
+_ROLES = {"system": "system", "developer": "system", "assistant": "assistant", "tool": "tool"}
+
+
+def _message(i: int, m: ChatMessageIn) -> ChatMessage:
+    """One message as experts receive it; content parts other than text are refused, not dropped."""
+    if isinstance(m.content, list):
+        for j, part in enumerate(m.content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text":
+                raise E.BadRequest(f"messages[{i}].content[{j}]: content of type {kind!r} is not supported; only text",
+                                   param=f"messages.{i}.content.{j}.type", code="unsupported_content")
+    return ChatMessage(role=_ROLES.get(m.role, "user"), content=m.text(),  # type: ignore[arg-type]
+                       tool_calls=tuple(m.tool_calls) if m.tool_calls else None, tool_call_id=m.tool_call_id, name=m.name)
 
 
 def resolve_model(registry: "ExpertRegistry", model: str) -> tuple[str, dict[str, Any] | None]:
@@ -70,6 +97,8 @@ FAILURE_PHRASES = {
     "circuit_open": "is failing repeatedly (circuit open)",
     "unknown_question": "has no recorded output for this question (recorded experts answer benchmark questions: metadata.question_id)",
 }
+# how the openai backend words a refusal: "expert 'x' answered 400: ..." (map_status_parts)
+_ANSWERED = re.compile(r" answered (\d{3}):")
 
 
 def failure_error(result: "QueryResult") -> E.APIError | None:
@@ -87,4 +116,36 @@ def failure_error(result: "QueryResult") -> E.APIError | None:
         return E.UpstreamTimeout(f"every expert timed out: {detail}", code="upstream_timeout")
     if kinds and kinds <= {"overloaded", "rate_limited", "circuit_open"}:
         return E.ServiceUnavailable(f"experts are overloaded: {detail}", code="overloaded", retry_after=1)
+    statuses = {m.group(1) for c in failed if (m := _ANSWERED.search(c.error_message or ""))}
+    if kinds == {"rejected"} and statuses and statuses <= {"400", "422"}:
+        # the expert refused what the client asked (e.g. an invalid response_format schema): the
+        # client's error; what its server said stays in the trace (the caller may read it there)
+        return E.BadRequest(f"the expert refused the request ({', '.join(sorted(statuses))}): {detail}", code="upstream_rejected")
     return E.UpstreamFailed(f"no expert answered: {detail}", code="upstream_failed")
+
+
+FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
+
+
+def finish_reason(result: "QueryResult") -> str:
+    """The chosen answer's finish reason in OpenAI's vocabulary (a server's own values, such as
+    vLLM's "abort", become "stop")."""
+    reason = result.finish_reason
+    return reason if reason in FINISH_REASONS else "stop"
+
+
+def usage(result: "QueryResult") -> Usage:
+    return Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                 total_tokens=result.prompt_tokens + result.completion_tokens)
+
+
+def chat_completion(result: "QueryResult", requested_model: str) -> ChatCompletionResponse:
+    """The chat.completion body of an answer: the chosen output's text, tool calls (unchanged)
+    and finish reason; usage over every call; the experts, router and trace id."""
+    calls = result.final.tool_calls
+    message = ChatMessageOut(content=result.final.text if result.final.text or not calls else None, tool_calls=calls)
+    return ChatCompletionResponse(
+        model=",".join(result.experts_used) or requested_model,
+        choices=[ChatChoice(message=message, finish_reason=finish_reason(result))],
+        usage=usage(result), experts=result.experts_used, router=result.router, trace_id=result.trace_id,
+    )

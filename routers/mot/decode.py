@@ -14,7 +14,7 @@ scratch at every step (the reference the cached path must match).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,9 +109,11 @@ def generate(
     use_cache: bool = True,
     step_logits: list[torch.Tensor] | None = None,
     ignore_eos: bool = False,
+    on_text: Callable[[str], bool] | None = None,
 ) -> Generation:
     """Greedy (or sampled) generation by the route's primary; `interact=False` is the primary
-    alone (no peer runs at all)."""
+    alone (no peer runs at all). `on_text` (streaming) gets the text generated so far after each
+    token; returning False ends the generation there (the caller went away)."""
     t0 = time.perf_counter()
     prim = experts[route.primary]
     penc = prim.encode(prompt)
@@ -135,6 +137,9 @@ def generate(
         text = prompt + prim.tokenizer.decode(gen, skip_special_tokens=True)
         hit = [s for s in stop if s and s in text[len(prompt):]]
         if hit:
+            finish = "stop"
+            break
+        if on_text is not None and on_text(text[len(prompt):]) is False:
             finish = "stop"
             break
         if step == max_new_tokens - 1:

@@ -15,19 +15,22 @@ and `orchestrator bench --router mot` all answer through `run`, so all of them f
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from experts.backends.streaming import StopHoldback
 from experts.types import GenerationResult
 from routers.base import Router
 from routers.tracing import call_record
 from routers.types import (
+    AnswerSink,
     Assignment,
     ExpertOutput,
     ExpertRuntime,
@@ -157,7 +160,7 @@ class MoTRouter(Router):
         }
         return Plan(router=self.name, assignments=assignments, aggregation={"kind": "single"}, detail=detail)
 
-    def _generate_sync(self, loaded: _Loaded, query: Query, plan: Plan) -> GenerationResult:
+    def _generate_sync(self, loaded: _Loaded, query: Query, plan: Plan, on_text: Callable[[str], bool] | None = None) -> GenerationResult:
         from routers.mot.decode import generate
 
         idx = {n: i for i, n in enumerate(loaded.names)}
@@ -167,23 +170,30 @@ class MoTRouter(Router):
             # Base experts continue the shared "Question: ... Answer:" format with a new question.
             stop = (*query.stop, "\nQuestion:")
             g = generate(loaded.fusion, loaded.experts, r, query_prompt(query), max_new_tokens=query.max_tokens or self.max_new_tokens,
-                         stop=stop, temperature=query.temperature or 0.0, seed=query.seed)
+                         stop=stop, temperature=query.temperature or 0.0, seed=query.seed, on_text=on_text)
         return GenerationResult(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=len(g.token_ids),
                                 latency_s=g.latency_s, finish_reason=g.finish_reason)
 
     # ---------------------------------------------------------------- answering
     async def run(self, queries: Sequence[Query], runtime: ExpertRuntime) -> list[QueryOutcome]:
         """Route every query (one embedding batch), then one fused decode per query: the primary
-        generates while its peers run in lockstep (in-process; one generation at a time)."""
+        generates while its peers run in lockstep (in-process; one generation at a time). A
+        streaming caller (one query) gets the primary's text token by token."""
         loaded = await self._load()
+        sink = runtime.answer_sink if len(queries) == 1 else None
         t0 = time.perf_counter()
         plans = await self.route_batch(list(queries))
         route_share = (time.perf_counter() - t0) / max(1, len(plans))
         outcomes = []
         for query, plan in zip(queries, plans, strict=True):
             t1 = time.perf_counter()
-            result = await asyncio.to_thread(self._generate_sync, loaded, query, plan)
             primary = plan.assignments[0].expert
+            on_text, stop_streaming = self._streamer(sink, primary, query) if sink is not None else (None, None)
+            try:
+                result = await asyncio.to_thread(self._generate_sync, loaded, query, plan, on_text)
+            finally:
+                if stop_streaming is not None:
+                    stop_streaming()  # cancelled: the worker ends at its next token
             peers = [a.expert for a in plan.assignments[1:]]
             answer = extract_answer(query, result)
             rec = call_record(runtime.registry, primary, result, answer=answer)
@@ -194,10 +204,32 @@ class MoTRouter(Router):
                                         "stacks": loaded.fusion.cfg.n_stacks,
                                         "s_per_token": round(result.latency_s / max(result.completion_tokens, 1), 4)}),
             ]
-            final = FinalAnswer(text=result.text, answer=answer, method="mot", detail={"primary": primary, "peers": peers})
+            final = FinalAnswer(text=result.text, answer=answer, method="mot", detail={"primary": primary, "peers": peers},
+                                finish_reason=result.finish_reason)
             outcomes.append(QueryOutcome(query=query, plan=plan, final=final, calls=[rec], steps=steps,
                                          outputs=[ExpertOutput(index=0, expert=primary, text=result.text, answer=answer)]))
         return outcomes
+
+    @staticmethod
+    def _streamer(sink: AnswerSink, primary: str, query: Query) -> tuple[Callable[[str], bool], Callable[[], None]]:
+        """A decode callback (run in the worker thread) that sends the new text to `sink` on the
+        event loop, stop strings held back; and a function that makes the decode stop."""
+        loop = asyncio.get_running_loop()
+        hold = StopHoldback((*query.stop, "\nQuestion:"))
+        seen = 0
+        stopped = threading.Event()
+
+        def on_text(text: str) -> bool:
+            nonlocal seen
+            if text.endswith("\ufffd"):  # a multi-byte character still incomplete: wait for it
+                return not stopped.is_set()
+            piece = hold.feed(text[seen:])
+            seen = len(text)
+            if piece:
+                loop.call_soon_threadsafe(functools.partial(sink.send, piece, expert=primary))
+            return not stopped.is_set()
+
+        return on_text, stopped.set
 
     async def route_batch(self, queries: Sequence[Query]) -> list[Plan]:
         loaded = await self._load()

@@ -1,12 +1,15 @@
 """Router-R1's LangGraph graph on `QueryState`: think → route → information → think … → answer.
 
-    graph = build_router_r1_graph(router, runtime)
-    state = await graph.ainvoke({"query": query})
+    graph = build_router_r1_graph(router)                     # once per router
+    state = await graph.ainvoke({"query": query}, run_config(runtime, max_turns))
 
 Each policy generation is a `think` step (and a `policy` expert call); a search it ends with is a
 `route` step; the callee's reply is an `information` step (and a `callee` expert call); the end
 is an `answer` step. Policy and callee calls both go through the runtime (`ExpertRuntime.generate`,
-the orchestrator's dispatcher), so concurrent queries' calls batch per expert.
+the orchestrator's dispatcher), so concurrent queries' calls batch per expert. The runtime is
+run-scoped (LangGraph's `configurable`), so one compiled graph serves every caller, streaming
+ones included: each policy turn is a `generate_answer` call whose `<answer>` part, if it writes
+one, streams to a streaming caller as the policy produces it.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
 from experts.types import ChatMessage, GenerationRequest
 from routers.tracing import call_record
 from routers.types import Aggregation, Assignment, ExpertOutput, ExpertRuntime, FinalAnswer, Plan, QueryState
 from routers.router_r1.episode import Episode, Step, truncate_reply
+from routers.router_r1.parsing import answer_so_far
 from routers.router_r1.prompts import STOP_STRINGS, agent_prompt
 from routers.router_r1.reward import answer_letter, call_cost
 from store.records import TraceStepRecord
@@ -41,8 +46,17 @@ def policy_request(prompt: str, transcript: str, *, max_tokens: int, temperature
     return GenerationRequest(messages=(user, ChatMessage(role="assistant", content=transcript)), continue_final_message=True, **common)
 
 
-def build_router_r1_graph(router: "RouterR1Router", runtime: ExpertRuntime) -> Any:
-    registry = runtime.registry
+def run_config(runtime: ExpertRuntime, max_turns: int) -> RunnableConfig:
+    """The per-run config of one episode: the runtime its calls go through, and the step bound."""
+    return {"configurable": {"runtime": runtime}, "recursion_limit": recursion_limit(max_turns)}
+
+
+def _runtime(config: RunnableConfig) -> ExpertRuntime:
+    return config["configurable"]["runtime"]
+
+
+def build_router_r1_graph(router: "RouterR1Router") -> Any:
+    registry = router.ctx.registry
     opts = router.opts
 
     async def prepare(state: QueryState) -> dict[str, Any]:
@@ -53,13 +67,15 @@ def build_router_r1_graph(router: "RouterR1Router", runtime: ExpertRuntime) -> A
                                                              "prompt": prompt[:DETAIL_CHARS]}, duration_s=time.perf_counter() - t0)
         return {"scratch": {"episode": Episode.start(opts.max_turns, opts.prefill), "prompt": prompt, "assignments": []}, "steps": [step]}
 
-    async def think(state: QueryState) -> dict[str, Any]:
+    async def think(state: QueryState, config: RunnableConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         query, scratch = state["query"], state["scratch"]
         ep: Episode = scratch["episode"]
         req = policy_request(scratch["prompt"], ep.transcript, max_tokens=opts.max_tokens, temperature=opts.temperature,
                              seed=opts.seed if query.seed is None else query.seed, question_id=query.question_id)
-        result = await runtime.generate(router.policy, req)
+        pending = ep.pending  # a prefill opens this turn: its answer tag may be there already
+        # Any turn may be the answering one; only an <answer> it writes reaches a streaming caller.
+        result = await _runtime(config).generate_answer(router.policy, req, select=lambda text: answer_so_far(pending + text))
         seq = 1 + 3 * ep.turn
         rec = call_record(registry, router.policy, result, role="policy")
         rec.seq = seq
@@ -67,6 +83,7 @@ def build_router_r1_graph(router: "RouterR1Router", runtime: ExpertRuntime) -> A
             ep.done = True
             step = TraceStepRecord(seq=seq, kind="think", detail={"turn": ep.turn, "error": rec.error_message}, duration_s=time.perf_counter() - t0)
             return {"scratch": {**scratch, "last": None}, "calls": [rec], "steps": [step]}
+        scratch = {**scratch, "finish_reason": result.finish_reason}
         st = ep.accept(result.text, router.resolve, result.finish_reason)
         if st.outcome == "no-action":
             ep.observe(st, None)  # no search or answer: empty observation, the loop goes on
@@ -92,7 +109,7 @@ def build_router_r1_graph(router: "RouterR1Router", runtime: ExpertRuntime) -> A
             detail["reason"] = f"{st.route.name!r} names no expert of the pool ({', '.join(router.callee_pool)})"
         return {"steps": [TraceStepRecord(seq=2 + 3 * st.turn, kind="route", detail=detail)]}
 
-    async def information(state: QueryState) -> dict[str, Any]:
+    async def information(state: QueryState, config: RunnableConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         query, scratch = state["query"], state["scratch"]
         ep: Episode = scratch["episode"]
@@ -104,7 +121,7 @@ def build_router_r1_graph(router: "RouterR1Router", runtime: ExpertRuntime) -> A
         else:
             req = GenerationRequest.chat(agent_prompt(st.call.query), max_tokens=opts.callee_max_tokens or query.max_tokens or 512,
                                          temperature=0.0, seed=42, question_id=query.question_id)
-            result = await runtime.generate(st.call.expert, req)
+            result = await _runtime(config).generate(st.call.expert, req)
             rec = call_record(registry, st.call.expert, result, role="callee")
             rec.seq = seq
             calls.append(rec)
@@ -132,7 +149,9 @@ def build_router_r1_graph(router: "RouterR1Router", runtime: ExpertRuntime) -> A
                   "finished": "answer" if text is not None else "no answer tag"}
         plan = Plan(router=router.name, assignments=scratch["assignments"], aggregation=Aggregation(kind="single"),
                     detail={"policy": router.policy, "transcript": ep.transcript[:DETAIL_CHARS], **detail})
-        final = FinalAnswer(text=text or "", answer=parsed, method="router-r1", detail=detail)
+        # An answer tag closes the turn (a stop string); without one the last turn says why it ended.
+        finish = "stop" if text is not None else scratch.get("finish_reason") or "stop"
+        final = FinalAnswer(text=text or "", answer=parsed, method="router-r1", detail=detail, finish_reason=finish)
         step = TraceStepRecord(seq=10_000, kind="answer", detail=detail)
         return {"final": final, "plan": plan, "steps": [step]}
 
@@ -145,7 +164,7 @@ def build_router_r1_graph(router: "RouterR1Router", runtime: ExpertRuntime) -> A
     g.add_edge("route", "information")
     g.add_edge("information", "think")
     g.add_edge("answer", END)
-    return g.compile().with_config(recursion_limit=recursion_limit(opts.max_turns))
+    return g.compile()
 
 
 def recursion_limit(max_turns: int) -> int:

@@ -106,3 +106,18 @@ def last_answer(text: str) -> str | None:
     """The content of the last `<answer>` block (what the outcome reward scores)."""
     found = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
     return found[-1].strip() if found else None
+
+
+def answer_so_far(text: str) -> str:
+    """The answer a turn has written so far, while it is being generated (streaming): what follows
+    its `<answer>` (nothing when a `<search>` comes first), up to the first tag, trimmed as
+    `last_answer` trims. It only grows as the turn's text grows, so it can be sent piece by piece."""
+    start = text.find("<answer>")
+    if start < 0:
+        return ""
+    search = text.find("<search>")
+    if 0 <= search < start:
+        return ""
+    content = text[start + len("<answer>"):]
+    tag = content.find("<")
+    return (content if tag < 0 else content[:tag]).strip()

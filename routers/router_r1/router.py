@@ -132,23 +132,27 @@ class RouterR1Router(Router):
         """One episode per query, all at once: think → route → information … → answer."""
         import asyncio
 
-        graph = self._graph_for(runtime)
+        from routers.router_r1.graph import run_config
+
+        graph = self._graph_for()
+        config = run_config(runtime, self.opts.max_turns)
 
         async def episode(query: Query) -> QueryOutcome:
-            st = await graph.ainvoke({"query": query})
+            st = await graph.ainvoke({"query": query}, config)
             return QueryOutcome(query=query, plan=st["plan"], final=st["final"], outputs=st.get("outputs", []),
                                 calls=st.get("calls", []), steps=st.get("steps", []))
 
         return list(await asyncio.gather(*(episode(q) for q in queries)))
 
-    def _graph_for(self, runtime: ExpertRuntime) -> Any:
-        # Compiled once per runtime (a compile takes milliseconds, a chat request should not pay it).
-        cached = getattr(self, "_graph_cache", None)
-        if cached is None or cached[0] is not runtime:
+    def _graph_for(self) -> Any:
+        # Compiled once (a compile takes milliseconds, a chat request should not pay it); the
+        # runtime is passed per run, so streaming and batch callers share it.
+        graph = getattr(self, "_graph", None)
+        if graph is None:
             from routers.router_r1.graph import build_router_r1_graph
 
-            cached = self._graph_cache = (runtime, build_router_r1_graph(self, runtime))
-        return cached[1]
+            graph = self._graph = build_router_r1_graph(self)
+        return graph
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "policy": self.policy, "callees": self.callee_pool, "options": self.opts.model_dump()}

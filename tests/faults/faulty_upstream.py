@@ -1,12 +1,15 @@
 """A real misbehaving OpenAI-compatible server on loopback, for the fault tests.
 
-    with FaultyUpstream("500") as up:          # modes: ok, 500, malformed, hang, die
+    with FaultyUpstream("500") as up:          # modes: ok, 500, malformed, hang, die, die-mid-stream
         up.base_url                           # http://127.0.0.1:PORT/v1
         up.mode = "ok"                        # switch behaviour while it runs
         up.requests                           # chat requests it received
 
 A raw asyncio server in its own thread: each mode is a real wire behaviour (a status, a broken
 body, a connection that goes silent or is cut halfway through the body), not a mocked client.
+A request with `"stream": true` is answered as OpenAI servers do, with server-sent events
+(`ok`: the answer in three chunks; `die` and `die-mid-stream`: the connection is cut before the
+first chunk, or after the first two).
 """
 
 from __future__ import annotations
@@ -25,6 +28,29 @@ MODELS_BODY = json.dumps({"object": "list", "data": [{"id": "faulty", "object": 
 
 def _resp(status: str, body: bytes, ctype: bytes = b"application/json") -> bytes:
     return f"HTTP/1.1 {status}\r\ncontent-length: {len(body)}\r\n".encode() + b"content-type: " + ctype + b"\r\n\r\n" + body
+
+
+STREAM_PIECES = ("The answer", " is", " 4.")
+
+
+def _sse_events() -> list[bytes]:
+    """The OK answer as OpenAI streams it: role, content pieces, finish, usage, [DONE]."""
+    def event(choices: list, **extra: object) -> bytes:
+        chunk = {"id": "chatcmpl-faulty", "object": "chat.completion.chunk", "created": 0, "model": "faulty", "choices": choices, **extra}
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    out = [event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
+    out += [event([{"index": 0, "delta": {"content": p}, "finish_reason": None}]) for p in STREAM_PIECES]
+    out.append(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+    out.append(event([], usage={"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}))
+    return out + [b"data: [DONE]\n\n"]
+
+
+def _chunked(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
 class FaultyUpstream:
@@ -57,7 +83,19 @@ class FaultyUpstream:
                     self.requests += 1
                     self.last_body = body
                     mode = self.mode
-                    if mode == "hang":
+                    streamed = b'"stream":true' in body.replace(b" ", b"")
+                    if streamed and mode in ("ok", "die", "die-mid-stream"):
+                        events = _sse_events()
+                        writer.write(SSE_HEAD)
+                        for i, ev in enumerate(events):
+                            if (mode == "die" and i == 1) or (mode == "die-mid-stream" and i == 3):
+                                await writer.drain()
+                                writer.transport.abort()  # cut before the first chunk, or after two
+                                return
+                            writer.write(_chunked(ev))
+                            await writer.drain()
+                        writer.write(b"0\r\n\r\n")
+                    elif mode == "hang":
                         await asyncio.sleep(3600)
                     elif mode == "500":
                         writer.write(_resp("500 Internal Server Error", b'{"error": {"message": "engine crashed"}}'))

@@ -71,18 +71,41 @@ def test_out_of_range_parameters_name_the_parameter(gateway) -> None:  # type: i
                          ({"messages": [{"role": "user", "content": "hi"}] * 300}, "messages"),
                          ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
                          ({"messages": []}, "messages")]:
-        _error(httpx.post(f"{url}/v1/chat/completions", json={**_msg("hi"), **extra}), 400, param)
+        # invalid parameters are 400s, as OpenAI's (its SDK raises BadRequestError for them)
+        assert _error(httpx.post(f"{url}/v1/chat/completions", json={**_msg("hi"), **extra}), 400, param)["type"] == "invalid_request_error"
     _error(httpx.post(f"{url}/v1/chat/completions", json={**_msg("hi"), "model": "x" * 10_000}), 400, "model")
 
 
-def test_unknown_fields_are_ignored_and_the_request_answers(gateway) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_and_unsupported_fields_are_refused_by_name(gateway) -> None:  # type: ignore[no-untyped-def]
+    """Nothing is dropped silently (OpenAI's behaviour): an unknown field, or a known one the
+    gateway cannot honour, is a 400 naming it; the request is not answered."""
     url, up = gateway
-    body = {**_msg("What is 2+2?"), "frobnicate": {"deep": [1, 2, 3]}, "logit_bias": {"50256": -100}, "tools": []}
+    before = up.requests
+    err = _error(httpx.post(f"{url}/v1/chat/completions", json={**_msg("What is 2+2?"), "frobnicate": {"deep": [1, 2, 3]}, "zap": 1}),
+                 400, "frobnicate")
+    assert "'frobnicate'" in err["message"] and "'zap'" in err["message"] and err["code"] == "unsupported_parameter"
+    _error(httpx.post(f"{url}/v1/chat/completions", json={**_msg("hi"), "logit_bias": {"50256": -100}}), 400, "logit_bias")
+    _error(httpx.post(f"{url}/v1/chat/completions", json={**_msg("hi"), "presence_penalty": 0.5}), 400, "presence_penalty")
+    bad_message = _msg("hi")
+    bad_message["messages"][0]["mood"] = "cheerful"
+    _error(httpx.post(f"{url}/v1/chat/completions", json=bad_message), 400, "messages.0.mood")
+    image = {"model": "echo", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "x"}}]}]}
+    assert "image_url" in _error(httpx.post(f"{url}/v1/chat/completions", json=image), 400, "messages.0.content.1.type")["message"]
+    # tools for an expert that does not support them: refused, not dropped
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    assert "does not support" in _error(httpx.post(f"{url}/v1/chat/completions", json={**_msg("hi"), "tools": tools}), 400, "tools")["message"]
+    assert up.requests == before  # none of them reached the expert
+
+    # OpenAI's fields at the values that change nothing, and a message's `name`, are accepted
+    body = {**_msg("What is 2+2?"), "logit_bias": {}, "frequency_penalty": 0, "presence_penalty": 0.0, "logprobs": False,
+            "tools": [], "user": "u-1"}
     body["messages"][0]["name"] = "alice"
     r = httpx.post(f"{url}/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] == "The answer is 4."
-    assert "frobnicate" not in up.last_body.decode()  # unknown fields are not forwarded to experts
+    sent = json.loads(up.last_body)
+    assert sent["messages"][-1] == {"role": "user", "content": "What is 2+2?", "name": "alice"}
+    assert not {"logit_bias", "frequency_penalty", "tools", "user"} & set(sent)
 
 
 @pytest.mark.parametrize("content", [

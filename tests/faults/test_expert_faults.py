@@ -77,7 +77,10 @@ def test_each_fault_ends_in_a_clear_error_within_its_timeout(tmp_path: Path) -> 
 
 
 def test_streaming_request_gets_an_in_band_error_when_the_expert_dies(tmp_path: Path) -> None:
-    with FaultyUpstream("die") as die:
+    """Cut after its first tokens: the stream has begun (200), so the error is in-band, then [DONE].
+    Cut before them: the same HTTP error as without streaming (OpenAI's rule: errors before the
+    first token are HTTP errors)."""
+    with FaultyUpstream("die-mid-stream") as die:
         cfg = parse_config({"store": f"sqlite+aiosqlite:///{tmp_path / 's.db'}", "experts": [_expert("dies", die.base_url)]})
         with running_gateway(cfg) as url:
             t0 = time.monotonic()
@@ -86,10 +89,23 @@ def test_streaming_request_gets_an_in_band_error_when_the_expert_dies(tmp_path: 
             }) as r:
                 assert r.status_code == 200
                 events = [ln.removeprefix("data: ") for ln in r.iter_lines() if ln.startswith("data: ")]
+                trace_id = r.headers["x-orchestrator-trace-id"]
             assert time.monotonic() - t0 < BUDGET_S
             assert events[-1] == "[DONE]"
+            text = "".join((json.loads(e)["choices"] or [{}])[0].get("delta", {}).get("content") or "" for e in events[:-2])
+            assert text == "The answer is"  # what arrived before the cut
             err = json.loads(events[-2])["error"]
             assert err["type"] == "upstream_error" and "dies" in err["message"] and set(err) == {"message", "type", "param", "code"}
+            assert die.requests == 1  # never retried once tokens had been sent
+            trace = httpx.get(f"{url}/v1/traces/{trace_id}").json()
+            assert trace["status"] == "error" and trace["calls"][0]["error_kind"] == "unavailable"
+
+            die.mode = "die"
+            r = httpx.post(f"{url}/v1/chat/completions", timeout=30, json={
+                "model": "dies", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 502 and "dies" in _assert_openai_error(r)["message"]
+            plain = _chat(url, "dies")
+            assert plain.status_code == r.status_code and _assert_openai_error(plain)["type"] == _assert_openai_error(r)["type"]
 
 
 def test_circuit_breaker_stops_sending_then_probes_the_expert_back(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from conftest import POOL3, REPO, RECORDED, mmlu_questions
@@ -90,28 +91,44 @@ def test_batch_items_that_fail_get_error_bodies(tmp_path: Path) -> None:
 
 
 def test_batch_validation_errors_name_the_field(tmp_path: Path) -> None:
+    """An invalid batch body is a 400 naming the field (OpenAI's status for invalid parameters);
+    a request that cannot be answered (unknown model, router not fitted, no user message) fails
+    alone, with the error the chat endpoint would give it, and the others are answered."""
     with running_gateway(recorded_config(tmp_path)) as url:
         def post(body: dict) -> dict:
             r = httpx.post(f"{url}/v1/batches", json=body)
             return {"status": r.status_code, **r.json()["error"]}
 
         user = [{"role": "user", "content": "x"}]
-        e = post({"requests": [{"body": {"model": "all-vote", "messages": user}}, {"body": {"model": "gpt-17", "messages": user}}]})
-        assert e["status"] == 404 and e["param"] == "requests.1.body.model" and "all-vote" in e["message"]
-        e = post({"requests": [{"body": {"model": "all-vote", "messages": [{"role": "system", "content": "x"}]}}]})
-        assert e["status"] == 422 and e["param"] == "requests.0.body.messages"
         e = post({"requests": [{"body": {"model": "all-vote", "messages": user, "max_tokens": 0}}]})
         assert e["status"] == 400 and e["param"] == "requests.0.body.max_tokens"
-        e = post({"requests": [{"body": {"model": "all-vote", "messages": user}}, {"body": {"model": "symbolic-moe", "messages": user}}]})
-        assert e["status"] == 400 and e["param"] == "requests.1.body.model" and "fitted" in e["message"]
         e = post({"requests": []})
         assert e["status"] == 400 and e["param"] == "requests"
         e = post({"requests": [{"custom_id": "a", "body": {"model": "all-vote", "messages": user}}] * 2})
         assert e["status"] == 400 and "twice" in e["message"]
         e = post({"requests": [{"body": {"model": "all-vote", "messages": user, "stream": True}}]})
         assert e["status"] == 400 and "stream" in e["message"]
+        e = post({"endpoint": "/v1/chat/completions"})
+        assert e["status"] == 400 and "input_file_id" in e["message"]
         assert httpx.get(f"{url}/v1/batches/batch_missing").status_code == 404
         assert httpx.get(f"{url}/v1/batches").json()["data"] == []  # nothing invalid was stored
+
+        good = batch_requests(1)[0]
+        lines = [good, {"custom_id": "unknown", "body": {"model": "gpt-17", "messages": user}},
+                 {"custom_id": "no-user", "body": {"model": "all-vote", "messages": [{"role": "system", "content": "x"}]}},
+                 {"custom_id": "unfitted", "body": {"model": "symbolic-moe", "messages": user}}]
+        r = httpx.post(f"{url}/v1/batches", json={"requests": lines})
+        assert r.status_code == 200, r.text
+        done = wait_status(url, r.json()["id"])
+        assert done["status"] == "completed" and done["request_counts"] == {"total": 4, "completed": 1, "failed": 3}
+        res = {d["custom_id"]: d for d in httpx.get(f"{url}/v1/batches/{done['id']}/results").json()["data"]}
+        assert res[good["custom_id"]]["response"]["status_code"] == 200
+        unknown = res["unknown"]["response"]
+        assert unknown["status_code"] == 404 and unknown["body"]["error"]["param"] == "body.model" and "all-vote" in unknown["body"]["error"]["message"]
+        assert res["no-user"]["response"]["status_code"] == 400 and res["no-user"]["response"]["body"]["error"]["param"] == "body.messages"
+        unfitted = res["unfitted"]["response"]
+        assert unfitted["status_code"] == 400 and "fitted" in unfitted["body"]["error"]["message"]
+        assert res["unknown"]["error"]["code"] == "model_not_found"
 
 
 def test_batches_are_scoped_to_their_key_and_can_be_cancelled(tmp_path: Path) -> None:
@@ -222,3 +239,61 @@ def test_batch_survives_a_gateway_killed_mid_run(tmp_path: Path) -> None:
             return rows, distinct, traces
 
     assert asyncio.run(counts()) == (n, n, n)
+
+
+def test_batch_from_an_uploaded_file_through_the_openai_sdk(tmp_path: Path) -> None:
+    """The SDK's Files + Batch API: upload JSONL, `batches.create(input_file_id=...)`, read the
+    output and error files. Bad lines and unanswerable requests fail alone, in the error file."""
+    import json
+
+    import openai
+
+    reqs = batch_requests(4)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    lines = [json.dumps({**r, "method": "POST", "url": "/v1/chat/completions"}) for r in reqs]
+    lines.insert(2, '{"custom_id": "broken", "body": ')
+    lines.append(json.dumps({"custom_id": "wrong-url", "url": "/v1/embeddings", "body": reqs[0]["body"]}))
+    lines.append(json.dumps({"custom_id": "tools-on-a-vote", "body": {**reqs[1]["body"], "tools": tools}}))
+    lines.append(json.dumps({"custom_id": "unknown-field", "body": {**reqs[0]["body"], "frobnicate": 1}}))
+    with running_gateway(recorded_config(tmp_path), GatewaySettings(max_file_bytes=200_000, max_body_bytes=4_000)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-anything", max_retries=0)
+        content = ("\n".join(lines) + "\n").encode()
+        assert len(content) > 4_000  # over the chat body limit: files have their own
+        f = client.files.create(file=("questions.jsonl", content), purpose="batch")
+        assert f.object == "file" and f.bytes == len(content) and f.filename == "questions.jsonl" and f.purpose == "batch"
+        assert client.files.retrieve(f.id).bytes == len(content) and client.files.content(f.id).content == content
+        assert [x.id for x in client.files.list().data] == [f.id]
+
+        batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                      metadata={"run": "sdk"})
+        assert batch.input_file_id == f.id and batch.completion_window == "24h" and batch.output_file_id is None
+        done = wait_status(url, batch.id)
+        assert done["request_counts"] == {"total": 8, "completed": 4, "failed": 4} and done["metadata"] == {"run": "sdk"}
+        batch = client.batches.retrieve(batch.id)
+        assert batch.status == "completed" and batch.output_file_id and batch.error_file_id
+        out = [json.loads(ln) for ln in client.files.content(batch.output_file_id).text.splitlines()]
+        assert [o["custom_id"] for o in out] == [r["custom_id"] for r in reqs]
+        assert all(o["response"]["status_code"] == 200 and o["response"]["body"]["choices"][0]["finish_reason"] == "stop" for o in out)
+        assert client.files.retrieve(batch.output_file_id).bytes == len(client.files.content(batch.output_file_id).content)
+        errors = {e["custom_id"]: e for e in map(json.loads, client.files.content(batch.error_file_id).text.splitlines())}
+        assert set(errors) == {None, "wrong-url", "tools-on-a-vote", "unknown-field"}  # a line that is not JSON has no custom_id
+        assert errors[None]["error"]["code"] == "invalid_json" and errors[None]["response"]["status_code"] == 400
+        assert errors[None]["id"] == f"{batch.id}_req_2" and "line 3" in errors[None]["error"]["message"]
+        assert errors["wrong-url"]["error"]["code"] == "invalid_url"
+        assert errors["tools-on-a-vote"]["error"]["code"] == "unsupported_for_route" and "cannot honour" in errors["tools-on-a-vote"]["error"]["message"]
+        assert errors["unknown-field"]["error"]["code"] == "unsupported_parameter" and "frobnicate" in errors["unknown-field"]["error"]["message"]
+
+        # refused uploads
+        with pytest.raises(openai.BadRequestError, match="purpose"):
+            client.files.create(file=("x.jsonl", b"{}\n"), purpose="assistants")
+        with pytest.raises(openai.BadRequestError, match="UTF-8"):
+            client.files.create(file=("x.jsonl", b"\xff\xfe{}\n"), purpose="batch")
+        with pytest.raises(openai.BadRequestError, match="no request"):
+            client.files.create(file=("x.jsonl", b"\n\n"), purpose="batch")
+        r = httpx.post(f"{url}/v1/files", files={"file": ("big.jsonl", b"{}\n" * 100_000)}, data={"purpose": "batch"})
+        assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
+        with pytest.raises(openai.NotFoundError):
+            client.files.retrieve("file-nope")
+        assert client.files.delete(f.id).deleted
+        with pytest.raises(openai.NotFoundError):
+            client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")

@@ -58,9 +58,13 @@ def test_error_bodies_are_openai_shaped(tmp_path: Path) -> None:
 
         ok = {"model": "all-vote", "messages": [{"role": "user", "content": "x"}]}
         check(httpx.post(f"{url}/v1/chat/completions", json={**ok, "model": "gpt-17"}), 404, "model")
-        check(httpx.post(f"{url}/v1/chat/completions", json={**ok, "max_tokens": -5}), 400, "max_tokens")
-        check(httpx.post(f"{url}/v1/chat/completions", json={**ok, "n": 1000}), 400, "n")
+        # invalid parameters are 400 invalid_request_error, as OpenAI's and LiteLLM's (not 422)
+        for bad, param in [({"max_tokens": -5}, "max_tokens"), ({"n": 1000}, "n"), ({"n": 2}, "n"), ({"temperature": 5}, "temperature")]:
+            assert check(httpx.post(f"{url}/v1/chat/completions", json={**ok, **bad}), 400, param)["error"]["type"] == "invalid_request_error"
         check(httpx.post(f"{url}/v1/chat/completions", json={"model": "all-vote"}), 400, "messages")
+        wrong_method = httpx.get(f"{url}/v1/chat/completions")
+        check(wrong_method, 405)
+        assert wrong_method.headers["allow"] == "POST"
         check(httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}), 400)
         check(httpx.post(f"{url}/v1/chat/completions", content=b'{"model": "\\xff\\xfe"' + bytes([0xFF, 0xFE]) + b"}",
                          headers={"content-type": "application/json"}), 400)
@@ -117,3 +121,18 @@ def test_auth_keys_and_trace_ownership(tmp_path: Path) -> None:
         trace_id = asyncio.run(last_trace())
         assert httpx.get(f"{url}/v1/traces/{trace_id}", headers={"Authorization": f"Bearer {alice}"}).status_code == 200
         assert httpx.get(f"{url}/v1/traces/{trace_id}", headers={"Authorization": f"Bearer {bob}"}).status_code == 404
+
+
+def test_completions_and_embeddings_need_an_expert_on_an_openai_server(tmp_path: Path) -> None:
+    with running_gateway(recorded_config(tmp_path)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="recorded backend"):
+            client.completions.create(model=POOL3[0], prompt="2+2=", max_tokens=2)
+        with pytest.raises(openai.BadRequestError, match="is a router"):
+            client.embeddings.create(model="all-vote", input="x")
+        with pytest.raises(openai.NotFoundError):
+            client.embeddings.create(model="gpt-17", input="x")
+        with pytest.raises(openai.BadRequestError):
+            client.completions.create(model=POOL3[0], prompt="x", stream=True)
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'orchestrator_requests_total{route="/v1/completions",status="400"}' in metrics

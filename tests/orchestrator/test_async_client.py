@@ -25,7 +25,6 @@ from orchestrator.client import (
     PayloadTooLargeError,
     RateLimitError,
     ServiceUnavailableError,
-    StreamError,
     UpstreamError,
 )
 from orchestrator.settings import GatewaySettings
@@ -64,7 +63,7 @@ def test_client_covers_every_endpoint(tmp_path: Path) -> None:
             chunks = [ch async for ch in c.chat_stream(POOL3[0], q.text, metadata=meta)]
             assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == expected
             assert chunks[-1].choices == [] and chunks[-1].usage is not None
-            with pytest.raises(StreamError, match="question_id"):  # fails after the first chunk: in-band
+            with pytest.raises(UpstreamError, match="question_id"):  # fails before the first token: the HTTP error
                 async for _ in c.chat_stream(POOL3[0], "hello"):
                     pass
             with pytest.raises(UpstreamError, match="question_id"):
@@ -106,9 +105,9 @@ def test_client_covers_every_endpoint(tmp_path: Path) -> None:
             assert all(r.response.status_code == 200 and r.response.request_id for r in results)
             assert [b.id for b in await c.batches()] == [batch.id]
             assert (await c.cancel_batch(batch.id)).status == "completed"  # finished jobs stay finished
-            with pytest.raises(BadRequestError) as e:  # an invalid parameter is a 400, as OpenAI answers it
+            with pytest.raises(BadRequestError) as e:  # invalid parameters are 400s, as OpenAI's
                 await c.batch_results(batch.id, page_size=0)
-            assert e.value.param == "limit"
+            assert e.value.param == "limit" and e.value.status_code == 400
             with pytest.raises(NotFoundError):
                 await c.batch("batch_nope")
 
@@ -189,5 +188,28 @@ def test_client_retries_503_then_raises_typed_errors() -> None:
         async with AsyncOrchestratorClient(closed_port_url(), max_retries=1, backoff_s=0.01) as c:
             with pytest.raises(APIConnectionError, match="cannot reach"):
                 await c.health()
+
+    asyncio.run(go())
+
+
+def test_client_raises_its_typed_error_for_invalid_arguments() -> None:
+    """Arguments the gateway would refuse with a 400 raise `BadRequestError` before anything is
+    sent (not pydantic's ValidationError); nothing listens at the URL, so nothing could be sent."""
+    async def go() -> None:
+        async with AsyncOrchestratorClient(closed_port_url(), max_retries=0) as c:
+            with pytest.raises(BadRequestError) as e:
+                await c.chat("all-vote", "hi", max_tokens=-1)
+            assert e.value.param == "max_tokens" and e.value.status_code == 400 and e.value.response is None
+            with pytest.raises(BadRequestError) as e:
+                await c.chat("all-vote", "hi", frobnicate=True)
+            assert e.value.param == "frobnicate" and e.value.code == "unsupported_parameter"
+            with pytest.raises(BadRequestError):
+                async for _ in c.chat_stream("all-vote", [], temperature=9):
+                    pass
+            with pytest.raises(BadRequestError) as e:
+                await c.submit_batch([{"body": {"model": "x", "messages": [{"role": "user", "content": "hi"}], "n": 3}}])
+            assert e.value.param == "requests.0.body.n"
+            with pytest.raises(BadRequestError):
+                await c.create_expert({"name": "x", "backend": "openai", "model": "m"})  # no base_url
 
     asyncio.run(go())

@@ -1,4 +1,8 @@
-"""Batch jobs (`/v1/batches`): thin handlers over `BatchRunner` (the shapes are in `orchestrator.protocol`)."""
+"""Batch jobs (`/v1/batches`): thin handlers over `BatchRunner` (the shapes are in `orchestrator.protocol`).
+
+`POST /v1/batches` takes an uploaded file (`input_file_id`, the SDK's `client.batches.create`) or
+the requests inline; a finished batch names its result files (`output_file_id`, `error_file_id`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from fastapi import APIRouter, Header, Query
 from orchestrator.gateway import errors as E
 from orchestrator.gateway import idempotency
 from orchestrator.gateway.auth import Caller
+from orchestrator.gateway.batch_files import read_input, result_file_id
 from orchestrator.gateway.batch_runner import BatchNotFound
 from orchestrator.gateway.deps import CallerDep, GatewayState, Runner, State
 from orchestrator.protocol import (
@@ -31,10 +36,15 @@ def batch_object(rec: BatchRecord) -> BatchObject:
     def ts(d):  # type: ignore[no-untyped-def]
         return int(d.timestamp()) if d is not None else None
 
+    finished = rec.status in ("completed", "cancelled")
     return BatchObject(
         id=rec.id, status=rec.status, created_at=ts(rec.created_at) or 0,  # type: ignore[arg-type]
+        input_file_id=rec.input_file_id, in_progress_at=ts(rec.created_at),
         completed_at=ts(rec.completed_at) if rec.status == "completed" else None,
+        failed_at=ts(rec.completed_at) if rec.status == "failed" else None,
         cancelled_at=ts(rec.completed_at) if rec.status == "cancelled" else None,
+        output_file_id=result_file_id(rec.id, "output") if finished else None,
+        error_file_id=result_file_id(rec.id, "errors") if finished and rec.failed else None,
         request_counts=BatchRequestCounts(total=rec.total, completed=rec.completed, failed=rec.failed),
         metadata=rec.meta or None,
         # what broke stays in the log (it can be a database error); the caller learns that it broke
@@ -57,9 +67,20 @@ async def create_batch(
     idempotency_key: Annotated[str | None, Header(alias=idempotency.HEADER, pattern=idempotency.KEY_PATTERN,
                                                   description="a retried submit with the same key returns the first job")] = None,
 ) -> BatchObject:
+    async def submit() -> BatchRecord:
+        if body.input_file_id is None:
+            return await runner.submit(body, owner=caller.key_id)
+        with E.map_store_exceptions():
+            file = await st.runtime.store.get_file(body.input_file_id[:64], owner=caller.key_id, with_content=True)
+        if file is None or file.purpose != "batch":
+            raise E.NotFound(f"no batch input file {body.input_file_id[:64]!r}" + (" for this API key" if caller.key_id else "")
+                             + "; upload one with POST /v1/files (purpose 'batch')", param="input_file_id")
+        lines = read_input(file.content or b"", endpoint=body.endpoint)
+        return await runner.submit_lines(lines, owner=caller.key_id, metadata=body.metadata, input_file_id=file.id)
+
     if idempotency_key is not None:
-        return batch_object(await idempotency.submit_once(st.runtime.store, runner, body, caller, idempotency_key))
-    rec = await runner.submit(body, owner=caller.key_id)
+        return batch_object(await idempotency.submit_once(st.runtime.store, body, caller, idempotency_key, submit))
+    rec = await submit()
     return batch_object(rec)
 
 
