@@ -65,6 +65,9 @@ class GatewaySettings(_FromEnvironment):
 
     max_body_bytes: int = 1_048_576
     max_file_bytes: int = 64 * 1024 * 1024  # uploads to /v1/files (batch input files)
+    # what one key may keep in /v1/files (uploads beyond either are a 400; delete files to make room)
+    max_files_per_key: int = Field(default=1000, ge=1)
+    max_file_storage_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
     rate_limit_rpm: int = 0  # per API key; 0 = off
     rate_limit_burst: int | None = None
     # --- security (README, "Security model")

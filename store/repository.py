@@ -529,6 +529,14 @@ class Store:
             rows = (await s.execute(q.order_by(FileRow.created_at.desc()).limit(limit))).all()
             return [self._file_record(FileRow(**r._mapping, content=b""), with_content=False) for r in rows]
 
+    async def file_usage(self, owner: str | None) -> tuple[int, int]:
+        """(files, bytes) stored for `owner` (None: the files of an open gateway's operator)."""
+        async with self._session() as s:
+            q = select(func.count(), func.coalesce(func.sum(FileRow.size), 0)).select_from(FileRow)
+            q = q.where(FileRow.owner.is_(None) if owner is None else FileRow.owner == owner)
+            count, size = (await s.execute(q)).one()
+            return int(count), int(size)
+
     async def delete_file(self, file_id: str, *, owner: str | None = None) -> bool:
         async with self._session() as s, s.begin():
             q = delete(FileRow).where(FileRow.id == file_id)

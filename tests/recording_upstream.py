@@ -3,7 +3,7 @@
     with RecordingUpstream() as up:                   # host="127.0.0.2" binds another loopback address
         up.base_url                                   # http://127.0.0.1:PORT/v1
         up.hits                                       # [Hit(method, path, headers, body), ...]
-        up.fail_with = (500, b'{"error": {"message": "db at 10.9.8.7 down"}}')   # answer every chat with this
+        up.fail_with = (500, b'{"error": {"message": "db at 10.9.8.7 down"}}')   # answer every chat, completion, embedding with this
 
 It plays two parts in the tests: the attacker's listener (anything that reaches it is a leak or a
 request the gateway should have refused) and a legitimate upstream experts may be registered at.
@@ -48,7 +48,7 @@ class RecordingUpstream:
                 body = self.rfile.read(n) if n else b""
                 upstream.hits.append(Hit(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 status, out = 200, b'{"object": "list", "data": [{"id": "recording", "object": "model"}]}'
-                if self.path.endswith("/chat/completions"):
+                if self.path.endswith(("/chat/completions", "/completions", "/embeddings")):
                     status, out = upstream.fail_with or (200, completion(upstream.answer))
                 self.send_response(status)
                 self.send_header("content-type", "application/json")

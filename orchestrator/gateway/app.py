@@ -26,7 +26,7 @@ def create_app(config: OrchestratorConfig, settings: GatewaySettings | None = No
     settings = settings or GatewaySettings()
     app = FastAPI(title="llm-orchestrator", version="0.1.0", lifespan=partial(lifespan, config=config, settings=settings))
     E.install_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, path_limits={"/v1/files": settings.max_file_bytes})
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, streamed={"/v1/files": settings.max_file_bytes})
     app.add_middleware(RequestMetrics)
     include_routes(app)
     return app

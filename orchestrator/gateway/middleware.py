@@ -1,6 +1,6 @@
 """The app's ASGI middleware: the request body size limit and per-route request metrics.
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, path_limits={"/v1/files": settings.max_file_bytes})
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, streamed={"/v1/files": settings.max_file_bytes})
     app.add_middleware(RequestMetrics)   # reports to the GatewayMetrics of `app.state.gateway`
 
 Both are plain ASGI middleware: Starlette's `BaseHTTPMiddleware` (what `@app.middleware` builds)
@@ -20,16 +20,19 @@ from orchestrator.gateway.errors import PayloadTooLarge, error_body
 class BodySizeLimit:
     """Rejects bodies over `max_bytes` with 413, by Content-Length or while reading a chunked body.
 
-    `path_limits` gives paths of their own limit (file uploads are larger than chat requests)."""
+    `streamed` paths (file uploads) have a limit of their own and are not read here: a body that
+    large is not buffered for anyone who asks. Their handler reads it itself, after the caller is
+    authenticated, and reading past the limit raises `PayloadTooLarge` (a 413) from `receive`."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None) -> None:
-        self.app, self.max_bytes, self.path_limits = app, max_bytes, path_limits or {}
+    def __init__(self, app: ASGIApp, max_bytes: int, streamed: dict[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.streamed = app, max_bytes, streamed or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
+        path = scope.get("path", "")
+        limit = self.streamed.get(path, self.max_bytes)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -39,6 +42,9 @@ class BodySizeLimit:
                 if too_big:
                     await self._reject(send, limit)
                     return
+        if path in self.streamed:
+            await self.app(scope, self._counted(receive, limit), send)
+            return
         # Read the whole body here (FastAPI reads it whole anyway), so an oversized chunked body is
         # a clean 413: raising from inside `receive` would surface as FastAPI's generic 400.
         chunks: list[bytes] = []
@@ -66,6 +72,21 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    @staticmethod
+    def _counted(receive: Receive, limit: int) -> Receive:
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(f"request body larger than {limit} bytes")
+            return message
+
+        return counted
 
     async def _reject(self, send: Send, limit: int) -> None:
         body = json.dumps(error_body(PayloadTooLarge(f"request body larger than {limit} bytes"))).encode()

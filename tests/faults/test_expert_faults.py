@@ -96,6 +96,8 @@ def test_streaming_request_gets_an_in_band_error_when_the_expert_dies(tmp_path: 
             assert text == "The answer is"  # what arrived before the cut
             err = json.loads(events[-2])["error"]
             assert err["type"] == "upstream_error" and "dies" in err["message"] and set(err) == {"message", "type", "param", "code"}
+            # the kind and the trace, never the upstream's address or what its connection said (issue 15)
+            assert trace_id in err["message"] and f":{die.port}" not in err["message"] and "127.0.0.1" not in err["message"]
             assert die.requests == 1  # never retried once tokens had been sent
             trace = httpx.get(f"{url}/v1/traces/{trace_id}").json()
             assert trace["status"] == "error" and trace["calls"][0]["error_kind"] == "unavailable"

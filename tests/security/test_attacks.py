@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from served import SERVER_SECRET, Served
 FLEET_SECRET = "fleet-upstream-key-93b7"
 UPSTREAM_DETAIL = "pg://svc:internal-pw@10.9.8.7/prod failed at /srv/vllm/engine.py"
 MAX_BODY = 65_536
+MAX_FILE, MAX_FILES_PER_KEY, MAX_FILE_STORAGE = 262_144, 3, 400_000
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +41,18 @@ def gw(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
         served = Served(tmp, env={
             "ORCHESTRATOR_REQUIRE_API_KEY": "true", "ORCHESTRATOR_API_EXPERT_HOSTS": "127.0.0.2",
             "ORCHESTRATOR_MAX_BODY_BYTES": str(MAX_BODY), "FLEET_API_KEY": FLEET_SECRET,
+            "ORCHESTRATOR_MAX_FILE_BYTES": str(MAX_FILE), "ORCHESTRATOR_MAX_FILES_PER_KEY": str(MAX_FILES_PER_KEY),
+            "ORCHESTRATOR_MAX_FILE_STORAGE_BYTES": str(MAX_FILE_STORAGE),
         }, config={"secrets": {"fleet": "FLEET_API_KEY"}})
         admin_id, admin = served.create_key("ops", admin=True)
-        (alice_id, alice), (bob_id, bob), (carol_id, carol), (dave_id, dave) = served.make_keys(["alice", "bob", "carol", "dave"])
+        (alice_id, alice), (bob_id, bob), (carol_id, carol), (dave_id, dave), (erin_id, erin), (frank_id, frank), (grace_id, grace) = \
+            served.make_keys(["alice", "bob", "carol", "dave", "erin", "frank", "grace"])
         with served:
             yield SimpleNamespace(
                 url=served.url, served=served, listener=listener, upstream=upstream,
                 admin=served.auth(admin), alice=served.auth(alice), bob=served.auth(bob), carol=served.auth(carol),
-                dave=served.auth(dave), alice_key=alice, ids={"alice": alice_id, "bob": bob_id, "carol": carol_id, "dave": dave_id},
+                dave=served.auth(dave), erin=served.auth(erin), frank=served.auth(frank), grace=served.auth(grace),
+                alice_key=alice, ids={"alice": alice_id, "bob": bob_id, "carol": carol_id, "dave": dave_id},
             )
 
 
@@ -360,3 +366,105 @@ def test_the_client_retries_a_lost_submit_without_a_second_job(gw) -> None:  # t
                 assert proxy.forwarded == [b"POST /v1/chat/completions HTTP/1.1"]  # asked once, not again
 
     asyncio.run(go())
+
+
+# ---------------------------------------------------------------- issue 20's routes under the same rules
+def anonymous() -> httpx.Client:
+    """A caller without a key, from an address of its own (keyless requests cost their address
+    auth attempts, and 127.0.0.1 is every other test's)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.4"), timeout=30)
+
+
+def jsonl(*bodies: dict) -> bytes:
+    return b"".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": b}).encode() + b"\n"
+                    for i, b in enumerate(bodies))
+
+
+def upload(gw, headers: dict[str, str], content: bytes, filename: str = "requests.jsonl") -> httpx.Response:  # type: ignore[no-untyped-def]
+    return httpx.post(f"{gw.url}/v1/files", headers=headers, files={"file": (filename, content, "application/jsonl")},
+                      data={"purpose": "batch"}, timeout=30)
+
+
+def test_files_and_their_batches_stay_with_their_key(gw) -> None:  # type: ignore[no-untyped-def]
+    """The Files API (issue 20) under issue 15's rules: an uploaded file, a batch made from it and
+    its result files belong to the uploading key (another key gets 404, no key 401); the filename
+    is a label, never a path on the server."""
+    content = jsonl(ask(question(7)))
+    f = upload(gw, gw.erin, content, filename="../../../tmp/owned.jsonl")
+    assert f.status_code == 200, f.text
+    fid = f.json()["id"]
+    assert f.json()["filename"] == "../../../tmp/owned.jsonl" and not Path("/tmp/owned.jsonl").exists()
+    with anonymous() as anon:
+        for method, path in [("GET", f"/v1/files/{fid}"), ("GET", f"/v1/files/{fid}/content"), ("DELETE", f"/v1/files/{fid}")]:
+            status(httpx.request(method, f"{gw.url}{path}", headers=gw.frank), 404, "file_id")
+            status(anon.request(method, f"{gw.url}{path}"), 401)
+        status(anon.get(f"{gw.url}/v1/files"), 401)
+        status(anon.post(f"{gw.url}/v1/files", files={"file": ("x.jsonl", content)}, data={"purpose": "batch"}), 401)
+    assert httpx.get(f"{gw.url}/v1/files", headers=gw.frank).json()["data"] == []
+    create = {"input_file_id": fid, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    status(httpx.post(f"{gw.url}/v1/batches", headers=gw.frank, json=create), 404, "input_file_id")
+    batch = httpx.post(f"{gw.url}/v1/batches", headers=gw.erin, json=create).json()
+    deadline = time.monotonic() + 60
+    while batch["status"] not in ("completed", "failed", "cancelled"):
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.2)
+        batch = httpx.get(f"{gw.url}/v1/batches/{batch['id']}", headers=gw.erin).json()
+    out = batch["output_file_id"]
+    answered = httpx.get(f"{gw.url}/v1/files/{out}/content", headers=gw.erin)
+    assert answered.status_code == 200 and json.loads(answered.text.splitlines()[0])["custom_id"] == "r0"
+    for path in (f"/v1/files/{out}", f"/v1/files/{out}/content", f"/v1/batches/{batch['id']}"):
+        assert httpx.get(f"{gw.url}{path}", headers=gw.frank).status_code == 404
+    assert httpx.get(f"{gw.url}/v1/files/{fid}/content", headers=gw.erin).content == content
+
+
+def test_uploads_are_bounded_per_file_and_per_key(gw) -> None:  # type: ignore[no-untyped-def]
+    """An upload larger than ORCHESTRATOR_MAX_FILE_BYTES is a 413; a key keeps at most
+    ORCHESTRATOR_MAX_FILES_PER_KEY files and ORCHESTRATOR_MAX_FILE_STORAGE_BYTES (400 beyond;
+    deleting makes room), so no key can fill the store."""
+    status(upload(gw, gw.grace, b"x" * (MAX_FILE + 1) + b"\n"), 413)
+    big = b"x" * 250_000 + b"\n"  # one (bad) line: a file is refused whole only when it has no line at all
+    first = upload(gw, gw.grace, big)
+    assert first.status_code == 200, first.text
+    assert status(upload(gw, gw.grace, big), 400, "file")["code"] == "storage_limit_exceeded"  # 500,002 > 400,000 bytes
+    small = jsonl(ask(question(8)))
+    assert [upload(gw, gw.grace, small).status_code for _ in range(2)] == [200, 200]
+    assert status(upload(gw, gw.grace, small), 400, "file")["code"] == "storage_limit_exceeded"  # 3 files already
+    assert httpx.delete(f"{gw.url}/v1/files/{first.json()['id']}", headers=gw.grace).status_code == 200
+    assert upload(gw, gw.grace, small).status_code == 200
+    assert len(httpx.get(f"{gw.url}/v1/files", headers=gw.grace).json()["data"]) == MAX_FILES_PER_KEY
+
+
+def test_an_upload_is_not_read_before_its_key_is_checked(gw) -> None:  # type: ignore[no-untyped-def]
+    """Without a key, a 401 comes back while the upload is still unsent: nobody without a key makes
+    the gateway read (or buffer) an upload of up to ORCHESTRATOR_MAX_FILE_BYTES."""
+    with socket.create_connection((gw.served.host, gw.served.port), timeout=10, source_address=("127.0.0.5", 0)) as s:
+        s.sendall(b"POST /v1/files HTTP/1.1\r\nHost: gw\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                  + f"Content-Length: {MAX_FILE}\r\n\r\n".encode() + b"--b\r\n")  # and nothing more
+        head = s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 401"), head[:200]
+
+
+def test_passthrough_needs_a_key_and_keeps_upstream_errors_in_the_log(gw) -> None:  # type: ignore[no-untyped-def]
+    """`/v1/completions` and `/v1/embeddings` (issue 20) need a key like every route, and an
+    upstream's failure reaches the client as its kind and an error id; its body (addresses,
+    credentials) goes to the log only."""
+    with anonymous() as anon:
+        status(anon.post(f"{gw.url}/v1/completions", json={"model": POOL3[0], "prompt": "x"}), 401)
+        status(anon.post(f"{gw.url}/v1/embeddings", json={"model": POOL3[0], "input": "x"}), 401)
+    r = httpx.post(f"{gw.url}/v1/experts", headers=gw.admin, json={"name": "passthrough-up", "model": "m", "base_url": gw.upstream.base_url,
+                                                                   "max_retries": 0, "timeout_s": 10})
+    assert r.status_code == 201, r.text
+    try:
+        ok = httpx.post(f"{gw.url}/v1/completions", headers=gw.alice, json={"model": "passthrough-up", "prompt": "x", "max_tokens": 2})
+        assert ok.status_code == 200 and ok.json()["model"] == "passthrough-up"
+        for code, expected in ((500, 502), (400, 400)):
+            gw.upstream.fail_with = (code, json.dumps({"error": {"message": UPSTREAM_DETAIL}}).encode())
+            for path, body in (("/v1/completions", {"prompt": "x", "max_tokens": 2}), ("/v1/embeddings", {"input": ["x"]})):
+                r = httpx.post(f"{gw.url}{path}", headers=gw.alice, json={"model": "passthrough-up", **body})
+                err = status(r, expected)
+                assert "internal-pw" not in r.text and "10.9.8.7" not in r.text and "/srv" not in r.text, r.text
+                assert "passthrough-up" in err["message"] and "err_" in err["message"]
+        assert UPSTREAM_DETAIL in gw.served.output()
+    finally:
+        gw.upstream.fail_with = None
+        assert httpx.delete(f"{gw.url}/v1/experts/passthrough-up", headers=gw.admin).status_code == 200

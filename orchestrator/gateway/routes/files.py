@@ -5,9 +5,11 @@
     client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
     client.files.content(batch.output_file_id).text
 
-Uploads are limited to ORCHESTRATOR_MAX_FILE_BYTES (413 beyond) and must be UTF-8 JSONL with at
-most 50,000 requests; each line is checked when a batch is made from the file (a bad line fails
-alone). Result files (`file-<batch id>-output`, `-errors`) are made from the batch's stored
+Files belong to the key that uploaded them (another key's are 404). Uploads are limited to
+ORCHESTRATOR_MAX_FILE_BYTES (413 beyond; the body is read only once the key is checked), a key keeps
+at most ORCHESTRATOR_MAX_FILES_PER_KEY files and ORCHESTRATOR_MAX_FILE_STORAGE_BYTES, and an upload
+must be UTF-8 JSONL with at most 50,000 requests; the filename is a label, never a path. Each
+line is checked when a batch is made from the file (a bad line fails alone). Result files (`file-<batch id>-output`, `-errors`) are made from the batch's stored
 results when read; they belong to the batch's owner.
 """
 
@@ -16,8 +18,9 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from orchestrator.gateway import errors as E
 from orchestrator.gateway.auth import Caller
@@ -40,15 +43,38 @@ def _missing(file_id: str, caller: Caller) -> E.NotFound:
     return E.NotFound(f"no file {file_id[:80]!r}" + (" for this API key" if caller.key_id else ""), param="file_id")
 
 
-@router.post("", response_model=FileObject)
-async def upload_file(file: UploadFile, purpose: Annotated[str, Form()], st: State, caller: CallerDep) -> FileObject:
-    if purpose != "batch":
-        raise E.BadRequest(f"purpose {purpose[:40]!r} is not supported; this gateway stores batch input files (purpose 'batch')",
-                           param="purpose")
-    content = await file.read()  # the body size limit of /v1/files already bounds it
+# The body is read by the handler, not by FastAPI: the caller is authenticated first (CallerDep),
+# so nobody without a key makes the gateway read an upload (middleware.BodySizeLimit, `streamed`).
+UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file", "purpose"],
+    "properties": {"file": {"type": "string", "format": "binary", "description": "JSONL, one request per line"},
+                   "purpose": {"type": "string", "enum": ["batch"]}},
+}}}}
+
+
+@router.post("", response_model=FileObject, openapi_extra={"requestBody": UPLOAD_BODY})
+async def upload_file(request: Request, st: State, caller: CallerDep) -> FileObject:
+    form = await request.form(max_files=1, max_fields=8)
+    try:
+        file, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(file, StarletteUploadFile):
+            raise E.BadRequest("file: a multipart file field is required (the JSONL of a batch)", param="file")
+        if not isinstance(purpose, str):
+            raise E.BadRequest("purpose: required ('batch')", param="purpose")
+        if purpose != "batch":
+            raise E.BadRequest(f"purpose {purpose[:40]!r} is not supported; this gateway stores batch input files (purpose 'batch')",
+                               param="purpose")
+        content = await file.read()  # bounded: the body size limit of /v1/files
+        name = (file.filename or "upload.jsonl")[:256]  # a label only: nothing is written under this name
+    finally:
+        await form.close()
     read_input(content)  # the file as a whole must be usable; its lines are checked per batch
-    name = (file.filename or "upload.jsonl")[:256]
     with E.map_store_exceptions():
+        files, used = await st.runtime.store.file_usage(caller.key_id)
+        if files >= st.settings.max_files_per_key or used + len(content) > st.settings.max_file_storage_bytes:
+            raise E.BadRequest(f"this key's file storage is full ({files} files, {used} bytes; at most {st.settings.max_files_per_key} "
+                               f"files, {st.settings.max_file_storage_bytes} bytes): delete files with DELETE /v1/files/{{id}}",
+                               param="file", code="storage_limit_exceeded")
         rec = await st.runtime.store.create_file(FileRecord(id=f"file-{secrets.token_hex(12)}", owner=caller.key_id,
                                                             purpose="batch", filename=name, content=content))
     return file_object(rec)
