@@ -44,7 +44,10 @@ def test_fuzz_rest_api_from_openapi_schema(tmp_path: Path, mode: str) -> None:
             schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
             operations = {f"{r.ok().method.upper()} {r.ok().path}" for r in schema.get_all_operations()}
             assert {"POST /v1/chat/completions", "GET /v1/models", "GET /v1/traces/{trace_id}", "POST /v1/experts",
-                    "DELETE /v1/experts/{name}", "POST /v1/batches", "POST /v1/keys"} <= operations
+                    "DELETE /v1/experts/{name}", "POST /v1/batches", "POST /v1/keys",
+                    # issue 20's routes: the Files API (multipart upload included) and the passthrough
+                    "POST /v1/files", "GET /v1/files/{file_id}/content", "DELETE /v1/files/{file_id}",
+                    "POST /v1/completions", "POST /v1/embeddings"} <= operations
             strategy = st.one_of(schema.as_strategy(GenerationMode.POSITIVE), schema.as_strategy(GenerationMode.NEGATIVE))
             statuses: Counter[int] = Counter()
             reached: Counter[str] = Counter()

@@ -403,7 +403,9 @@ def test_files_and_their_batches_stay_with_their_key(gw) -> None:  # type: ignor
     assert httpx.get(f"{gw.url}/v1/files", headers=gw.frank).json()["data"] == []
     create = {"input_file_id": fid, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
     status(httpx.post(f"{gw.url}/v1/batches", headers=gw.frank, json=create), 404, "input_file_id")
-    batch = httpx.post(f"{gw.url}/v1/batches", headers=gw.erin, json=create).json()
+    retried = {**gw.erin, "Idempotency-Key": "erin-file-batch-1"}
+    batch = httpx.post(f"{gw.url}/v1/batches", headers=retried, json=create).json()
+    assert httpx.post(f"{gw.url}/v1/batches", headers=retried, json=create).json()["id"] == batch["id"]  # a retry: the same job
     deadline = time.monotonic() + 60
     while batch["status"] not in ("completed", "failed", "cancelled"):
         assert time.monotonic() < deadline, batch
