@@ -61,10 +61,9 @@ async def add_expert(request: Request, st: State, _: CallerDep) -> dict[str, Any
     if st.runtime.registry.find(spec.name):
         raise E.BadRequest(f"expert {spec.name!r} already exists; DELETE it first", param="name", code="conflict")
     try:
-        st.runtime.registry.add(spec)
+        await st.runtime.register_expert(spec)  # the shared registry: every replica follows the store
     except ConfigError as e:
         raise E.BadRequest(str(e), param="name") from None
-    await st.runtime.store.upsert_experts([spec.model_dump(mode="json")])
     st.forget_health()
     return spec.model_dump(mode="json")
 
@@ -74,8 +73,6 @@ async def delete_expert(name: str, st: State, _: CallerDep) -> dict[str, Any]:
     canonical = st.runtime.registry.find(name)
     if canonical is None:
         raise E.NotFound(f"unknown expert {name!r}", param="name")
-    backend = st.runtime.registry.remove(canonical)
-    await backend.aclose()
-    await st.runtime.store.delete_expert(canonical)
+    await st.runtime.unregister_expert(canonical)  # from the shared registry, then here
     st.forget_health()
     return {"id": canonical, "object": "expert", "deleted": True}

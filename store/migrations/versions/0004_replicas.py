@@ -1,0 +1,34 @@
+"""replicas: batch leases and the shared registry's version counter
+
+Revision ID: 0004_replicas
+Revises: 0003_gw_batches
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004_replicas"
+down_revision = "0003_gw_batches"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("batches", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("lease_owner", sa.String(length=128), nullable=True))
+        batch_op.add_column(sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.create_index(batch_op.f("ix_batches_lease_expires_at"), ["lease_expires_at"], unique=False)
+    registry_state = op.create_table(
+        "registry_state",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.bulk_insert(registry_state, [{"id": 1, "version": 0}])
+
+
+def downgrade() -> None:
+    op.drop_table("registry_state")
+    with op.batch_alter_table("batches", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_batches_lease_expires_at"))
+        batch_op.drop_column("lease_expires_at")
+        batch_op.drop_column("lease_owner")
