@@ -219,13 +219,14 @@ class Runtime:
         """Add or replace an expert in the shared registry (the store: every replica follows it),
         and in this process at once. Raises ConfigError (a name or alias clash) before storing."""
         self.registry.check_names(spec)
-        await self.store.upsert_experts([spec.model_dump(mode="json")])
+        await self.store.upsert_experts([spec.model_dump(mode="json")], origin="api")
         self.put_expert(spec)
 
     async def unregister_expert(self, name: str) -> bool:
-        """Remove an expert from the shared registry and from this process."""
+        """Delete an expert from the shared registry (every replica drops it) and from this process."""
         canonical = self.registry.find(name) or name
-        deleted = await self.store.delete_expert(canonical)
+        spec = self.registry.spec(canonical).model_dump(mode="json") if canonical in self.registry else None
+        deleted = await self.store.delete_expert(canonical, spec=spec)
         return self.drop_expert(canonical) or deleted
 
     async def answer(

@@ -2,16 +2,23 @@
 
     follower = RegistryFollower(runtime, poll_s=2.0, on_change=state.forget_health)
     await follower.seed(config.experts)     # this replica's config experts, written to the store
-    await follower.sync()                   # load what the store holds (API-registered experts too)
+    await follower.sync()                   # load the shared registry (API-registered experts too)
     task = asyncio.create_task(follower.run())
 
-The store's `experts` table is the registry; every change to it bumps a version counter in the
-same transaction (store/repository.py). `run` re-reads the registry whenever the version moves:
-on Postgres it is told at once (LISTEN/NOTIFY on a connection of its own) and also polls every
-`poll_s` in case that connection was lost; on SQLite it polls every `poll_s`. A replica therefore
-serves a change made through any other replica within `poll_s` at worst (typically within a few
-milliseconds on Postgres). Each difference is applied with `Runtime.put_expert` /
-`Runtime.drop_expert` (which rebuild the expert's dispatcher queue and the routers that use it).
+What a replica serves: its config file's experts, minus those deleted through the gateway (a
+tombstone in the store), plus every expert registered through the gateway (by any replica; it
+replaces a config expert of the same name). A replica that starts writes its config experts to
+the store, which also lifts a tombstone of the same name: the config file wins at start. Rows
+another replica's config wrote are listed but not served here (replicas normally share one
+config; rows an older version wrote from CLI runs must not appear in a gateway).
+
+Every change to the `experts` table bumps a version counter in the same transaction
+(store/repository.py). `run` re-reads the registry whenever the version moves: on Postgres it is
+told at once (LISTEN/NOTIFY on a connection of its own) and also polls every `poll_s` in case that
+connection was lost; on SQLite it polls every `poll_s`. A replica therefore serves a change made
+through any other replica within `poll_s` at worst (on Postgres typically within tens of
+milliseconds). Each difference is applied with `Runtime.put_expert` / `Runtime.drop_expert`
+(which rebuild the expert's dispatcher queue and the routers that use it).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ class RegistryFollower:
     def __init__(self, runtime: Runtime, *, poll_s: float = 2.0, on_change: Callable[[], None] | None = None) -> None:
         self.runtime = runtime
         self.poll_s = poll_s
+        self.config_specs = {spec.name: spec for spec in runtime.config.experts}  # replaced by `seed`
         self.on_change = on_change
         self.version = -1  # the store's registry version this process has applied
         self.synced_at = 0.0  # time.monotonic() of the last successful read
@@ -47,7 +55,8 @@ class RegistryFollower:
     async def seed(self, specs: Sequence[ExpertSpec]) -> bool:
         """Write this replica's configured experts to the store (the config file wins for the
         experts it lists); True if that changed the registry."""
-        return await self.runtime.store.upsert_experts([s.model_dump(mode="json") for s in specs])
+        self.config_specs = {spec.name: spec for spec in specs}
+        return await self.runtime.store.upsert_experts([s.model_dump(mode="json") for s in specs], origin="config")
 
     async def sync(self) -> bool:
         """Apply the store's registry if its version moved; True if anything changed here."""
@@ -61,15 +70,23 @@ class RegistryFollower:
             self.on_change()
         return changed
 
-    def _apply(self, raw: list[dict[str, Any]]) -> bool:
-        wanted: dict[str, ExpertSpec] = {}
-        for item in raw:
-            try:
-                spec = ExpertSpec.model_validate(item)
-            except ValidationError as e:
-                logger.error("ignoring stored expert %r: not a valid spec (%s)", item.get("name"), e.errors()[0]["msg"])
+    def wanted(self, rows: list[tuple[str, dict[str, Any]]]) -> dict[str, ExpertSpec]:
+        """The experts this replica should serve, given the store's (origin, spec) rows."""
+        origin = {raw.get("name"): o for o, raw in rows}
+        out = {name: spec for name, spec in self.config_specs.items() if origin.get(name, "config") == "config"}
+        for o, raw in rows:
+            if o != "api":
                 continue
-            wanted[spec.name] = spec
+            try:
+                spec = ExpertSpec.model_validate(raw)
+            except ValidationError as e:
+                logger.error("ignoring stored expert %r: not a valid spec (%s)", raw.get("name"), e.errors()[0]["msg"])
+                continue
+            out[spec.name] = spec
+        return out
+
+    def _apply(self, rows: list[tuple[str, dict[str, Any]]]) -> bool:
+        wanted = self.wanted(rows)
         changed = False
         for name in [n for n in self.runtime.registry.names if n not in wanted]:
             changed |= self.runtime.drop_expert(name)

@@ -26,6 +26,9 @@ class ExpertRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # "config" (seeded from a replica's config file), "api" (registered through the gateway),
+    # "deleted" (deleted through the gateway: a tombstone). See orchestrator/registry_sync.py.
+    origin: Mapped[str] = mapped_column(String(16), default="config", server_default="config")
 
 
 class RegistryStateRow(Base):

@@ -111,8 +111,9 @@ class Store:
             raise StoreUnavailable(f"store at {self.url} is unavailable: {type(e).__name__}") from e
 
     # ---------------------------------------------------------------- experts (the shared registry)
-    async def upsert_experts(self, specs: Iterable[dict[str, Any]]) -> bool:
-        """Add or replace experts by name; True if anything changed (the registry version is then
+    async def upsert_experts(self, specs: Iterable[dict[str, Any]], *, origin: str = "config") -> bool:
+        """Add or replace experts by name, from a config file (`origin="config"`) or registered
+        through the gateway (`"api"`); True if anything changed (the registry version is then
         bumped, and on Postgres every listening replica notified, in the same transaction)."""
         specs = list(specs)
         for _ in range(3):  # replicas seeding the same names at once: the loser re-reads and compares
@@ -122,10 +123,10 @@ class Store:
                     for spec in specs:
                         row = await s.get(ExpertRow, spec["name"])
                         if row is None:
-                            s.add(ExpertRow(name=spec["name"], backend=spec["backend"], model=spec["model"], spec=spec))
+                            s.add(ExpertRow(name=spec["name"], backend=spec["backend"], model=spec["model"], spec=spec, origin=origin))
                             changed = True
-                        elif row.spec != spec:
-                            row.backend, row.model, row.spec = spec["backend"], spec["model"], spec
+                        elif row.spec != spec or row.origin != origin:
+                            row.backend, row.model, row.spec, row.origin = spec["backend"], spec["model"], spec, origin
                             changed = True
                     if changed:
                         await s.flush()
@@ -136,26 +137,37 @@ class Store:
         raise StoreUnavailable("could not store the experts: concurrent writers kept conflicting")
 
     async def list_experts(self) -> list[dict[str, Any]]:
+        """The specs of the experts not deleted, by name."""
         async with self._session() as s:
-            rows = (await s.execute(select(ExpertRow).order_by(ExpertRow.name))).scalars().all()
-            return [dict(r.spec) for r in rows]
+            q = select(ExpertRow).where(ExpertRow.origin != "deleted").order_by(ExpertRow.name)
+            return [dict(r.spec) for r in (await s.execute(q)).scalars().all()]
 
-    async def registry_snapshot(self) -> tuple[int, list[dict[str, Any]]]:
-        """The registry version and every stored expert spec, read together."""
+    async def registry_snapshot(self) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
+        """The registry version and every stored (origin, spec), tombstones included, read together."""
         async with self._session() as s, s.begin():
             version = (await s.execute(select(RegistryStateRow.version).where(RegistryStateRow.id == 1))).scalar_one()
             rows = (await s.execute(select(ExpertRow).order_by(ExpertRow.name))).scalars().all()
-            return int(version), [dict(r.spec) for r in rows]
+            return int(version), [(r.origin, dict(r.spec)) for r in rows]
 
     async def registry_version(self) -> int:
         async with self._session() as s:
             return int((await s.execute(select(RegistryStateRow.version).where(RegistryStateRow.id == 1))).scalar_one())
 
-    async def delete_expert(self, name: str) -> bool:
+    async def delete_expert(self, name: str, *, spec: dict[str, Any] | None = None) -> bool:
+        """Mark an expert deleted (a tombstone every replica follows, the config experts of the
+        same name included, until a replica starts with it in its config); with `spec`, also an
+        expert the store did not list yet. True if it was not deleted already."""
         async with self._session() as s, s.begin():
-            res = await s.execute(delete(ExpertRow).where(ExpertRow.name == name))
-            if not res.rowcount:
+            row = await s.get(ExpertRow, name)
+            if row is None:
+                if spec is None:
+                    return False
+                s.add(ExpertRow(name=name, backend=spec["backend"], model=spec["model"], spec=spec, origin="deleted"))
+            elif row.origin == "deleted":
                 return False
+            else:
+                row.origin = "deleted"
+            await s.flush()
             await self._bump_registry(s)
             return True
 

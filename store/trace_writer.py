@@ -30,7 +30,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ class TraceQueueFull(Exception):
     """Raised by `put` when the queue stayed full for `put_timeout_s` (the store is too slow)."""
 
 
-_Held = tuple[TraceRecord, "int | None"]  # a trace and its journal segment
+_Held = tuple[TraceRecord, "int | None", float]  # a trace, its journal segment, when it was put (monotonic)
 
 
 class TraceWriter:
@@ -116,6 +116,9 @@ class TraceWriter:
         self.rejected = 0  # traces the store refused for good (spilled to a JSONL file)
         self.failed_attempts = 0
         self.restarts = 0
+        self.commit_lag_s = 0.0
+        self.commit_lag_max_s = 0.0
+        self._lags: deque[float] = deque(maxlen=1000)  # of the last commits
 
     async def start(self) -> None:
         if self._task is None:
@@ -142,9 +145,18 @@ class TraceWriter:
         """What `/ready` reports."""
         return {
             "healthy": self.healthy, "error": self.last_error, "backlog": self.backlog, "written": self.written,
-            "rejected": self.rejected, "restarts": self.restarts,
+            "rejected": self.rejected, "restarts": self.restarts, "commits": self.commits,
+            "commit_lag_ms": self._lag_percentiles(), "commit_lag_max_ms": round(self.commit_lag_max_s * 1000, 1),
             "journaled": self.journal.outstanding if self.journal is not None else None,
         }
+
+    def _lag_percentiles(self) -> dict[str, float]:
+        """p50 / p99 / max of the commit lag over the last 1000 commits, in ms."""
+        lags = sorted(self._lags)
+        if not lags:
+            return {}
+        pick = lambda q: round(lags[min(len(lags) - 1, int(q * len(lags)))] * 1000, 1)  # noqa: E731
+        return {"p50": pick(0.5), "p99": pick(0.99), "max": round(lags[-1] * 1000, 1)}
 
     # ------------------------------------------------------------------ producers
     async def put(self, trace: TraceRecord) -> None:
@@ -172,7 +184,7 @@ class TraceWriter:
                 if self._journal_error is None:
                     logger.error("cannot append to the trace journal in %s: %s", self.journal.directory, e)
                 self._journal_error = f"trace journal: {type(e).__name__}: {e}"
-        self._pending[trace.id] = (trace, segment)
+        self._pending[trace.id] = (trace, segment, time.monotonic())
         self._idle.clear()
         self._wake.set()
 
@@ -219,7 +231,7 @@ class TraceWriter:
             started = time.monotonic()
             batch = list(itertools.islice(self._pending.values(), self.max_batch))
             try:
-                await self.store.save_traces([t for t, _ in batch])
+                await self.store.save_traces([h[0] for h in batch])
             except Exception as e:  # noqa: BLE001 - any store failure: keep the batch
                 if not is_transient(e):
                     # A trace the store will never take must not block every later one. A
@@ -235,6 +247,11 @@ class TraceWriter:
                 delay = min(self.retry_max_s, delay * 2)
                 continue
             self.commits += 1
+            # How long the oldest trace of the batch waited to be committed: without the journal,
+            # what a SIGKILL would lose; with it, about what a power cut could (fsync follows).
+            self.commit_lag_s = time.monotonic() - batch[0][2]
+            self.commit_lag_max_s = max(self.commit_lag_max_s, self.commit_lag_s)
+            self._lags.append(self.commit_lag_s)
             self._resolve(batch)
             if self._store_error is not None or self._crash is not None:
                 logger.warning("trace store is writable again; %d traces held", len(self._pending))
@@ -248,7 +265,7 @@ class TraceWriter:
 
     def _resolve(self, held: list[_Held], *, written: bool = True) -> None:
         """These traces are committed (or set aside): drop them from memory and the journal."""
-        for t, segment in held:
+        for t, segment, _put_at in held:
             self._pending.pop(t.id, None)
             if segment is not None and self.journal is not None:
                 self.journal.resolved(segment)
@@ -290,13 +307,13 @@ class TraceWriter:
         left = list(self._pending.values())
         if left:
             try:
-                await asyncio.wait_for(self.store.save_traces([t for t, _ in left]), timeout_s)
+                await asyncio.wait_for(self.store.save_traces([h[0] for h in left]), timeout_s)
                 self._resolve(left)
                 left = []
             except Exception as e:  # noqa: BLE001
                 self._store_error = f"{type(e).__name__}: {e}"
         if left:
-            unjournaled = [t for t, segment in left if segment is None]
+            unjournaled = [h[0] for h in left if h[1] is None]
             if unjournaled:
                 path = spill(self.spill_dir, unjournaled)
                 logger.error("the store refused %d traces at shutdown; they are saved in %s", len(unjournaled), path)

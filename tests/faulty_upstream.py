@@ -4,6 +4,7 @@
         up.base_url                           # http://127.0.0.1:PORT/v1
         up.mode = "ok"                        # switch behaviour while it runs
         up.requests                           # chat requests it received (it counts every call)
+        up.health_probes                      # GET /health requests it received
         up.delay_s = 0.2                      # "slow": answer ok after this long...
         up.closed_early                       # ...unless the caller hangs up first: when it did (monotonic)
 
@@ -34,6 +35,7 @@ class FaultyUpstream:
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
         self.requests = 0
+        self.health_probes = 0
         self.delay_s = 0.0
         self.closed_early: list[float] = []  # time.monotonic() at which a caller closed a "slow" or "hang" request
         self.last_body: bytes = b""
@@ -55,6 +57,7 @@ class FaultyUpstream:
                 length = next((int(ln.split(":", 1)[1]) for ln in lines if ln.lower().startswith("content-length:")), 0)
                 body = await reader.readexactly(length) if length else b""
                 if path.endswith("/health"):
+                    self.health_probes += 1
                     writer.write(_resp("200 OK", b"{}") if self.mode == "ok" else _resp("503 Service Unavailable", b"{}"))
                 elif path.endswith("/models"):
                     writer.write(_resp("200 OK", MODELS_BODY))

@@ -79,3 +79,37 @@ async def test_a_change_made_through_one_runtime_reaches_the_other_within_the_po
             for t in followers:
                 t.cancel()
             await asyncio.gather(*followers, return_exceptions=True)
+
+
+async def test_concurrent_health_checks_share_one_probe_per_expert() -> None:
+    from experts import ExpertRegistry
+
+    with FaultyUpstream("ok") as up:
+        reg = ExpertRegistry.from_specs([ExpertSpec(name=f"e{i}", backend="openai", base_url=up.base_url, model="faulty")  # type: ignore[arg-type]
+                                         for i in range(2)])
+        try:
+            checks = await asyncio.gather(*(reg.check(timeout_s=5) for _ in range(20)))
+            assert all(h.healthy for c in checks for h in c)
+            assert up.health_probes == 2  # 20 concurrent checks of 2 experts: one probe each
+            await reg.check(timeout_s=5)  # a later check probes again
+            assert up.health_probes == 4
+        finally:
+            await reg.aclose()
+
+
+async def test_a_replica_serves_its_config_minus_tombstones_plus_api_experts(tmp_path: Path) -> None:
+    async with await Runtime.create(config(tmp_path, POOL3[:2])) as rt:
+        # rows an older version (or another replica's config) wrote: listed, not served here
+        await rt.store.upsert_experts([recorded(POOL3[2]).model_dump(mode="json")], origin="config")
+        follower = RegistryFollower(rt)
+        await follower.seed(rt.config.experts)
+        await follower.sync()
+        assert rt.registry.names == POOL3[:2]
+        await rt.store.upsert_experts([recorded(POOL3[2]).model_dump(mode="json")], origin="api")  # registered elsewhere
+        await rt.store.delete_expert(POOL3[0])  # deleted elsewhere: a config expert too
+        assert await follower.sync()
+        assert sorted(rt.registry.names) == sorted(POOL3[1:])
+        assert not await follower.sync()  # nothing moved
+        await follower.seed(rt.config.experts)  # a restart with it in the config brings it back
+        await follower.sync()
+        assert sorted(rt.registry.names) == sorted(POOL3)

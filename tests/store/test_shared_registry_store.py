@@ -33,9 +33,14 @@ async def test_the_version_moves_on_every_change_and_only_then(store_url: str) -
         assert not await store.upsert_experts([SPEC])  # the same spec again: no change
         assert await store.registry_version() == v0 + 1
         assert await store.upsert_experts([{**SPEC, "model": "m2"}])
+        assert await store.upsert_experts([{**SPEC, "model": "m2"}], origin="api")  # registered through the API now
         assert await store.delete_expert("a") and not await store.delete_expert("a")
-        version, specs = await store.registry_snapshot()
-        assert version == v0 + 3 and specs == []
+        version, rows = await store.registry_snapshot()
+        assert version == v0 + 4 and rows == [("deleted", {**SPEC, "model": "m2"})]  # a tombstone replicas follow
+        assert await store.list_experts() == []
+        assert await store.delete_expert("b", spec={**SPEC, "name": "b"})  # never listed: tombstoned all the same
+        assert await store.upsert_experts([SPEC])  # a replica starting with it in its config lifts the tombstone
+        assert [s["name"] for s in await store.list_experts()] == ["a"]
 
 
 async def test_replicas_seeding_the_same_experts_at_once_agree(store_url: str) -> None:
@@ -47,7 +52,7 @@ async def test_replicas_seeding_the_same_experts_at_once_agree(store_url: str) -
         changed = await asyncio.gather(*(s.upsert_experts(specs) for s in stores))
         assert any(changed)
         version, stored = await stores[0].registry_snapshot()
-        assert [s["name"] for s in stored] == [f"e{i}" for i in range(5)]
+        assert [spec["name"] for _, spec in stored] == [f"e{i}" for i in range(5)]
         assert version == sum(changed)  # one bump per writer that changed something
     finally:
         for s in stores:
