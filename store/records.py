@@ -94,6 +94,8 @@ class BatchRecord(BaseModel):
     requests: list[dict[str, Any]] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    lease_owner: str | None = None  # the replica running it, while its lease lasts
+    lease_expires_at: datetime | None = None
 
 
 class BatchItemRecord(BaseModel):

@@ -20,6 +20,7 @@ from experts.registry import UnknownExpert
 from orchestrator.gateway import errors as E
 from orchestrator.gateway.auth import Caller
 from orchestrator.gateway.deps import GatewayState, state_of
+from orchestrator.gateway.disconnect import CLIENT_CLOSED_REQUEST, ClientDisconnected, cancel_on_disconnect
 from orchestrator.gateway.queries import failure_error, query_from, resolve_model
 from orchestrator.pipeline import QueryResult
 from orchestrator.protocol import (
@@ -50,7 +51,10 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):  # typ
     if req.stream:
         return StreamingResponse(_stream(st, req, caller), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    result = await _run_chat(st, req, caller)
+    try:  # a client that goes away cancels its expert calls (streams: Starlette cancels the generator)
+        result = await cancel_on_disconnect(request, _run_chat(st, req, caller))
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     headers = {"x-orchestrator-experts": _experts_header(result), "x-orchestrator-router": result.router,
                "x-orchestrator-trace-id": result.trace_id}
     finish = next((c.finish_reason for c in reversed(result.calls) if c.error_kind is None), "stop") or "stop"
