@@ -5,16 +5,16 @@
     await follower.sync()                   # load the shared registry (API-registered experts too)
     task = asyncio.create_task(follower.run())
 
-What a replica serves: its config file's experts, plus every expert registered through the
-gateway (by any replica) that this replica admits (`admit`: the gateway re-applies its allow-list
-and secrets, so a stored row is never served where the API could not have registered it), minus
-those deleted through the gateway (a tombstone in the store). The config file always wins: an API
-row or a tombstone never replaces or removes a config expert, nor takes one of its names or
-aliases (the gateway refuses to register or delete those; a replica with another config could
-still write such a row). A replica that starts writes its config experts to the store, which also
-lifts a tombstone of the same name. Rows another replica's config wrote are listed but not served
-here (replicas normally share one config; rows an older version wrote from CLI runs must not
-appear in a gateway).
+What a replica serves: its config file's experts, minus those deleted through the gateway (a
+tombstone in the store), plus every expert registered through the gateway (by any replica) that
+this replica admits (`admit`: the gateway re-applies its allow-list and secrets, so a stored row
+is never served where the API could not have registered it). An API row never replaces a config
+expert nor takes one of its names or aliases (the gateway refuses to register, or delete, its
+config names; a replica with another config could still write such a row, which is ignored here).
+A replica that starts writes its config experts to the store, which also lifts a tombstone of the
+same name: the config file wins at start. Rows another replica's config wrote are listed but not
+served here (replicas normally share one config; rows an older version wrote from CLI runs must
+not appear in a gateway).
 
 Every change to the `experts` table bumps a version counter in the same transaction
 (store/repository.py). `run` re-reads the registry whenever the version moves: on Postgres it is
@@ -78,7 +78,9 @@ class RegistryFollower:
 
     def wanted(self, rows: list[tuple[str, dict[str, Any]]]) -> dict[str, ExpertSpec]:
         """The experts this replica should serve, given the store's (origin, spec) rows."""
-        out = dict(self.config_specs)  # the config file wins: tombstones and API rows never touch these
+        origin = {raw.get("name"): o for o, raw in rows}
+        out = {name: spec for name, spec in self.config_specs.items() if origin.get(name, "config") != "deleted"}
+        # an API row never shadows a config expert: its names stay the config file's (security)
         protected = {n.lower() for spec in self.config_specs.values() for n in spec.all_names()}
         for o, raw in rows:
             if o != "api":

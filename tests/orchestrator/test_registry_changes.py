@@ -97,7 +97,7 @@ async def test_concurrent_health_checks_share_one_probe_per_expert() -> None:
             await reg.aclose()
 
 
-async def test_a_replica_serves_its_config_plus_api_experts_minus_their_tombstones(tmp_path: Path) -> None:
+async def test_a_replica_serves_its_config_minus_tombstones_plus_api_experts(tmp_path: Path) -> None:
     async with await Runtime.create(config(tmp_path, POOL3[:2])) as rt:
         # rows an older version (or another replica's config) wrote: listed, not served here
         await rt.store.upsert_experts([recorded(POOL3[2]).model_dump(mode="json")], origin="config")
@@ -106,23 +106,23 @@ async def test_a_replica_serves_its_config_plus_api_experts_minus_their_tombston
         await follower.sync()
         assert rt.registry.names == POOL3[:2]
         await rt.store.upsert_experts([recorded(POOL3[2]).model_dump(mode="json")], origin="api")  # registered elsewhere
+        await rt.store.delete_expert(POOL3[0])  # deleted elsewhere: a config expert too
         assert await follower.sync()
-        assert sorted(rt.registry.names) == sorted(POOL3)
-        await rt.store.delete_expert(POOL3[2])  # deleted elsewhere: every replica drops it
-        assert await follower.sync()
-        assert rt.registry.names == POOL3[:2]
+        assert sorted(rt.registry.names) == sorted(POOL3[1:])
         assert not await follower.sync()  # nothing moved
+        await follower.seed(rt.config.experts)  # a restart with it in the config brings it back
+        await follower.sync()
+        assert sorted(rt.registry.names) == sorted(POOL3)
 
 
-async def test_the_config_file_wins_over_stored_rows_and_tombstones(tmp_path: Path) -> None:
-    """An API row or a tombstone another replica (with another config) wrote never removes or
-    shadows this replica's config experts (the gateway refuses both for its own config names)."""
+async def test_api_rows_never_shadow_a_config_expert(tmp_path: Path) -> None:
+    """An API row another replica (with another config) wrote never replaces this replica's config
+    experts nor takes one of their names (the gateway refuses that for its own config names)."""
     async with await Runtime.create(config(tmp_path, POOL3[:2])) as rt:
         follower = RegistryFollower(rt)
         await follower.seed(rt.config.experts)
         await follower.sync()
         mine = rt.registry.spec(POOL3[1])
-        await rt.store.delete_expert(POOL3[0])  # a tombstone on a config expert
         shadow = ExpertSpec(name=POOL3[1], backend="openai", base_url="http://127.0.0.1:9/v1", model="elsewhere")  # type: ignore[arg-type]
         await rt.store.upsert_experts([shadow.model_dump(mode="json")], origin="api")  # the name of a config expert
         alias = ExpertSpec(name="other", aliases=(POOL3[0].upper(),), backend="openai", base_url="http://127.0.0.1:9/v1", model="x")  # type: ignore[arg-type]
