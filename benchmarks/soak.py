@@ -152,7 +152,7 @@ async def _one(client: httpx.AsyncClient, replica: ReplicaProcess, i: int, tally
     except httpx.HTTPError:
         status, key = 0, "connection_lost"  # in flight when its replica was killed
     if key is None:
-        key = "expected_error" if status in (404, 422) else f"unexpected_{status}"
+        key = "expected_error" if status in (400, 404) else f"unexpected_{status}"
     tally.add(key)
     if key == "ok" and trace_id:
         tally.answered.append((replica.index, trace_id, time.monotonic()))
@@ -307,7 +307,7 @@ def _report(out: dict, args: argparse.Namespace, console: Console) -> None:
     console.print(f"requests: {out['tally'].counts}")
     console.print(f"answered with a trace id: {len(out['ids']):,}; their traces in the store: {len(out['found']):,} "
                   f"(missing: {missing}; each at most once: trace ids are the primary key). Streamed answers carry no "
-                  "trace id and are not checked one by one; 404/422 requests fail before routing and leave none.")
+                  "trace id and are not checked one by one; 400/404 requests fail before routing and leave none.")
 
 
 def main() -> None:
