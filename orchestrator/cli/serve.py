@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli._common import ConfigOpt, console, load_config
+from orchestrator.cli._common import ConfigOpt, console, load_config, prepare_models
 
 
 def serve(
@@ -26,6 +26,7 @@ def serve(
     from orchestrator.gateway.app import GatewaySettings, create_app
 
     cfg = load_config(config)
+    prepare_models(cfg)  # before serving: no request waits for a conversion
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s")
     app = create_app(cfg, GatewaySettings())
     console(stderr=True).print(f"serving on http://{host}:{port}/v1 (store {cfg.store})")
