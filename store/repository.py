@@ -455,6 +455,12 @@ class Store:
                 q = q.where(ApiKeyRow.revoked.is_(False))
             return int((await s.execute(q)).scalar_one())
 
+    async def api_key_revoked(self, key_id: str) -> bool | None:
+        """Whether the key is revoked; None when there is no such key."""
+        async with self._session() as s:
+            row = await s.get(ApiKeyRow, key_id)
+            return None if row is None else bool(row.revoked)
+
     async def revoke_api_key(self, key_id: str) -> bool:
         async with self._session() as s, s.begin():
             row = await s.get(ApiKeyRow, key_id)
