@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import POOL3, RECORDED, closed_port_url, require_vllm_url
-from faults.faulty_upstream import FaultyUpstream
+from faulty_upstream import FaultyUpstream
 from orchestrator.cli import app
 from orchestrator.cli._common import EXIT_NO_ANSWER, EXIT_UNDECIDED, EXIT_USAGE
 
