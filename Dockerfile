@@ -9,7 +9,8 @@ COPY routers ./routers
 COPY store ./store
 # torch is pinned to 2.13.0; PyTorch's CPU index gives its CPU wheel (PyPI's is a CUDA build).
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
- && useradd --create-home --uid 1000 orchestrator
+ && useradd --create-home --uid 1000 orchestrator \
+ && install -d -o orchestrator -g orchestrator /home/orchestrator/trace-journal
 COPY deploy ./deploy
 USER orchestrator
 EXPOSE 8000

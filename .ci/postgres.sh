@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL server on loopback for the store tests.
-#   bash .ci/postgres.sh start|stop
-# Installs Debian's postgresql when missing; prints POSTGRES_URL=... once it accepts connections.
+#   PG_PORT=5433 PG_DATA_DIR=/var/lib/postgresql/llm-orchestrator-ci bash .ci/postgres.sh start|stop
+# Installs Debian's postgresql when missing (root); prints POSTGRES_URL=... once it accepts
+# connections. Port and data directory default to the values above; scripts/test.sh passes its own.
 set -euo pipefail
-CACHE="${ORCH_CI_CACHE:-$HOME/.cache/llm-orchestrator-ci}"
 PGDATA="${PG_DATA_DIR:-/var/lib/postgresql/llm-orchestrator-ci}"  # postgres cannot enter /root
 PORT="${PG_PORT:-5433}"
 URL="postgresql+asyncpg://orch:orch@127.0.0.1:$PORT/orch"
@@ -17,9 +17,7 @@ pg_bin() {
 install_pg() {
   if [ -z "$(pg_bin)" ]; then
     echo "installing Debian postgresql..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq postgresql >&2
+    bash "$(dirname "$0")/apt.sh" postgresql
   fi
 }
 

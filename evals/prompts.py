@@ -41,6 +41,7 @@ __all__ = [
     "gpqa_zero_shot_prompt",
     "keyword_prompt",
     "mmlu_pro_cot_prompt",
+    "mmlu_pro_short_prompt",
     "mmlu_pro_zero_shot_prompt",
 ]
 
@@ -150,6 +151,17 @@ def mmlu_pro_zero_shot_prompt(question: Question) -> str:
         f"The following is a multiple choice question{about}. Think it through step by step, then finish your "
         'answer with "The answer is (X)", where X is the letter of the correct option.\n\n'
         f"{_mmlu_pro_block(question)}{COT_START}"
+    )
+
+
+def mmlu_pro_short_prompt(question: Question) -> str:
+    """The option letter only, no reasoning: for tiny models on CPU, where a chain of thought
+    costs minutes per question and rarely helps. Not a published format; the CLI's default for
+    in-process experts (`--prompt short`)."""
+    about = f" about {question.category}" if question.category else ""
+    return (
+        f"The following is a multiple choice question{about}. Reply with the letter of the correct option only.\n\n"
+        f"{_mmlu_pro_block(question)}Answer:"
     )
 
 

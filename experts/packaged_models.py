@@ -19,10 +19,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -107,8 +110,8 @@ def _fix_gemma_tokenizer(tok: Any, model: Any) -> Any:
     model_spec = spec["model"]
     if model_spec.get("type") != "Unigram":
         return tok
-    pieces = [p for p, _ in model_spec["vocab"]]
-    scores = {p: sc for p, sc in model_spec["vocab"]}
+    pieces = _name_byte_duplicates([p for p, _ in model_spec["vocab"]])
+    scores = {p: sc for p, (_, sc) in zip(pieces, model_spec["vocab"], strict=True)}
     vocab = {p: i for i, p in enumerate(pieces)}
     merges: list[tuple[float, float, str, str]] = []
     for piece in pieces:
@@ -129,6 +132,23 @@ def _fix_gemma_tokenizer(tok: Any, model: Any) -> Any:
     )
     fixed.chat_template = tok.chat_template
     return fixed
+
+
+_BYTE_PIECE = re.compile(r"<0x([0-9A-F]{2})>")
+
+
+def _name_byte_duplicates(pieces: list[str]) -> list[str]:
+    """Gemma's byte token <0x09> comes out of GGUF with the text of the tab piece, so two ids
+    share one piece and the rebuilt vocabulary has a hole at that id (tokenizers then warns "The
+    OrderedVocab you are attempting to save contains holes"). A duplicated piece inside the run of
+    <0xNN> byte tokens gets its byte name back, as in the original tokenizer."""
+    counts = Counter(pieces)
+    out = list(pieces)
+    for i in range(1, len(pieces) - 1):
+        prev, nxt = _BYTE_PIECE.fullmatch(pieces[i - 1]), _BYTE_PIECE.fullmatch(pieces[i + 1])
+        if counts[pieces[i]] > 1 and prev and nxt and int(nxt[1], 16) - int(prev[1], 16) == 2:
+            out[i] = f"<0x{int(prev[1], 16) + 1:02X}>"
+    return out
 
 
 def _gemma_gguf() -> Path:
@@ -206,8 +226,9 @@ def _convert(entry: PackagedModel, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = entry.gguf()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32)
+    with _quiet_known_notices():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # The dequantised weights are plain tensors now; a leftover GGUF quantization config would
     # make vLLM look for a GGUF file.
     for attr in ("quantization_config",):
@@ -216,7 +237,7 @@ def _convert(entry: PackagedModel, target: Path) -> None:
     if entry.fix_tokenizer is not None:
         tokenizer = entry.fix_tokenizer(tokenizer, model)
     model = model.to(torch.bfloat16)
-    model.config.torch_dtype = torch.bfloat16
+    model.config.dtype = torch.bfloat16
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.id}-", dir=target.parent))
     try:
@@ -228,6 +249,40 @@ def _convert(entry: PackagedModel, target: Path) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Notices transformers prints while reading these GGUF files that are known and harmless here
+# (logger name, message start); every other warning still shows.
+KNOWN_NOTICES = (
+    # GGUF Llama tokenizers are rebuilt in the legacy mode; the notice itself says a GGUF load may ignore it.
+    ("transformers.models.llama.tokenization_llama_fast", "You are using the default legacy behaviour"),
+    ("transformers.models.llama.tokenization_llama", "You are using the default legacy behaviour"),
+)
+
+
+class _DropKnownNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(record.name == name and record.getMessage().startswith(start) for name, start in KNOWN_NOTICES)
+
+
+@contextlib.contextmanager
+def _quiet_known_notices() -> Iterator[None]:
+    """Drop KNOWN_NOTICES while converting."""
+    loggers = [logging.getLogger(name) for name in dict.fromkeys(n for n, _ in KNOWN_NOTICES)]
+    drop = _DropKnownNotices()
+    for lg in loggers:
+        lg.addFilter(drop)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(drop)
+
+
+def is_prepared(model_id: str, cache_dir: Path | None = None) -> bool:
+    """Whether `model_id` loads without a conversion (a directory, or converted packaged weights)."""
+    found = locate_model(model_id)
+    return isinstance(found, Path) or ((cache_dir or model_cache_dir()) / found.id / "config.json").exists()
 
 
 def main(argv: list[str] | None = None) -> int:

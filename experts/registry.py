@@ -2,7 +2,11 @@
 
     registry = ExpertRegistry.from_specs(config.experts)
     backend = registry.backend("qwen2.5-7b")
+    old = registry.replace(new_spec)     # the backend it replaced, for the caller to close
     await registry.aclose()
+
+In the gateway the registry mirrors the one every replica shares through the store
+(orchestrator/registry_sync.py keeps it in step); here it is a plain in-process map.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class ExpertRegistry:
         self._names: dict[str, str] = {}
         self.recorded_library = recorded_library or RecordedLibrary()
         self.secrets: Mapping[str, str] = dict(secrets or {})
+        # Health probes running now, by expert: concurrent checks share them.
+        self._probes: dict[str, asyncio.Future[HealthStatus]] = {}
 
     @classmethod
     def from_specs(cls, specs: Iterable[ExpertSpec], recorded_library: RecordedLibrary | None = None,
@@ -60,16 +66,26 @@ class ExpertRegistry:
         return reg
 
     def add(self, spec: ExpertSpec, backend: ExpertBackend | None = None) -> None:
+        self.replace(spec, backend)
+
+    def replace(self, spec: ExpertSpec, backend: ExpertBackend | None = None) -> ExpertBackend | None:
+        """Register `spec` (replacing an expert of the same name); returns the replaced backend,
+        which the caller closes once nothing uses it. Raises ConfigError on a name clash."""
+        self.check_names(spec)
+        new = backend or build_backend(spec, self.recorded_library, self.secrets)
+        old = self.remove(spec.name) if spec.name in self._specs else None
+        self._specs[spec.name] = spec
+        self._backends[spec.name] = new
+        for n in spec.all_names():
+            self._names[n.lower()] = spec.name
+        return old
+
+    def check_names(self, spec: ExpertSpec) -> None:
+        """Raise ConfigError if a name or alias of `spec` belongs to another expert."""
         for n in spec.all_names():
             owner = self._names.get(n.lower())
             if owner is not None and owner != spec.name:
                 raise ConfigError(f"expert name or alias {n!r} is already used by {owner!r}")
-        if spec.name in self._specs:
-            self.remove(spec.name)
-        self._specs[spec.name] = spec
-        self._backends[spec.name] = backend or build_backend(spec, self.recorded_library, self.secrets)
-        for n in spec.all_names():
-            self._names[n.lower()] = spec.name
 
     def remove(self, name: str) -> ExpertBackend:
         canonical = self.resolve(name)
@@ -115,17 +131,29 @@ class ExpertRegistry:
         return len(self._specs)
 
     async def check(self, timeout_s: float = 10.0) -> list[HealthStatus]:
-        """Health of every expert, probed concurrently, each bounded by `timeout_s`."""
+        """Health of every expert, probed concurrently, each bounded by `timeout_s`.
 
-        async def probe(spec: ExpertSpec) -> HealthStatus:
+        Coalesced: a check that starts while a probe of the same expert is running waits for that
+        probe instead of sending another (many `/ready` and `/v1/experts` calls at once send one
+        probe per expert)."""
+
+        async def probe(spec: ExpertSpec, backend: ExpertBackend) -> HealthStatus:
             try:
-                return await asyncio.wait_for(self._backends[spec.name].health(), timeout_s)
+                return await asyncio.wait_for(backend.health(), timeout_s)
             except asyncio.TimeoutError:
                 return HealthStatus(name=spec.name, backend=spec.backend.value, healthy=False, detail=f"no answer within {timeout_s:.0f} s")
             except Exception as e:  # a probe must never take the whole check down
                 return HealthStatus(name=spec.name, backend=spec.backend.value, healthy=False, detail=f"{type(e).__name__}: {e}")
 
-        return list(await asyncio.gather(*(probe(s) for s in self._specs.values())))
+        def shared(spec: ExpertSpec) -> asyncio.Future[HealthStatus]:
+            running = self._probes.get(spec.name)
+            if running is None or running.get_loop() is not asyncio.get_running_loop():
+                running = self._probes[spec.name] = asyncio.ensure_future(probe(spec, self._backends[spec.name]))
+                running.add_done_callback(lambda f, name=spec.name: self._probes.pop(name, None) if self._probes.get(name) is f else None)
+            return running
+
+        # shielded: one caller giving up must not cancel the probe the others wait for
+        return list(await asyncio.gather(*(asyncio.shield(shared(s)) for s in self._specs.values())))
 
     async def aclose(self) -> None:
         await asyncio.gather(*(b.aclose() for b in self._backends.values()), return_exceptions=True)

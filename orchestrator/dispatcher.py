@@ -16,6 +16,13 @@ with `ExpertOverloaded` (retryable), so memory stays bounded under overload; gro
 streams through the same queue, breaker and concurrency bound as chat traffic. A streamed
 request (`stream`: the answering call of a streaming chat request) is never batched, since its
 tokens go to one caller, but takes one of the expert's concurrency slots and answers to its breaker.
+
+Each backend call is one result for the expert's circuit breaker, recorded with the ticket of
+the epoch its requests were admitted in (orchestrator/circuit.py). A caller that gives up (a
+client disconnect cancels its task) cancels its request; a backend call whose every caller gave
+up is cancelled, which closes its upstream connections. `retire` swaps an expert's queue when
+the registry replaces or removes it: new calls get a queue over the new backend, queued ones
+finish on the old.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 
 from experts.errors import ExpertError, ExpertOverloaded, ExpertTimeout, ExpertUnavailable
 from experts.registry import ExpertRegistry
-from orchestrator.circuit import CircuitBreaker, counts_as_failure
+from orchestrator.circuit import CircuitBreaker, Ticket, counts_as_failure
 from experts.types import DeltaHandler, GenerationRequest, GenerationResult
 from routers.types import Assignment
 
@@ -70,13 +77,16 @@ class QueueStats:
 class _Pending:
     request: GenerationRequest
     future: asyncio.Future[GenerationResult]
+    ticket: Ticket | None = None
 
 
 class _ExpertQueue:
-    def __init__(self, name: str, registry: ExpertRegistry, stats: QueueStats, on_batch: "BatchObserver | None") -> None:
+    def __init__(self, name: str, registry: ExpertRegistry, stats: QueueStats, on_batch: "BatchObserver | None",
+                 breaker: CircuitBreaker) -> None:
         spec = registry.spec(name)
         self.name = name
         self.backend = registry.backend(name)
+        self.breaker = breaker
         self.max_batch = spec.max_batch_size
         self.max_wait = spec.max_wait_ms / 1000.0
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=spec.max_queue)
@@ -96,16 +106,16 @@ class _ExpertQueue:
     def future() -> asyncio.Future[GenerationResult]:
         return asyncio.get_running_loop().create_future()
 
-    async def put_waiting(self, req: GenerationRequest) -> asyncio.Future[GenerationResult]:
+    async def put_waiting(self, req: GenerationRequest, ticket: Ticket | None = None) -> asyncio.Future[GenerationResult]:
         """Enqueue, waiting while the queue is full (backpressure for grouped work)."""
         fut = self.future()
-        await self.queue.put(_Pending(req, fut))
+        await self.queue.put(_Pending(req, fut, ticket))
         return fut
 
-    def put(self, req: GenerationRequest) -> asyncio.Future[GenerationResult]:
+    def put(self, req: GenerationRequest, ticket: Ticket | None = None) -> asyncio.Future[GenerationResult]:
         fut = self.future()
         try:
-            self.queue.put_nowait(_Pending(req, fut))
+            self.queue.put_nowait(_Pending(req, fut, ticket))
         except asyncio.QueueFull:
             self.stats.rejected += 1
             raise ExpertOverloaded(
@@ -137,10 +147,23 @@ class _ExpertQueue:
             self.inflight.add(task)
             task.add_done_callback(self.inflight.discard)
 
+            def abandon(_f: object, task: asyncio.Task[None] = task, batch: list[_Pending] = batch) -> None:
+                if all(p.future.cancelled() for p in batch):  # every caller gave up: stop the call
+                    task.cancel()
+
+            for p in batch:
+                p.future.add_done_callback(abandon)
+
     async def run(self, batch: list[_Pending]) -> None:
-        """Send one batch (its concurrency slot already taken; released here)."""
+        """Send one batch (its concurrency slot already taken; released here) and record its
+        outcome on the breaker once."""
         try:
-            live = [p for p in batch if not p.future.done()]  # callers may have given up
+            live = []
+            for p in batch:
+                if p.future.done():  # the caller gave up before it was sent
+                    self.breaker.release(p.ticket)
+                else:
+                    live.append(p)
             if not live:
                 return
             self.stats.backend_calls += 1
@@ -150,14 +173,42 @@ class _ExpertQueue:
                 self.on_batch(self.name, len(live), self.queue.qsize())
             try:
                 results = await self.backend.generate([p.request for p in live])
+            except asyncio.CancelledError:
+                for p in live:  # cut short (its callers left): says nothing about the expert
+                    self.breaker.release(p.ticket)
+                raise
             except Exception as e:  # a backend bug must not strand its callers
                 err = ExpertUnavailable(f"expert {self.name!r} failed: {type(e).__name__}: {e}", expert=self.name)
                 results = [GenerationResult.failed(err) for _ in live]
+            self._record(live, results)
             for p, r in zip(live, results, strict=True):
                 if not p.future.done():
                     p.future.set_result(r)
         finally:
             self.slots.release()
+
+    def _record(self, live: list[_Pending], results: list[GenerationResult]) -> None:
+        """One backend call is one result for the breaker: ok if any request got an answer, a
+        failure if any failed in a way that says the expert is unwell, else nothing. It counts
+        in the epoch of its probe if it carried one, else of its newest admission."""
+        tickets = [p.ticket for p in live if p.ticket is not None]
+        ticket = next((t for t in tickets if t.probe), None) or max(tickets, key=lambda t: t.epoch, default=None)
+        if any(r.ok for r in results):
+            self.breaker.record(ok=True, ticket=ticket)
+        elif any(counts_as_failure(r.error) for r in results):
+            self.breaker.record(ok=False, ticket=ticket)
+        else:
+            self.breaker.release(ticket)
+        for t in tickets:  # any other probe ticket in the batch
+            if t is not ticket:
+                self.breaker.release(t)
+
+    async def drain(self, grace_s: float) -> None:
+        """Let what is queued and in flight finish (up to `grace_s`), then close."""
+        deadline = time.monotonic() + grace_s
+        while (not self.queue.empty() or self.inflight) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.aclose()
 
     async def aclose(self) -> None:
         self.collector.cancel()
@@ -195,8 +246,21 @@ class Dispatcher:
         q = self._queues.get(name)
         if q is None:
             stats = self.stats.setdefault(name, QueueStats())
-            q = self._queues[name] = _ExpertQueue(name, self.registry, stats, self._on_batch)
+            q = self._queues[name] = _ExpertQueue(name, self.registry, stats, self._on_batch, self.breaker(name))
         return q
+
+    def detach(self, expert: str) -> "_ExpertQueue | None":
+        """Forget an expert's queue and breaker at once (the registry replaced or removed it): the
+        next call builds both afresh from the registry. Returns the old queue, whose `drain` lets
+        the calls already in it finish on the old backend."""
+        self._breakers.pop(expert, None)
+        return self._queues.pop(expert, None)
+
+    async def retire(self, expert: str, *, grace_s: float = 30.0) -> None:
+        """`detach`, then drain the old queue (up to `grace_s`)."""
+        q = self.detach(expert)
+        if q is not None:
+            await q.drain(grace_s)
 
     def queue_depth(self, expert: str) -> int:
         q = self._queues.get(self.registry.resolve(expert))
@@ -208,14 +272,15 @@ class Dispatcher:
         Raises `ExpertOverloaded` when the expert's queue is full; other failures come back in
         the result's `error`. The wait is bounded by the expert's timeout."""
         q = self._queue(expert)
-        breaker = self.breaker(q.name)
-        if not breaker.allow():
+        breaker = q.breaker
+        ticket = breaker.allow()
+        if ticket is None:
             return GenerationResult.failed(breaker.open_error(), attempts=0)  # fail fast: nothing is sent
         try:
             direct = q.idle_unbatched()
-            fut = q.future() if direct else q.put(request)
+            fut = q.future() if direct else q.put(request, ticket)
         except ExpertOverloaded:
-            breaker.release_probe()
+            breaker.release(ticket)
             raise
         timeout = q.submit_timeout_s
         try:
@@ -224,24 +289,19 @@ class Dispatcher:
                 # collector's hand-off (two tasks and a queue round trip per request).
                 await q.slots.acquire()
                 async with asyncio.timeout(timeout):
-                    await q.run([_Pending(request, fut)])
+                    await q.run([_Pending(request, fut, ticket)])
                 result = fut.result()
             else:
                 async with asyncio.timeout(timeout):
                     result = await asyncio.shield(fut)
         except TimeoutError:
             fut.cancel()
+            if direct:  # our own call overran every timeout of its backend: the expert is unwell
+                breaker.record(ok=False, ticket=ticket)
             result = GenerationResult.failed(ExpertTimeout(f"expert {q.name!r} gave no answer within {timeout:.0f} s", expert=q.name))
         except BaseException:
-            fut.cancel()
-            breaker.release_probe()
+            fut.cancel()  # queued: dropped unsent, or its batch cancelled once every caller left
             raise
-        if result.ok:
-            breaker.record(ok=True)
-        elif counts_as_failure(result.error):
-            breaker.record(ok=False)
-        else:
-            breaker.release_probe()
         return result
 
     async def submit_many(
@@ -256,7 +316,7 @@ class Dispatcher:
         if not requests:
             return []
         q = self._queue(expert)
-        breaker = self.breaker(q.name)
+        breaker = q.breaker
         done = 0
         results: list[GenerationResult | None] = [None] * len(requests)
 
@@ -266,13 +326,7 @@ class Dispatcher:
                 result = await fut
             except ExpertError as e:  # closed under us
                 result = GenerationResult.failed(e)
-            results[i] = result
-            if result.ok:
-                breaker.record(ok=True)
-            elif counts_as_failure(result.error):
-                breaker.record(ok=False)
-            else:
-                breaker.release_probe()
+            results[i] = result  # the breaker heard of it from the backend call (_ExpertQueue.run)
             done += 1
             if on_result is not None:
                 on_result(done)
@@ -280,13 +334,14 @@ class Dispatcher:
         waiters: list[asyncio.Task[None]] = []
         try:
             for i, req in enumerate(requests):
-                if not breaker.allow():  # open: the rest of the group fails fast, nothing is sent
+                ticket = breaker.allow()
+                if ticket is None:  # open: the rest of the group fails fast, nothing is sent
                     results[i] = GenerationResult.failed(breaker.open_error(), attempts=0)
                     done += 1
                     if on_result is not None:
                         on_result(done)
                     continue
-                fut = await q.put_waiting(req)
+                fut = await q.put_waiting(req, ticket)
                 waiters.append(asyncio.create_task(one(i, fut)))
             await asyncio.gather(*waiters)
         except BaseException:
@@ -301,14 +356,16 @@ class Dispatcher:
 
         Not batched (its tokens go to one caller) but bound like batches: it waits for one of the
         expert's concurrency slots (up to the expert's submit timeout), is refused at once when
-        the expert's queue is full or its circuit open, and its outcome feeds the breaker.
-        Failures come back in the result; cancelling the caller cancels the upstream stream."""
+        the expert's queue is full or its circuit open, and its outcome feeds the breaker in the
+        epoch it was admitted in. Failures come back in the result; cancelling the caller (a
+        client disconnect) cancels the upstream stream and says nothing about the expert."""
         q = self._queue(expert)
-        breaker = self.breaker(q.name)
-        if not breaker.allow():
+        breaker = q.breaker
+        ticket = breaker.allow()
+        if ticket is None:
             return GenerationResult.failed(breaker.open_error(), attempts=0)  # fail fast: nothing is sent
         if q.queue.full():
-            breaker.release_probe()
+            breaker.release(ticket)
             q.stats.rejected += 1
             return GenerationResult.failed(ExpertOverloaded(
                 f"expert {q.name!r} has {q.queue.maxsize} requests waiting; retry later", expert=q.name))
@@ -317,7 +374,7 @@ class Dispatcher:
                 async with asyncio.timeout(q.submit_timeout_s):
                     await q.slots.acquire()
             except TimeoutError:
-                breaker.release_probe()
+                breaker.release(ticket)
                 return GenerationResult.failed(ExpertTimeout(
                     f"expert {q.name!r} had no free slot within {q.submit_timeout_s:.0f} s", expert=q.name))
             try:
@@ -335,35 +392,37 @@ class Dispatcher:
             finally:
                 q.slots.release()
         except BaseException:  # cancelled (the client went away): says nothing about the expert
-            breaker.release_probe()
+            breaker.release(ticket)
             raise
         if result.ok:
-            breaker.record(ok=True)
+            breaker.record(ok=True, ticket=ticket)
         elif counts_as_failure(result.error):
-            breaker.record(ok=False)
+            breaker.record(ok=False, ticket=ticket)
         else:
-            breaker.release_probe()
+            breaker.release(ticket)
         return result
 
     async def forward(self, expert: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """Another OpenAI endpoint of the expert's server (`/completions`, `/embeddings`), under
-        the expert's breaker; raises `ExpertError` (an open circuit: `ExpertCircuitOpen`)."""
+        the expert's breaker (in the epoch it was admitted in); raises `ExpertError` (an open
+        circuit: `ExpertCircuitOpen`)."""
         name = self.registry.resolve(expert)
         breaker = self.breaker(name)
-        if not breaker.allow():
+        ticket = breaker.allow()
+        if ticket is None:
             raise breaker.open_error()
         try:
             out = await self.registry.backend(name).forward(path, body)
         except ExpertError as e:
             if counts_as_failure(e):
-                breaker.record(ok=False)
+                breaker.record(ok=False, ticket=ticket)
             else:
-                breaker.release_probe()
+                breaker.release(ticket)
             raise
-        except BaseException:
-            breaker.release_probe()
+        except BaseException:  # cancelled (the client went away): says nothing about the expert
+            breaker.release(ticket)
             raise
-        breaker.record(ok=True)
+        breaker.record(ok=True, ticket=ticket)
         return out
 
     def breaker(self, expert: str) -> CircuitBreaker:

@@ -6,8 +6,15 @@
 
 Every answered query is written to the store as one trace (request, plan, steps, expert calls),
 in one transaction. A streaming caller passes a sink (`answer(..., sink=sink)`): the answer's
-tokens reach it while the query runs, and the trace is written when the stream ends, also when it
-is cancelled (status "cancelled", with the calls made until then).
+tokens reach it while the query runs. A query whose caller went away (its task cancelled: a
+client disconnect, a stream closed early, a timeout) leaves a trace with status `cancelled`, with
+the calls made until then.
+
+The registry may change while the runtime serves (the gateway follows the registry its replicas
+share: orchestrator/registry_sync.py). `put_expert` / `drop_expert` apply one change: the
+expert's dispatcher queue and breaker are rebuilt over the new backend, and every cached router
+whose pool or options involve the expert (or that took the whole registry as its pool) is built
+again on its next use.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from experts.backends.base import ExpertBackend
 from experts.registry import ExpertRegistry
-from experts.spec import OrchestratorConfig
+from experts.spec import ExpertSpec, OrchestratorConfig
 from orchestrator.dispatcher import BatchObserver, Dispatcher
 from orchestrator.execution import Executor
 from orchestrator.residency import ResidencyManager
@@ -43,7 +51,7 @@ from store.records import ExpertCallRecord, PlanRecord, TraceRecord, TraceStepRe
 from store.repository import Store
 from store.trace_writer import TraceWriter
 
-logger = logging.getLogger("orchestrator.pipeline")
+logger = logging.getLogger("orchestrator.runtime")
 
 
 @dataclass
@@ -109,17 +117,25 @@ class Runtime:
         # Set by the gateway: traces then go through a batched background writer (store/trace_writer.py).
         self.trace_writer: TraceWriter | None = None
         self._routers: dict[str, Router] = {}
+        # What each cached router depends on: expert names, or None for the whole registry.
+        self._router_deps: dict[str, frozenset[str] | None] = {}
+        self._retiring: set[asyncio.Task[None]] = set()  # old queues and backends finishing their calls
+        self._registry_changes = 0
+        self.registry_grace_s = 30.0  # how long a replaced expert's queued calls may take to finish
 
     @classmethod
-    async def create(cls, config: OrchestratorConfig, *, store_url: str | None = None, seed: int = 0, **kw: Any) -> "Runtime":
-        store = await Store.open(store_url or config.store)
+    async def create(cls, config: OrchestratorConfig, *, store_url: str | None = None, seed: int = 0,
+                     store_command_timeout_s: float | None = 30.0, **kw: Any) -> "Runtime":
+        store = await Store.open(store_url or config.store, command_timeout_s=store_command_timeout_s)
         registry = ExpertRegistry.from_specs(config.experts, secrets=config.secrets)
-        await store.upsert_experts([s.model_dump(mode="json") for s in config.experts])
         return cls(config, registry, store, seed=seed, **kw)
 
     async def aclose(self) -> None:
         if self.trace_writer is not None:
             await self.trace_writer.aclose()  # before the store closes: flush every trace
+        for t in list(self._retiring):
+            t.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.dispatcher.aclose()
         await self.registry.aclose()
         await self.store.aclose()
@@ -147,6 +163,8 @@ class Runtime:
             opts = dict(self.config.routers.get(name, {}))
             opts.update(options or {})
             pool = opts.pop("pool", None)
+            deps = None if pool is None else frozenset(self.registry.find(e) or e for e in pool) | self._experts_named(opts)
+            generation = self._registry_changes
             router = build_router(name, self.router_context(pool), opts)
             if router.needs_fit:
                 restore = getattr(router, "restore", None)
@@ -155,8 +173,83 @@ class Runtime:
                         f"router {name!r} must be fitted first (e.g. `orchestrator bench ... --router {name}` "
                         "or its fit command); no fitted artefact was found in the store"
                     )
+            if generation != self._registry_changes:
+                return router  # the registry changed while it was restored: use it once, cache the next
             self._routers[key] = router
+            self._router_deps[key] = deps
         return self._routers[key]
+
+    def _experts_named(self, value: Any) -> frozenset[str]:
+        """The registered experts a router option names (an aggregator, a fallback, a team)."""
+        if isinstance(value, str):
+            found = self.registry.find(value)
+            return frozenset({found}) if found else frozenset()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, (list, tuple, set)):
+            return frozenset().union(*(self._experts_named(v) for v in value)) if value else frozenset()
+        return frozenset()
+
+    # ------------------------------------------------------------------ registry changes
+    def _forget_routers(self, expert: str) -> None:
+        self._registry_changes += 1
+        for key in [k for k, deps in self._router_deps.items() if deps is None or expert in deps]:
+            self._routers.pop(key, None)
+            self._router_deps.pop(key, None)
+
+    def _retire(self, name: str, old: ExpertBackend | None) -> None:
+        """Swap the expert's dispatcher queue now (calls from here on get the new backend); let
+        the old queue and backend finish their calls off the request path, then close them."""
+        queue = self.dispatcher.detach(name)
+
+        async def finish() -> None:
+            try:
+                if queue is not None:
+                    await queue.drain(grace_s=self.registry_grace_s)
+            finally:  # also when shutdown cuts the drain short
+                if old is not None:
+                    await old.aclose()
+
+        task = asyncio.create_task(finish(), name=f"retire:{name}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def put_expert(self, spec: ExpertSpec) -> bool:
+        """Register or replace an expert in this process; False if it was already registered as is.
+        Raises ConfigError (a name or alias clash)."""
+        current = self.registry.find(spec.name)
+        if current is not None and self.registry.spec(current) == spec:
+            return False
+        old = self.registry.replace(spec)
+        self._retire(spec.name, old)
+        self._forget_routers(spec.name)
+        logger.info("expert %s %s (%s %s)", spec.name, "replaced" if old is not None else "added", spec.backend.value, spec.model)
+        return True
+
+    def drop_expert(self, name: str) -> bool:
+        """Remove an expert from this process; False if it was not registered."""
+        canonical = self.registry.find(name)
+        if canonical is None:
+            return False
+        old = self.registry.remove(canonical)
+        self._retire(canonical, old)
+        self._forget_routers(canonical)
+        logger.info("expert %s removed", canonical)
+        return True
+
+    async def register_expert(self, spec: ExpertSpec) -> None:
+        """Add or replace an expert in the shared registry (the store: every replica follows it),
+        and in this process at once. Raises ConfigError (a name or alias clash) before storing."""
+        self.registry.check_names(spec)
+        await self.store.upsert_experts([spec.model_dump(mode="json")], origin="api")
+        self.put_expert(spec)
+
+    async def unregister_expert(self, name: str) -> bool:
+        """Delete an expert from the shared registry (every replica drops it) and from this process."""
+        canonical = self.registry.find(name) or name
+        spec = self.registry.spec(canonical).model_dump(mode="json") if canonical in self.registry else None
+        deleted = await self.store.delete_expert(canonical, spec=spec)
+        return self.drop_expert(canonical) or deleted
 
     async def answer(
         self, query: Query, router: str, *, options: dict[str, Any] | None = None, owner: str | None = None, record: bool = True,
@@ -172,11 +265,8 @@ class Runtime:
         try:
             (outcome,) = await r.run([query], executor)
         except asyncio.CancelledError:
-            if record and sink is not None:  # the stream ended early: its trace says how far it got
-                try:
-                    await self._save(self._cancelled_trace(query, router, executor, time.perf_counter() - t0, trace_id, owner))
-                except Exception:  # noqa: BLE001 - the store's trouble must not hide the cancellation
-                    logger.exception("could not record the cancelled stream %s", trace_id)
+            if record:  # the caller went away (client disconnect, stream closed, shutdown): say so in the trace
+                self._record_cancelled(query, router, executor, time.perf_counter() - t0, trace_id, owner)
             raise
         result = self.result(router, outcome, time.perf_counter() - t0, trace_id=trace_id)
         result.interrupted = executor.interrupted
@@ -199,8 +289,10 @@ class Runtime:
             raise UnsupportedRequest(f"router {router.name!r} makes its own expert calls, so it cannot honour "
                                      f"{', '.join(fields)}; call a tool-capable expert by name")
 
-    def _cancelled_trace(self, query: Query, router: str, executor: Executor, latency_s: float, trace_id: str,
-                         owner: str | None) -> TraceRecord:
+    def _record_cancelled(self, query: Query, router: str, executor: Executor, latency_s: float, trace_id: str,
+                          owner: str | None) -> None:
+        """The trace of a cancelled query: the calls made until then (a streaming executor keeps
+        them; the partial answer is the cancelled call's text), written without awaiting."""
         calls = [call_record(self.registry, att.expert, att.result, role=role, fallback_for=att.fallback_for)
                  for role, att in executor.attempts or ()]
         for i, c in enumerate(calls):
@@ -208,9 +300,22 @@ class Runtime:
         partial = next((c.output or "" for c in reversed(calls) if c.error_kind == "cancelled"), "")
         result = QueryResult(trace_id=trace_id, router=router, final=FinalAnswer(partial, None, "cancelled"), plan=executor.plan,
                              outputs=[], calls=calls, steps=[], latency_s=latency_s)
-        trace = self.trace_record(query, result, owner=owner)
-        return trace.model_copy(update={"status": "cancelled",
-                                        "error": "cancelled before the answer was complete (the client went away or the request timed out)"})
+        trace = self.trace_record(query, result, owner=owner).model_copy(update={
+            "status": "cancelled",
+            "error": "cancelled before the answer was complete (the client went away or the request timed out); "
+                     "its expert calls were cancelled"})
+        if self.trace_writer is not None:
+            self.trace_writer.put_nowait(trace)  # no awaiting inside a cancelled task
+        else:  # no writer (CLI): write it from a task of its own
+            task = asyncio.get_running_loop().create_task(self._save_logged(trace))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _save_logged(self, trace: TraceRecord) -> None:
+        try:
+            await self.store.save_trace(trace)
+        except Exception:  # noqa: BLE001 - the store's trouble must not hide the cancellation
+            logger.exception("could not record the cancelled query %s", trace.id)
 
     async def answer_batch(
         self, queries: list[Query], router: str, *, options: dict[str, Any] | None = None,

@@ -87,6 +87,16 @@ class GatewaySettings(_FromEnvironment):
     request_timeout_s: float = 600.0
     batch_chunk_size: int = 32  # batch items answered (and stored) together
     batch_pause_s: float = 0.0  # pause between batch chunks, leaving room for interactive traffic
+    # Replicas sharing one store (README "Many replicas"): batch leases, the registry follower,
+    # the trace journal and the store's statement timeout.
+    replica_id: str | None = None  # default: <host>-<pid>-<random>, new at every start
+    batch_lease_s: float = 30.0  # a job whose replica stopped renewing is taken over after this long
+    batch_sweep_s: float = 5.0  # how often each replica looks for jobs with an expired lease
+    batch_max_jobs: int = 4  # jobs one replica runs at once
+    registry_poll_s: float = 2.0  # the registry follower's poll (Postgres is also notified at once)
+    trace_journal_dir: Path | None = None  # default: ./trace-journal (replicas on one host may share it)
+    trace_journal_replay_s: float = 60.0  # how often to look for journals of stopped replicas (and at start)
+    store_command_timeout_s: float = 30.0  # asyncpg command_timeout: a statement taking longer fails (transient)
     gc_tuning: bool = True  # freeze start-up objects and collect young garbage less often (gateway/lifespan.py)
 
     @field_validator("api_expert_hosts", mode="before")

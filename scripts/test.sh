@@ -1,18 +1,38 @@
 #!/usr/bin/env bash
-# The whole test suite against real servers: starts Postgres and a vLLM CPU server on loopback
-# (each installs itself on first use), runs pytest, and stops both whatever happens.
+# The whole test suite against real servers: starts its own Postgres and vLLM CPU servers on
+# loopback (each installs itself on first use), runs pytest, and stops and removes both whatever
+# happens. Ports and directories come from the environment; unset, each run takes free ports and
+# its own directories, so two runs on one machine (two checkouts, or one twice) do not collide:
+#   PG_PORT, PG_DATA_DIR                       the store tests' Postgres
+#   VLLM_PORT                                  the vLLM server
+#   ORCH_FAULTS_PG_PORT, ORCH_FAULTS_PG_DATA_DIR  the private Postgres the store-outage test stops
+#   ORCH_CI_CACHE                              installed tools, shared between runs (~/.cache/llm-orchestrator-ci)
+#   VENV                                       the project's venv (.venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PROJECT_PYTHON="$PWD/.venv/bin/python"
+export PROJECT_PYTHON="${PROJECT_PYTHON:-$PWD/${VENV:-.venv}/bin/python}"
 
-# The store-outage fault test (tests/faults) starts and stops its own private Postgres cluster on
-# this port and data directory; stop it here too in case a test was killed halfway.
-FAULTS_PG=(env PG_PORT=5434 PG_DATA_DIR=/var/lib/postgresql/llm-orchestrator-faults)
+free_port() { "$PROJECT_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+RUN="$(date +%Y%m%d-%H%M%S)-$$"
+RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/llm-orchestrator-test-$RUN.XXXX")"  # logs, the vLLM pid file, pytest's temp dirs
+OWN_DIRS=("$RUN_DIR/pytest")  # removed at the end (logs stay)
+# Postgres data directories: postgres cannot enter /root or a private /tmp directory.
+if [ -z "${PG_DATA_DIR:-}" ]; then PG_DATA_DIR="/var/lib/postgresql/llm-orchestrator-test-store-$RUN"; OWN_DIRS+=("$PG_DATA_DIR"); fi
+if [ -z "${ORCH_FAULTS_PG_DATA_DIR:-}" ]; then
+  ORCH_FAULTS_PG_DATA_DIR="/var/lib/postgresql/llm-orchestrator-test-faults-$RUN"; OWN_DIRS+=("$ORCH_FAULTS_PG_DATA_DIR")
+fi
+export PG_PORT="${PG_PORT:-$(free_port)}" PG_DATA_DIR
+export VLLM_PORT="${VLLM_PORT:-$(free_port)}" VLLM_RUN_DIR="$RUN_DIR"
+export ORCH_FAULTS_PG_PORT="${ORCH_FAULTS_PG_PORT:-$(free_port)}" ORCH_FAULTS_PG_DATA_DIR
+echo "test run $RUN: Postgres :$PG_PORT ($PG_DATA_DIR), vLLM :$VLLM_PORT, faults Postgres :$ORCH_FAULTS_PG_PORT; logs in $RUN_DIR" >&2
 
 cleanup() {
   bash .ci/vllm.sh stop || true
   bash .ci/postgres.sh stop || true
-  "${FAULTS_PG[@]}" bash .ci/postgres.sh stop || true
+  # The store-outage fault test starts and stops its own cluster: stop it too in case a test was killed halfway.
+  PG_PORT="$ORCH_FAULTS_PG_PORT" PG_DATA_DIR="$ORCH_FAULTS_PG_DATA_DIR" bash .ci/postgres.sh stop || true
+  local d
+  for d in "${OWN_DIRS[@]}"; do rm -rf "$d"; done
 }
 trap cleanup EXIT
 
@@ -23,11 +43,11 @@ eval "$(bash .ci/compose.sh | grep -E '^(COMPOSE_SPEC_SCHEMA|DOCKER_COMPOSE)=' |
 # The load driver of `orchestrator loadtest` (and its test): Debian's wrk.
 if ! command -v wrk >/dev/null; then
   echo "installing Debian wrk..." >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2
+  bash .ci/apt.sh wrk
 fi
 
 eval "$(bash .ci/postgres.sh start | grep '^POSTGRES_URL=' | sed 's/^/export /')"
 eval "$(bash .ci/vllm.sh start | grep '^VLLM_BASE_URL=' | sed 's/^/export /')"
 : "${POSTGRES_URL:?postgres did not start}" "${VLLM_BASE_URL:?vLLM did not start}"
 
-.venv/bin/python -m pytest -p no:cacheprovider -q -rfEs "$@"
+"$PROJECT_PYTHON" -m pytest -p no:cacheprovider -q -rfEs --basetemp "$RUN_DIR/pytest" "$@"

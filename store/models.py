@@ -26,6 +26,19 @@ class ExpertRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # "config" (seeded from a replica's config file), "api" (registered through the gateway),
+    # "deleted" (deleted through the gateway: a tombstone). See orchestrator/registry_sync.py.
+    origin: Mapped[str] = mapped_column(String(16), default="config", server_default="config")
+
+
+class RegistryStateRow(Base):
+    """One row: the version of the shared expert registry, bumped by every change to `experts`
+    (replicas poll it, and on Postgres are notified of it)."""
+
+    __tablename__ = "registry_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class RequestRow(Base):
@@ -195,6 +208,10 @@ class BatchRow(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     input_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the Files API form
+    # The lease of the replica running the job (store/repository.py: claim, renew, release); a
+    # job whose lease has expired is taken over by any replica's sweeper.
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
 
 
 class BatchItemRow(Base):

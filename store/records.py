@@ -95,6 +95,8 @@ class BatchRecord(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     input_file_id: str | None = None
+    lease_owner: str | None = None  # the replica running it, while its lease lasts
+    lease_expires_at: datetime | None = None
 
 
 class BatchItemRecord(BaseModel):

@@ -13,10 +13,13 @@ RECORDED = SHARED / "data" / "recorded" / "mmlu_pro_tiger"
 
 
 @pytest.fixture(autouse=True)
-def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     # Tests must not pick up a developer's config or store.
     for var in ("ORCHESTRATOR_CONFIG", "ORCHESTRATOR_STORE"):
         monkeypatch.delenv(var, raising=False)
+    # Gateways started by a test (in-process or as subprocesses) journal their traces in a
+    # directory of the test's own, never in the working directory.
+    monkeypatch.setenv("ORCHESTRATOR_TRACE_JOURNAL_DIR", str(tmp_path_factory.mktemp("trace-journal")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 

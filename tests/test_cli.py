@@ -7,7 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import POOL3, RECORDED, closed_port_url, require_vllm_url
+from faulty_upstream import FaultyUpstream
 from orchestrator.cli import app
+from orchestrator.cli._common import EXIT_NO_ANSWER, EXIT_UNDECIDED, EXIT_USAGE
 
 runner = CliRunner()
 
@@ -60,11 +62,12 @@ def test_ask_all_vote_on_recorded_experts_stores_its_trace(tmp_path: Path) -> No
     experts = "\n".join(f"  - {{name: {m}, backend: recorded, path: {RECORDED}, model: {m}}}" for m in POOL3)
     cfg.write_text(f"store: sqlite+aiosqlite:///{tmp_path / 'r.db'}\nexperts:\n{experts}\n")
     # A recorded expert answers only questions it has outputs for: an unknown question fails
-    # clearly in the trace rather than inventing an answer.
+    # clearly in the trace rather than inventing an answer, and `ask` says no expert answered.
     r = runner.invoke(app, ["ask", "What is 2+2?", "--router", "all-vote", "--config", str(cfg), "--json"])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == EXIT_NO_ANSWER, r.output
     out = json.loads(r.stdout)
     assert [c["error_kind"] for c in out["calls"]] == ["unknown_question"] * 3
+    assert r.stderr.count("\n") == 1 and "no expert answered" in r.stderr and out["trace_id"] in r.stderr
     t = runner.invoke(app, ["trace", out["trace_id"], "--config", str(cfg)])
     assert t.exit_code == 0 and json.loads(t.stdout)["status"] == "error"
 
@@ -90,6 +93,90 @@ def test_keys_create_admin_and_user_keys_list_and_revoke(tmp_path: Path) -> None
 def test_unknown_router_is_a_one_line_error() -> None:
     r = runner.invoke(app, ["ask", "hi", "--router", "nope"])
     assert r.exit_code == 2 and "unknown router 'nope'; available: single" in r.output
+
+
+def recorded_config(tmp_path: Path, extra: str = "") -> Path:
+    cfg = tmp_path / "rec.yaml"
+    experts = "\n".join(f"  - {{name: {m}, backend: recorded, path: {RECORDED}, model: {m}}}" for m in POOL3)
+    cfg.write_text(f"store: sqlite+aiosqlite:///{tmp_path / 'r.db'}\nexperts:\n{experts}\n{extra}")
+    return cfg
+
+
+def test_ask_exits_3_with_one_line_when_every_expert_is_unreachable(tmp_path: Path) -> None:
+    cfg = tmp_path / "down.yaml"
+    down = closed_port_url()
+    cfg.write_text(f"store: sqlite+aiosqlite:///{tmp_path / 'd.db'}\nexperts:\n"
+                   f"  - {{name: down-a, backend: openai, base_url: {down}, model: m, timeout_s: 5}}\n"
+                   f"  - {{name: down-b, backend: openai, base_url: {down}, model: m, timeout_s: 5}}\n")
+    r = runner.invoke(app, ["ask", "What is 2+2?", "--router", "all-vote", "--config", str(cfg)], env={"COLUMNS": "80"})
+    assert r.exit_code == EXIT_NO_ANSWER, r.output
+    assert "(empty answer)" in r.stdout  # the table still shows what happened
+    [line] = r.stderr.splitlines()
+    assert line.startswith("error: no expert answered (down-a: ") and "down-b: " in line and "trace " in line
+    assert "connection refused" in line.lower()
+
+
+def test_ask_exits_4_when_the_router_cannot_decide(tmp_path: Path) -> None:
+    # Not fitted: the router has nothing to decide with.
+    r = runner.invoke(app, ["ask", "Which enzyme unwinds DNA?", "--router", "coe", "--config", str(recorded_config(tmp_path))])
+    assert r.exit_code == EXIT_UNDECIDED, r.output
+    assert r.stderr.startswith("error: the router could not decide: router 'coe' must be fitted first") and r.stderr.count("\n") == 1
+    # The oracle needs a gold answer, which a user question never has.
+    r = runner.invoke(app, ["ask", "2+2?", "--router", "oracle", "--config", str(recorded_config(tmp_path))])
+    assert r.exit_code == EXIT_UNDECIDED and "needs the gold answer" in r.stderr
+    # A multiple-choice question whose answer names no option: answered, but not decided.
+    with FaultyUpstream("ok") as up:  # replies "The answer is 4." to everything
+        cfg = tmp_path / "up.yaml"
+        cfg.write_text(f"store: sqlite+aiosqlite:///{tmp_path / 'u.db'}\nexperts:\n"
+                       f"  - {{name: up, backend: openai, base_url: {up.base_url}, model: faulty, max_wait_ms: 0}}\n")
+        r = runner.invoke(app, ["ask", "2+2?", "--choice", "3", "--choice", "5", "--config", str(cfg), "--json"])
+        assert r.exit_code == EXIT_UNDECIDED, r.output
+        assert json.loads(r.stdout)["answer"] == "The answer is 4."
+        assert "no option can be read from the answer" in r.stderr
+        # The same answer to an open question is a real answer: exit 0.
+        ok = runner.invoke(app, ["ask", "2+2?", "--config", str(cfg)])
+        assert ok.exit_code == 0 and "The answer is 4." in ok.stdout and ok.stderr == ""
+
+
+def test_contradictory_options_are_errors(tmp_path: Path) -> None:
+    cfg = str(recorded_config(tmp_path))
+    r = runner.invoke(app, ["ask", "hi", "--router", "all-vote", "--expert", "Yi-34B", "--config", cfg])
+    assert r.exit_code == EXIT_USAGE and "--expert applies to --router single only, not --router all-vote" in r.stderr
+    r = runner.invoke(app, ["ask", "hi", "--router", "single", "--expert", "nope", "--config", cfg])
+    assert r.exit_code == EXIT_USAGE and "unknown expert 'nope'; configured: Meta-Llama-3.1-8B-Instruct" in r.stderr
+    for router, message in (("all-vote", "router 'all-vote' needs no fit, so there is nothing to build; `profile build` fits: "),
+                            ("best-single", "router 'best-single' stores no fit"),
+                            ("mot", "router 'mot' is trained, not fitted: run `orchestrator train mot`")):
+        r = runner.invoke(app, ["profile", "build", "--router", router, "--recorded", str(RECORDED), "--config", cfg])
+        assert r.exit_code == EXIT_USAGE, r.output
+        assert message in r.stderr and r.stderr.count("\n") == 1
+    assert "symbolic-moe, coe" in runner.invoke(app, ["profile", "build", "--router", "all-vote", "--config", cfg]).stderr
+
+
+def test_revoking_a_key_twice_is_an_error(tmp_path: Path) -> None:
+    cfg = str(recorded_config(tmp_path))
+    created = runner.invoke(app, ["keys", "create", "alice", "--config", cfg])
+    assert created.exit_code == 0
+    key_id = created.stderr.split()[1]
+    first = runner.invoke(app, ["keys", "revoke", key_id, "--config", cfg])
+    assert first.exit_code == 0 and f"revoked {key_id}" in first.stdout
+    again = runner.invoke(app, ["keys", "revoke", key_id, "--config", cfg])
+    assert again.exit_code == EXIT_USAGE and f"key {key_id!r} was already revoked" in again.stderr
+    assert "revoked" not in again.stdout
+    missing = runner.invoke(app, ["keys", "revoke", "key_nope", "--config", cfg])
+    assert missing.exit_code == EXIT_USAGE and "no key 'key_nope'" in missing.stderr
+
+
+def test_tables_keep_names_whole_at_80_columns(tmp_path: Path) -> None:
+    # Long recorded model names and an error kind in the status column, in a 80-column terminal.
+    r = runner.invoke(app, ["ask", "What is 2+2?", "--router", "all-vote", "--config", str(recorded_config(tmp_path))],
+                      env={"COLUMNS": "80"})
+    assert r.exit_code == EXIT_NO_ANSWER
+    lines = r.stdout.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in r.stdout  # nothing cut short
+    for name in POOL3:  # a row per expert with its whole name and status, then its whole error message
+        assert any(ln.startswith(name + " ") and ln.rstrip().endswith("unknown_question") for ln in lines), r.stdout
+        assert f"unknown_question {name}: recorded expert '{name}' can only replay" in " ".join(r.stdout.split())
 
 
 @pytest.mark.slow

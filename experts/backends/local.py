@@ -8,12 +8,19 @@ models get plain text). Loading and generation run in a worker thread so the eve
 free; one lock serialises generation on the single model instance. `load()`/`unload()` are
 explicit so the residency manager can swap models in limited memory. `stream()` decodes one
 request with transformers' `AsyncTextIteratorStreamer`, the text reaching the event loop token by
-token; cancelling it stops the worker at its next token.
+token.
+
+Generation runs on this backend's own single worker thread (never the loop's shared default
+pool, which a few stuck generations would exhaust), and every generation carries a stop flag
+checked at each new token: when the caller's timeout passes (or it is cancelled, or a streaming
+caller goes away), the flag is set and the generation ends at its next token, releasing the
+thread and the lock within one decoding step instead of running to `max_new_tokens` for nobody.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import json
 import os
@@ -45,13 +52,17 @@ from experts.types import DeltaHandler, GenerationDelta, GenerationRequest, Gene
 
 
 class _StopWhenSet(StoppingCriteria):
-    """Ends generation at the next token once `event` is set (a streaming caller went away)."""
+    """Stops every sequence of a generation once `event` is set (checked after each token)."""
 
     def __init__(self, event: threading.Event) -> None:
         self.event = event
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class GenerationStopped(ExpertError):
+    """Raised inside the worker thread when a generation was stopped before it started."""
 
 
 class LocalBackend(ExpertBackend):
@@ -67,7 +78,12 @@ class LocalBackend(ExpertBackend):
         self._device = "cpu"
         self._gen_lock = threading.Lock()
         self._load_lock = asyncio.Lock()
+        # One worker: generations are serialised by _gen_lock anyway, and a queue of them here
+        # never takes threads from the event loop's default pool.
+        self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"local-{spec.name}")
         self.load_count = 0
+        self.stopped_generations = 0  # generations ended early by their stop flag (timeouts, cancellations)
+        self._stops: set[threading.Event] = set()  # stop flags of the generations queued or running
 
     # ------------------------------------------------------------------ residency
     @property
@@ -137,8 +153,11 @@ class LocalBackend(ExpertBackend):
             return tok.apply_chat_template([{"role": "user", "content": req.prompt}], tokenize=False, add_generation_prompt=True)
         return req.prompt
 
-    def _generate_sync(self, batch: list[GenerationRequest], streamer: Any = None,
-                       cancel: threading.Event | None = None) -> list[GenerationResult]:
+    def _generate_sync(self, batch: list[GenerationRequest], stop: threading.Event | None = None,
+                       streamer: Any = None) -> list[GenerationResult]:
+        stop = stop or threading.Event()
+        if stop.is_set():  # its caller gave up while it waited for the worker
+            raise GenerationStopped(f"local expert {self.name!r}: generation stopped before it started", expert=self.name)
         with self._gen_lock:
             if self._model is None:
                 raise ExpertUnavailable(f"local expert {self.name!r} was unloaded", expert=self.name)
@@ -158,17 +177,19 @@ class LocalBackend(ExpertBackend):
                     torch.manual_seed(first.seed)
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            criteria: list[StoppingCriteria] = [StopStringCriteria(tok, stops)] if stops else []
-            if cancel is not None:
-                criteria.append(_StopWhenSet(cancel))
-            if criteria:
-                kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
+            criteria: list[StoppingCriteria] = [_StopWhenSet(stop)]
+            if stops:
+                criteria.append(StopStringCriteria(tok, stops))
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
             if streamer is not None:
                 kwargs["streamer"] = streamer
             t0 = time.perf_counter()
             with torch.inference_mode():
                 out = model.generate(**enc, **kwargs)
             latency = time.perf_counter() - t0
+            if stop.is_set():
+                self.stopped_generations += 1
+                raise GenerationStopped(f"local expert {self.name!r}: generation stopped after {latency:.1f} s", expert=self.name)
             prompt_len = enc["input_ids"].shape[1]
             eos_ids = eos_token_ids(model, tok)
             results = []
@@ -220,16 +241,9 @@ class LocalBackend(ExpertBackend):
             for k in range(0, len(idxs), step):
                 chunk = idxs[k : k + step]
                 try:
-                    out = await asyncio.wait_for(
-                        asyncio.to_thread(self._generate_sync, [requests[i] for i in chunk]), self.spec.timeout_s
-                    )
+                    out = await self._run_bounded([requests[i] for i in chunk])
                 except ExpertError as e:
                     out = [GenerationResult.failed(e) for _ in chunk]
-                except asyncio.TimeoutError:
-                    from experts.errors import ExpertTimeout
-
-                    err = ExpertTimeout(f"local expert {self.name!r} took longer than {self.spec.timeout_s:.0f} s", expert=self.name)
-                    out = [GenerationResult.failed(err) for _ in chunk]
                 except Exception as e:
                     err = ExpertUnavailable(f"local expert {self.name!r} failed: {type(e).__name__}: {e}", expert=self.name)
                     out = [GenerationResult.failed(err) for _ in chunk]
@@ -253,11 +267,13 @@ class LocalBackend(ExpertBackend):
 
         def work() -> list[GenerationResult]:
             try:
-                return self._generate_sync([request], streamer, cancel)
+                return self._generate_sync([request], cancel, streamer)
             finally:
                 streamer.end()  # wakes the reader even when generation failed before its first token
 
-        worker = asyncio.ensure_future(asyncio.to_thread(work))
+        self._stops.add(cancel)
+        worker = asyncio.get_running_loop().run_in_executor(self._worker, work)
+        worker.add_done_callback(lambda _f: self._stops.discard(cancel))
         worker.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if we leave early
         hold = StopHoldback(request.stop)
         try:
@@ -280,6 +296,29 @@ class LocalBackend(ExpertBackend):
         if rest := hold.flush():
             await on_delta(GenerationDelta(text=rest))
         return result
+
+    async def _run_bounded(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
+        """One generation on the worker thread, bounded by the expert's timeout; on timeout or
+        cancellation it is told to stop and this waits (briefly: one token) until it has."""
+        stop = threading.Event()
+        self._stops.add(stop)
+        fut = asyncio.get_running_loop().run_in_executor(self._worker, self._generate_sync, batch, stop)
+        fut.add_done_callback(lambda _f: self._stops.discard(stop))
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.spec.timeout_s)
+        except asyncio.TimeoutError:
+            stop.set()
+            await asyncio.gather(fut, return_exceptions=True)
+            raise ExpertTimeout(f"local expert {self.name!r} took longer than {self.spec.timeout_s:g} s", expert=self.name) from None
+        except asyncio.CancelledError:
+            stop.set()  # nobody waits for it: free the thread at the next token
+            raise
+
+    async def aclose(self) -> None:
+        for stop in list(self._stops):
+            stop.set()
+        await super().aclose()
+        self._worker.shutdown(wait=False, cancel_futures=True)
 
     async def health(self) -> HealthStatus:
         from experts.packaged_models import locate_model, model_cache_dir

@@ -33,8 +33,6 @@ async def fit_profile(config: OrchestratorConfig, opts: BenchOptions, router: st
                       progress: ProgressDisplay | None = None) -> dict[str, Any]:
     """`orchestrator profile build`: fit one router on the fit questions; its artefact goes to the store."""
     async with _store_and_registry(config, opts) as (store, registry):
-        # The store lists the configured experts, as `Runtime.create` does for `ask` and the gateway.
-        await store.upsert_experts([s.model_dump(mode="json") for s in config.experts])
         with progress or nullcontext() as hook:
             return await BenchmarkRunner(opts, store, registry=registry, progress=hook).fit_router(router, options)
 

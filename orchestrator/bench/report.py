@@ -1,30 +1,48 @@
-"""Writing a benchmark's results.json, report.md and plot.png."""
+"""Writing a benchmark's results.json, report.md, plot.png and one fit-<router>.json per fitted
+router. Accuracy is in percent everywhere a person reads it (report, plot, CLI table); the JSON
+keeps fractions."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-import numpy as np
-
-matplotlib.use("Agg")  # no display here; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def write_reports(report: dict[str, Any], out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"results": out / "results.json", "report": out / "report.md", "plot": out / "plot.png"}
     paths["results"].write_text(json.dumps(report, indent=2) + "\n")
+    for name, m in report["routers"].items():
+        if m.get("fit"):
+            paths[f"fit:{name}"] = out / fit_file(name)
+            paths[f"fit:{name}"].write_text(json.dumps(m["fit"], indent=2, default=str) + "\n")
     paths["report"].write_text(markdown_report(report))
     plot(report, paths["plot"])
     return paths
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
+    """A fraction as a percentage with one decimal: 0.4523 -> "45.2"."""
     return f"{100 * x:.1f}"
+
+
+
+def fit_file(router: str) -> str:
+    """The file a router's full fit summary is written to, beside report.md."""
+    return "fit-" + re.sub(r"[^A-Za-z0-9._@-]+", "_", router) + ".json"
+
+
+def _scalars(summary: dict[str, Any]) -> str:
+    """The summary's scalar fields in full (`key: value`); nested ones only by name."""
+    flat = [f"{k}: {v}" for k, v in summary.items() if isinstance(v, (str, int, float, bool)) or v is None]
+    nested = [k for k, v in summary.items() if not (isinstance(v, (str, int, float, bool)) or v is None)]
+    return "; ".join(flat) + (f"; also {', '.join(nested)}" if nested else "")
 
 
 def markdown_report(r: dict[str, Any]) -> str:
@@ -45,7 +63,7 @@ def markdown_report(r: dict[str, Any]) -> str:
     for name, m in sorted(routers.items(), key=lambda kv: -kv[1]["accuracy"]):
         label = f"{name} (upper bound)" if m.get("upper_bound") else name
         lines.append(
-            f"| {label} | {_pct(m['accuracy'])} | {_pct(m['ci95'][0])}–{_pct(m['ci95'][1])} | {m['expert_calls_per_question']:.2f} | "
+            f"| {label} | {pct(m['accuracy'])} | {pct(m['ci95'][0])}–{pct(m['ci95'][1])} | {m['expert_calls_per_question']:.2f} | "
             f"{m['aggregator_calls_per_question']:.2f} | {m['cost_per_question_usd']:.6f} | "
             f"{m['active_params_b_per_question'] if m.get('active_params_b_per_question') is not None else '—'} | {m['tokens']}{'~' if m.get('tokens_estimated') else ''} | "
             f"{m['unparsed']} | {m['wall_s']:.1f} |"
@@ -55,7 +73,7 @@ def markdown_report(r: dict[str, Any]) -> str:
     cls = {n: m for n, m in routers.items() if m.get("classifier_accuracy") is not None}
     if cls:
         lines += ["", "Category classifier (predicted vs. the dataset's category): " + "; ".join(
-            f"{n}: accuracy {_pct(m['classifier_accuracy'])}%, fallback share {_pct(m['fallback_rate'])}%" for n, m in cls.items())]
+            f"{n}: accuracy {pct(m['classifier_accuracy'])}%, fallback share {pct(m['fallback_rate'])}%" for n, m in cls.items())]
     p = r.get("paired_test")
     if p:
         lines += ["", f"Paired test, {p['a']} vs {p['b']} on {p['n']} shared questions ({p['test']}): "
@@ -67,7 +85,7 @@ def markdown_report(r: dict[str, Any]) -> str:
                   "| --- | ---: | " + " | ".join("---:" for _ in names) + " |"]
         for c in cats:
             n = next((m["per_category"][c]["n"] for m in routers.values() if c in m["per_category"]), 0)
-            cells = [_pct(routers[nm]["per_category"][c]["accuracy"]) if c in routers[nm]["per_category"] else "" for nm in names]
+            cells = [pct(routers[nm]["per_category"][c]["accuracy"]) if c in routers[nm]["per_category"] else "" for nm in names]
             lines.append(f"| {c} | {n} | " + " | ".join(cells) + " |")
     lines += ["", "## Expert usage (calls)", ""]
     for name, m in routers.items():
@@ -75,33 +93,76 @@ def markdown_report(r: dict[str, Any]) -> str:
         lines.append(f"- **{name}**: {usage or '—'}")
     fits = {n: m["fit"] for n, m in routers.items() if m.get("fit")}
     if fits:
-        lines += ["", "## Fitted router summaries", ""]
+        lines += ["", "## Fitted router summaries", "", "Each router's whole fit summary is in its JSON file (and in results.json).", ""]
         for n, f in fits.items():
-            lines.append(f"- **{n}**: `{json.dumps(f, default=str)[:600]}`")
+            lines.append(f"- **{n}** ([{fit_file(n)}]({fit_file(n)})): {_scalars(f)}")
     return "\n".join(lines) + "\n"
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
     """Accuracy against cost per question (or calls per question when nothing has a price)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    fig = figure(r)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def cost_axis_label(r: dict[str, Any]) -> str:
+    """The x axis: cost per question, saying where the prices come from (recorded pools price
+    models by a stated convention, not a provider's list)."""
+    convention = r.get("pool_info", {}).get("price_convention")
+    if convention:
+        return f"cost per question (USD)\nstated convention: {convention}, not provider prices"
+    return "cost per question (USD, at the prices in the expert config)"
+
+
+def accuracy_limits(routers: dict[str, Any]) -> tuple[float, float]:
+    """The y range (percent) that shows the routers' points and intervals, upper bounds left out:
+    an oracle far above must not squash them into the bottom of the plot."""
+    shown = [m for m in routers.values() if not m.get("upper_bound")] or list(routers.values())
+    lo = min(100 * m["ci95"][0] for m in shown)
+    hi = max(100 * m["ci95"][1] for m in shown)
+    pad = max(2.0, 0.15 * (hi - lo))
+    return max(0.0, lo - pad), min(100.0, hi + pad)
+
+
+def figure(r: dict[str, Any]) -> Figure:
+    """The plot as a matplotlib figure: one marker (with its 95% interval) per router, every
+    line in the legend, upper bounds as annotated horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     routers = r["routers"]
     use_cost = any(m["cost_per_question_usd"] > 0 for m in routers.values())
-    xkey, xlabel = ("cost_per_question_usd", "cost per question (USD)") if use_cost else ("expert_calls_per_question", "expert calls per question")
+    xkey, xlabel = ("cost_per_question_usd", cost_axis_label(r)) if use_cost else (
+        "expert_calls_per_question", "expert + aggregator calls per question")
     fig, ax = plt.subplots(figsize=(10, 6), dpi=120)
     refs = {"oracle": ("tab:green", "oracle (upper bound)"), "best-single": ("tab:gray", "best single")}
     markers = "osD^vP*Xhp<>"
     tab10 = list(plt.get_cmap("tab10").colors)
     colours = [c for i, c in enumerate(tab10) if i not in (2, 7)]  # green and grey mark the reference lines
     order = sorted(routers.items(), key=lambda kv: -kv[1]["accuracy"])
+    ylim = accuracy_limits(routers)
     for i, (name, m) in enumerate(order):
-        x = m[xkey] + (m["aggregator_calls_per_question"] if xkey == "expert_calls_per_question" else 0)
         y = 100 * m["accuracy"]
-        err = [[y - 100 * m["ci95"][0]], [100 * m["ci95"][1] - y]]
         colour = refs[name][0] if name in refs else colours[i % len(colours)]
+        if m.get("upper_bound"):
+            _upper_bound_line(ax, name, y, colour, ylim)
+            continue
+        x = m[xkey] + (m["aggregator_calls_per_question"] if xkey == "expert_calls_per_question" else 0)
+        err = [[y - 100 * m["ci95"][0]], [100 * m["ci95"][1] - y]]
         # One marker per router and a legend entry: labels written beside points collide.
         ax.errorbar([x], [y], yerr=err, fmt=markers[i % len(markers)], color=colour, capsize=4, markersize=8,
                     label=f"{name}: {y:.1f}%")
         if name in refs:
-            ax.axhline(y, color=colour, linestyle="--", linewidth=1, alpha=0.6)
+            ax.axhline(y, color=colour, linestyle="--", linewidth=1, alpha=0.6, label=f"{refs[name][1]} level")
     # The accuracy/cost frontier: routers no other router beats on both axes.
     pts = sorted(((m[xkey], 100 * m["accuracy"], n) for n, m in routers.items() if not m.get("upper_bound")))
     frontier, best = [], -1.0
@@ -112,18 +173,34 @@ def plot(r: dict[str, Any], path: Path) -> None:
     if len(frontier) > 1:
         ax.plot(*zip(*frontier), color="black", linestyle=":", linewidth=1.2, alpha=0.7, label="frontier")
     if use_cost:
-        xs = [m[xkey] for m in routers.values() if m[xkey] > 0]
+        xs = [m[xkey] for m in routers.values() if m[xkey] > 0 and not m.get("upper_bound")]
         if xs and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
             # Default minor-tick labels overlap at this width: label 1-2-5 steps in plain numbers.
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{r['dataset']}: {r['n_questions']} questions, pool of {len(r['pool'])}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def _upper_bound_line(ax: Axes, name: str, y: float, colour: Any, ylim: tuple[float, float]) -> None:
+    """An upper bound (the oracle) as a dashed line in the legend, with its value written on the
+    plot; above the routers' range it is drawn at the top edge, marked as off the scale."""
+    lo, hi = ylim
+    edge = 0.02 * (hi - lo)
+    if y > hi:
+        at, where, va = hi - edge, ", off scale ↑", "top"
+    elif y < lo:
+        at, where, va = lo + edge, ", off scale ↓", "bottom"
+    else:
+        at, where, va = y, "", "bottom"
+    ax.axhline(at, color=colour, linestyle="--", linewidth=1.2, alpha=0.8, label=f"{name} (upper bound): {y:.1f}%{where}")
+    ax.annotate(f"{name} (upper bound) {y:.1f}%{' ↑' if y > hi else ' ↓' if y < lo else ''}", xy=(0.99, at),
+                xycoords=("axes fraction", "data"), ha="right", va=va, fontsize=8, color=colour)

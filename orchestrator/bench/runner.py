@@ -53,7 +53,7 @@ class BenchOptions:
     out: Path | None = None
     fit_fraction: float = 0.3
     fit_limit: int | None = None
-    prompt: str = "cot-5shot"  # cot-5shot | zero-shot
+    prompt: str = "cot-5shot"  # cot-5shot | zero-shot | short (the option letter only: tiny CPU models)
     max_tokens: int = 512
     gpqa_subset: str = "diamond"
     gpqa_password: str | None = None
@@ -139,6 +139,8 @@ class BenchmarkRunner:
 
         if self.opts.dataset == "gpqa":
             return prompts.gpqa_zero_shot_prompt(q)
+        if self.opts.prompt == "short":
+            return prompts.mmlu_pro_short_prompt(q)
         if self.opts.prompt == "zero-shot":
             return prompts.mmlu_pro_zero_shot_prompt(q)
         return prompts.mmlu_pro_cot_prompt(q, exemplars.get(q.category, []))
@@ -150,9 +152,13 @@ class BenchmarkRunner:
             directory = o.recorded.resolve()
             pool = recorded_pool.resolve_pool(directory, self._named(o.pool))
             registry = ExpertRegistry.from_specs(recorded_pool.recorded_specs(directory, pool))
+            for i, m in enumerate(pool):  # read each model's table once, visibly (seconds per model)
+                registry.recorded_library.table(directory, m)
+                self._report(f"prepare:read recorded outputs:{m}", i + 1, len(pool))
             ids = [q.id for q in questions]
             cov = recorded_pool.coverage(registry.recorded_library, directory, pool, ids)
-            covered = {q for q in ids if all(q in registry.recorded_library.table(directory, m) for m in pool)}
+            tables = [registry.recorded_library.table(directory, m) for m in pool]  # once, not per question
+            covered = {q for q in ids if all(q in t for t in tables)}
             kept = [q for q in questions if q.id in covered]
             info = {
                 "mode": "recorded", "directory": str(directory), "questions_in_dataset": cov.questions,
@@ -182,12 +188,13 @@ class BenchmarkRunner:
         if o.recorded is not None or o.fit_recorded is not None:
             directory = (o.fit_recorded or o.recorded).resolve()  # type: ignore[union-attr]
             outcomes: dict[str, dict[str, FitOutcome]] = {}
-            for m in pool:
+            for i, m in enumerate(pool):
                 table = registry.recorded_library.table(directory, m)
                 outcomes[m] = {
                     q.question_id: FitOutcome(correct=table[q.question_id].correct, answer=table[q.question_id].pred, response=table[q.question_id].response)
                     for q in fit_questions if q.question_id in table
                 }
+                self._report(f"fit:read recorded outputs:{m}", i + 1, len(pool))
             return FitData(questions=fit_questions, outcomes=outcomes, source=f"recorded outputs in {directory}")
         # Live: every pool expert answers every fit question (grouped, each loaded once).
         from routers.baselines import AllVoteRouter
@@ -203,6 +210,10 @@ class BenchmarkRunner:
                 )
         return FitData(questions=fit_questions, outcomes=dict(outcomes), source="live expert runs")
 
+    def _report(self, phase: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(phase, done, total)
+
     def _phase(self, prefix: str) -> ProgressHook | None:
         if self.progress is None:
             return None
@@ -213,7 +224,9 @@ class BenchmarkRunner:
     def prepare(self) -> BenchSplit:
         """The pool and the questions: evaluation queries, and fit queries disjoint from them."""
         o = self.opts
+        self._report("prepare:load questions", 0, 1)
         test, val = self.load_questions()
+        self._report("prepare:load questions", 1, 1)
         registry, pool, questions, pool_info = self.build_pool(test)
         exemplars: dict[str, list[Question]] = defaultdict(list)
         for v in val:
@@ -268,16 +281,28 @@ class BenchmarkRunner:
         split = self.prepare()
         async with Dispatcher(split.registry) as self.dispatcher:
             data = await self.fit_data(split.registry, split.pool, split.fit_queries)
-            ctx = RouterContext(pool=split.pool, registry=split.registry, dispatcher=self.dispatcher, store=self.store,
+            ctx = RouterContext(pool=split.pool, registry=split.registry, dispatcher=self._caller(name), store=self.store,
                                 seed=self.opts.seed, services=self.services)
-            summary = await build_router(name, ctx, options or {}).fit(data)
+            router = build_router(name, ctx, options or {})
+            summary = await router.fit(data)
         self.dispatcher = None
-        return {"router": name, "pool": split.pool, "fit_questions": len(split.fit_queries), "source": data.source, **(summary or {})}
+        stored = await _stored_version(self.store, router)
+        return {"router": name, "pool": split.pool, "fit_questions": len(split.fit_queries), "source": data.source,
+                **(summary or {}), **({"stored": stored} if stored else {})}
+
+    def _caller(self, step: str) -> Any:
+        """The dispatcher as a router's own caller; with a progress hook, its calls are counted."""
+        if self.progress is None:
+            return self.dispatcher
+        from orchestrator.progress import CountedCalls
+
+        return CountedCalls(self.dispatcher, self.progress, step)
 
     async def _run_router(self, name: str, registry: ExpertRegistry, pool: list[str], queries: list[Query], fit: FitData, run_id: str) -> RouterResult:
         opts = dict(self.opts.router_options.get(name, {}))
         router_pool = opts.pop("pool", None) or pool
-        ctx = RouterContext(pool=router_pool, registry=registry, dispatcher=self.dispatcher, store=self.store,
+        caller = self._caller(name)
+        ctx = RouterContext(pool=router_pool, registry=registry, dispatcher=caller, store=self.store,
                             seed=self.opts.seed, services=self.services)
         router = build_router(base_router_name(name), ctx, opts)
         fit_summary: dict[str, Any] = {}
@@ -287,6 +312,8 @@ class BenchmarkRunner:
         elif router.needs_fit:
             raise RoutingError(f"router {name!r} needs fit data, but the fit split is empty")
         fit_s = time.perf_counter() - t_fit
+        if caller is not self.dispatcher:
+            caller.what = "route calls"
 
         done = {i.question_id: i for i in await self.store.bench_items(run_id, name)}
         todo = [q for q in queries if q.question_id not in done]
@@ -294,13 +321,14 @@ class BenchmarkRunner:
             registry, ResidencyManager(registry, self.opts.residency if self.opts.recorded is None else len(registry)),
             dispatcher=self.dispatcher, progress=self._phase(name), keep_outputs=self.opts.recorded is None,
         )
-        t0 = time.perf_counter()
         if self.progress and done:
             self.progress(f"{name}:resume", len(done), len(queries))
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start : start + CHUNK]
             visible = chunk if router.uses_gold else [q.model_copy(update={"gold": None}) for q in chunk]
+            t_chunk = time.perf_counter()
             run = await scheduler.run(router, visible)
+            share = (time.perf_counter() - t_chunk) / max(len(chunk), 1)  # kept per item: a resumed run adds it up
             items = []
             for q, out in zip(chunk, run.outcomes, strict=True):
                 expert_calls = [c for c in out.calls if c.role == "expert"]
@@ -319,6 +347,7 @@ class BenchmarkRunner:
                             "tokens_estimated": any(c.tokens_estimated for c in out.calls),
                             "cost_usd": sum(c.cost_usd for c in out.calls),
                             "method": out.final.method,
+                            "wall_s": share,
                             **({"plan": out.plan.detail} if out.plan.detail and len(json.dumps(out.plan.detail, default=str)) < 2000 else {}),
                         },
                     )
@@ -326,9 +355,11 @@ class BenchmarkRunner:
             await self.store.add_bench_items(run_id, items)
             if self.progress:
                 self.progress(f"{name}:done", len(done) + start + len(chunk), len(queries))
-        wall = time.perf_counter() - t0 + fit_s
         all_items = {i.question_id: i for i in await self.store.bench_items(run_id, name)}
         ordered = [all_items[q.question_id] for q in queries if q.question_id in all_items]
+        # This session's fit, plus every item's share of the run that answered it (earlier
+        # sessions' work included: a resumed run's wall time is not just what was left).
+        wall = fit_s + sum(float(i.detail.get("wall_s", 0.0)) for i in ordered)
         return RouterResult(name=name, items=ordered, wall_s=wall, fit_summary=fit_summary)
 
     # ------------------------------------------------------------------ report
@@ -411,6 +442,15 @@ def _category_stats(items: list[BenchItemRecord]) -> dict[str, Any]:
         "classifier_accuracy": round(sum(p == c for p, c, _ in pred) / len(pred), 4),
         "fallback_rate": round(sum(bool(f) for _, _, f in pred) / len(pred), 4),
     }
+
+
+async def _stored_version(store: Store, router: Any) -> dict[str, Any] | None:
+    """The artefact a fit just stored (kind, name, version), for the closing line of `profile build`."""
+    kind = getattr(router, "artefact_kind", None)
+    if kind is None:
+        return None
+    rec = await store.load_artefact(kind, getattr(router, "artefact", "default"))
+    return {"kind": kind, "name": rec.name, "version": rec.version} if rec else None
 
 
 def base_router_name(label: str) -> str:

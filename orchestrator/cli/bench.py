@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from orchestrator.cli._common import ConfigOpt, PoolOpt, comma_names, console, fail, load_config, parse_router_options, run_async
+from orchestrator.cli._common import (
+    ConfigOpt, MaxTokensOpt, PoolOpt, PromptOpt, comma_names, console, fail, live_prompt, load_config, parse_router_options,
+    prepare_models, run_async, table,
+)
 from routers.registry import router_names
 
 
@@ -30,8 +32,8 @@ def bench(
     config: ConfigOpt = None,
     fit_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of question ids used for fitting")] = 0.3,
     fit_limit: Annotated[int | None, typer.Option(min=1, help="Fit on at most N questions (default: all recorded, 50 live)")] = None,
-    prompt: Annotated[str, typer.Option(help="cot-5shot (official MMLU-Pro) or zero-shot")] = "cot-5shot",
-    max_tokens: Annotated[int, typer.Option(min=1, max=32768, help="Max new tokens per live expert call")] = 512,
+    prompt: PromptOpt = "auto",
+    max_tokens: MaxTokensOpt = None,
     gpqa_subset: Annotated[str, typer.Option(help="diamond, main or extended")] = "diamond",
     gpqa_password: Annotated[str | None, typer.Option(envvar="GPQA_PASSWORD", help="Password of GPQA's dataset.zip")] = None,
     router_opt: Annotated[list[str] | None, typer.Option("--router-opt", help="ROUTER.KEY=VALUE (repeat)")] = None,
@@ -50,21 +52,29 @@ def bench(
         fail(f"unknown router(s) {', '.join(unknown)}; available: {', '.join(router_names())}")
     if dataset not in ("mmlu-pro", "gpqa"):
         fail(f"--dataset must be mmlu-pro or gpqa, got {dataset!r}")
-    if prompt not in ("cot-5shot", "zero-shot"):
-        fail(f"--prompt must be cot-5shot or zero-shot, got {prompt!r}")
     for p, flag in ((recorded, "--recorded"), (fit_recorded, "--fit-recorded"), (data, "--data")):
         if p is not None and not p.exists():
             fail(f"{flag} {p}: no such file or directory")
     cfg = load_config(config)
+    if dataset == "gpqa" and prompt == "auto":
+        prompt = "zero-shot"  # GPQA has its one zero-shot CoT prompt
+    prompt, max_tokens = live_prompt(cfg, comma_names(pool), prompt, max_tokens, faithful=("cot-5shot", 512),
+                                     recorded=recorded is not None)
+    routers = list(dict.fromkeys(routers))
     opts = BenchOptions(
-        dataset=dataset, routers=list(dict.fromkeys(routers)), recorded=recorded, fit_recorded=fit_recorded,
+        dataset=dataset, routers=routers, recorded=recorded, fit_recorded=fit_recorded,
         pool=comma_names(pool), data=data, limit=limit, seed=seed,
         out=out, fit_fraction=fit_fraction, fit_limit=fit_limit, prompt=prompt, max_tokens=max_tokens,
         gpqa_subset=gpqa_subset, gpqa_password=gpqa_password, router_options=parse_router_options(router_opt),
         residency=residency, fresh=fresh, named_pools=cfg.pools,
     )
-
-    report = run_async(lambda: benchmark(cfg, opts, progress=PhaseProgress(enabled=not as_json)))
+    if recorded is None:
+        prepare_models(cfg)
+        console(stderr=True).print(f"live experts: prompt {prompt}, at most {max_tokens} new tokens per call"
+                                   + (" (--prompt cot-5shot for the official 5-shot CoT)" if prompt == "short" else ""))
+    steps = ["prepare", *(["fit"] if any(fitted(r) for r in routers) else []), *routers]
+    display = PhaseProgress(title="bench", steps=steps, enabled=not as_json)
+    report = run_async(lambda: benchmark(cfg, opts, progress=display))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
@@ -73,19 +83,42 @@ def bench(
         console().print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'plot.png'}")
 
 
+def fitted(label: str) -> bool:
+    """Whether the bench computes fit data for this router (it has a fit step)."""
+    from routers.base import Router
+    from routers.registry import router_class
+
+    cls = router_class(label.split("@", 1)[0])
+    return cls.needs_fit or cls.fit is not Router.fit
+
+
 def print_bench(report: dict[str, Any]) -> None:
-    """The report as a table of routers, best first, with the paired test and the fit note."""
-    table = Table(title=f"{report['dataset']}: {report['n_questions']} questions, pool of {len(report['pool'])}", title_justify="left")
-    for col in ("router", "accuracy", "95% CI", "calls/q", "agg/q", "cost $/q", "unparsed", "wall s"):
-        table.add_column(col, justify="left" if col == "router" else "right")
-    for name, m in sorted(report["routers"].items(), key=lambda kv: -kv[1]["accuracy"]):
-        table.add_row(
-            name + (" (upper bound)" if m.get("upper_bound") else ""), f"{m['accuracy']:.3f}",
-            f"{m['ci95'][0]:.3f}–{m['ci95'][1]:.3f}", f"{m['expert_calls_per_question']:.2f}",
-            f"{m['aggregator_calls_per_question']:.2f}", f"{m['cost_per_question_usd']:.6f}", str(m["unparsed"]), f"{m['wall_s']:.1f}",
-        )
+    """The report as a table of routers, best first, with the paired test and the fit note.
+    Accuracy is in percent, as in report.md."""
+    from orchestrator.bench.report import pct
+
+    ranked = sorted(report["routers"].items(), key=lambda kv: -kv[1]["accuracy"])
+    labels = [name + (" (upper bound)" if m.get("upper_bound") else "") for name, m in ranked]
+    cells: dict[str, Any] = {
+        "acc %": lambda m: pct(m["accuracy"]),
+        "95% CI": lambda m: f"{pct(m['ci95'][0])}–{pct(m['ci95'][1])}",
+        "calls/q": lambda m: f"{m['expert_calls_per_question']:.2f}",
+        "agg/q": lambda m: f"{m['aggregator_calls_per_question']:.2f}",
+        "$/q": lambda m: f"{m['cost_per_question_usd']:.2g}",
+        "no ans": lambda m: str(m["unparsed"]),
+        "wall s": lambda m: f"{m['wall_s']:.1f}",
+    }
+    # Columns that are zero for every router say nothing: left out, so names fit in 80 columns.
+    if not any(m["aggregator_calls_per_question"] for _, m in ranked):
+        del cells["agg/q"]
+    if not any(m["unparsed"] for _, m in ranked):
+        del cells["no ans"]
+    t = table("router", *cells, title=f"{report['dataset']}: {report['n_questions']} questions, pool of {len(report['pool'])} "
+              "(accuracy in %; no ans: no option read)", names=labels, right=tuple(cells))
+    for label, (_, m) in zip(labels, ranked, strict=True):
+        t.add_row(label, *(cell(m) for cell in cells.values()))
     con = console()
-    con.print(table)
+    con.print(t)
     p = report.get("paired_test")
     if p:
         con.print(f"paired {p['test']}: {p['a']} vs {p['b']}: p = {p['p_value']:.3g} ({p['a_only']} vs {p['b_only']} discordant)")

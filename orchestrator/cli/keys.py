@@ -62,10 +62,15 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id printed b
 
     cfg = load_config(config)
 
-    async def go() -> bool:
+    async def go() -> str:
         async with await Store.open(cfg.store) as store:
-            return await store.revoke_api_key(key_id)
+            if await store.api_key_revoked(key_id):
+                return "already"
+            return "revoked" if await store.revoke_api_key(key_id) else "missing"
 
-    if not run_async(go):
+    outcome = run_async(go)
+    if outcome == "missing":
         fail(f"no key {key_id!r}")
+    if outcome == "already":
+        fail(f"key {key_id!r} was already revoked")
     console().print(f"revoked {key_id}")

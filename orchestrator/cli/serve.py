@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli._common import ConfigOpt, console, fail, load_config
+from orchestrator.cli._common import ConfigOpt, console, fail, load_config, prepare_models
 from orchestrator.hosts import is_loopback_host
 
 
@@ -30,6 +30,7 @@ def serve(
     from store.urls import mask_url
 
     cfg = load_config(config)
+    prepare_models(cfg)  # before serving: no request waits for a conversion
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = GatewaySettings().for_bind(host)

@@ -32,6 +32,7 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from orchestrator.gateway import errors as E
+from orchestrator.gateway.disconnect import CLIENT_CLOSED_REQUEST
 from orchestrator.gateway.queries import finish_reason, resolve_model, usage
 from orchestrator.protocol import ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, DeltaMessage, Usage, completion_id
 
@@ -97,7 +98,7 @@ async def stream_chat(st: "GatewayState", req: ChatCompletionRequest, caller: "C
         raise
     if first is _GONE:  # nobody is left to read an answer: stop the work, its trace says so
         task.cancel()
-        return Response(status_code=499)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     result: QueryResult | None = None
     if first is _END:  # done before any piece: a failure is a plain HTTP error
         if task.cancelled():

@@ -1,6 +1,11 @@
 """The app's lifespan: builds its long-lived objects, tunes the garbage collector, closes them on exit.
 
     app = FastAPI(lifespan=functools.partial(lifespan, config=config, settings=settings))
+
+Start-up, in order: open the store; write the traces stopped replicas left in the shared journal
+directory; start the supervised trace writer (journaling under this replica's id); write the
+config's experts to the shared registry and load it (API-registered experts included); take over
+batch jobs nobody holds; then start the background loops (orchestrator/gateway/replica.py).
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from experts.spec import OrchestratorConfig
 from orchestrator.gateway.batch_runner import BatchRunner
 from orchestrator.gateway.deps import GatewayState
 from orchestrator.gateway.metrics import GatewayMetrics
+from orchestrator.gateway.replica import Replica, default_replica_id
 from orchestrator.pipeline import Runtime
 from orchestrator.settings import GatewaySettings
 from routers.registry import router_names
+from store.trace_journal import TraceJournal
 from store.trace_writer import TraceWriter
 
 logger = logging.getLogger("orchestrator.gateway")
@@ -50,23 +57,37 @@ def gc_tuned(enabled: bool) -> Iterator[None]:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI, *, config: OrchestratorConfig, settings: GatewaySettings) -> AsyncIterator[None]:
-    """Puts the app's `GatewayState` on `app.state.gateway` while it serves."""
+    """Puts the app's `GatewayState` on `app.state.gateway` (and its `Replica` on
+    `app.state.replica`) while it serves."""
     metrics = GatewayMetrics()
-    runtime = await Runtime.create(config, on_batch=metrics.on_batch)
-    runtime.trace_writer = TraceWriter(runtime.store)
-    await runtime.trace_writer.start()
-    batches = BatchRunner(runtime, chunk_size=settings.batch_chunk_size, pause_s=settings.batch_pause_s,
-                          default_max_tokens=settings.default_max_tokens, on_calls=metrics.record_calls,
-                          registry=metrics.registry)
-    app.state.gateway = GatewayState(config, settings, runtime, metrics, batches)
-    await batches.resume()
-    logger.info(
-        "gateway ready: routers %s; experts %s; store %s",
-        ", ".join(router_names()), ", ".join(runtime.registry.names), runtime.store.url,
-    )
+    runtime = await Runtime.create(config, on_batch=metrics.on_batch, store_command_timeout_s=settings.store_command_timeout_s)
+    replica = Replica(settings.replica_id or default_replica_id(), runtime, settings)
+    batches: BatchRunner | None = None
     try:
+        try:
+            await replica.replay_journals()
+        except Exception as e:  # noqa: BLE001 - the store is away: the replay loop tries again
+            logger.warning("could not replay trace journals at start (%s: %s)", type(e).__name__, e)
+        runtime.trace_writer = TraceWriter(runtime.store, journal=TraceJournal.open(replica.journal_dir, replica.id))
+        await runtime.trace_writer.start()
+        await replica.follower.seed(config.experts)
+        await replica.follower.sync()
+        batches = BatchRunner(runtime, replica_id=replica.id, chunk_size=settings.batch_chunk_size, pause_s=settings.batch_pause_s,
+                              default_max_tokens=settings.default_max_tokens, lease_s=settings.batch_lease_s,
+                              max_jobs=settings.batch_max_jobs, on_calls=metrics.record_calls, registry=metrics.registry)
+        state = GatewayState(config, settings, runtime, metrics, batches)
+        replica.follower.on_change = state.forget_health
+        app.state.gateway, app.state.replica = state, replica
+        await batches.sweep()
+        replica.start(batches)
+        logger.info(
+            "gateway ready: replica %s; routers %s; experts %s; store %s",
+            replica.id, ", ".join(router_names()), ", ".join(runtime.registry.names), runtime.store.url,
+        )
         with gc_tuned(settings.gc_tuning):
             yield
     finally:
-        await batches.aclose()
+        await replica.aclose()
+        if batches is not None:
+            await batches.aclose()
         await runtime.aclose()

@@ -86,9 +86,13 @@ async def test_a_killed_run_resumes_without_redoing_work(tmp_path: Path) -> None
             await s.execute(delete(BenchItemRow).where(BenchItemRow.question_id.in_([i.question_id for i in items[20:]])))
         assert len(await store.bench_items(run_id, "all-vote")) == 20
         second = await run_benchmark(opts, store)
+        third = await run_benchmark(opts, store)  # nothing left to answer
     assert second["run_id"] == run_id and second["resumed"]
     assert second["routers"]["all-vote"]["accuracy"] == first["routers"]["all-vote"]["accuracy"]
     assert second["routers"]["all-vote"]["n"] == 50
+    # Wall time counts the work of every session that answered the items, not only what was left.
+    assert second["routers"]["all-vote"]["wall_s"] > 0
+    assert third["routers"]["all-vote"]["wall_s"] == second["routers"]["all-vote"]["wall_s"]
 
 
 async def test_a_pool_named_in_the_config_expands_and_coverage_is_reported(tmp_path: Path) -> None:

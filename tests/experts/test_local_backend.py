@@ -49,3 +49,29 @@ async def test_unknown_model_is_a_typed_error() -> None:
     [r] = await b.generate([GenerationRequest.chat("Hi")])
     assert r.error.kind == "unavailable" and "packaged models: smollm2-135m-instruct" in r.error.message
     assert not (await b.health()).healthy
+
+
+async def test_a_timed_out_generation_stops_at_the_next_token_and_frees_its_thread() -> None:
+    import threading
+    import time
+
+    b = LocalBackend(ExpertSpec(name="slowpoke", backend="local", model="smollm2-135m-instruct", max_new_tokens=4096, timeout_s=1.5))
+    try:
+        await b.load()  # loading is not what we time
+        threads = threading.active_count()
+        long = GenerationRequest.chat("Count from 1 to 1000, one number per line.", max_tokens=4096)
+        for _ in range(3):
+            t0 = time.perf_counter()
+            [r] = await b.generate([long])
+            took = time.perf_counter() - t0
+            assert r.error is not None and r.error.kind == "timeout", r
+            assert took < 1.5 + 1.5, took  # stopped within a token or so of its timeout, not after 4096
+        assert b.stopped_generations == 3
+        assert b._gen_lock.acquire(blocking=False)  # nobody holds the generation lock any more
+        b._gen_lock.release()
+        assert threading.active_count() <= threads + 1  # one worker thread, not one stuck per timeout
+        t0 = time.perf_counter()
+        [ok] = await b.generate([GenerationRequest.chat("Hi", max_tokens=1)])
+        assert ok.ok and time.perf_counter() - t0 < 1.5, ok.error  # the worker is free at once
+    finally:
+        await b.aclose()

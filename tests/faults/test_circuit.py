@@ -1,4 +1,7 @@
-"""The circuit breaker's state machine, on a controlled clock."""
+"""The circuit breaker's state machine on a controlled clock, and its epochs through the dispatcher
+on a real misbehaving upstream."""
+
+import asyncio
 
 from orchestrator.circuit import CircuitBreaker, ExpertCircuitOpen, counts_as_failure
 from experts.errors import ExpertBadResponse, ExpertOverloaded, ExpertRequestRejected, ExpertServerError, ExpertTimeout, ExpertUnavailable
@@ -69,3 +72,86 @@ def test_only_unwell_errors_count() -> None:
     assert all(counts_as_failure(info(e)) for e in (ExpertUnavailable("x"), ExpertTimeout("x"), ExpertServerError("x"), ExpertBadResponse("x")))
     assert not any(counts_as_failure(info(e)) for e in (ExpertRequestRejected("x"), ExpertOverloaded("x")))
     assert not counts_as_failure(None)
+
+
+# ---------------------------------------------------------------------------- epochs
+
+def test_results_admitted_before_the_circuit_opened_are_ignored() -> None:
+    clock = Clock()
+    b = CircuitBreaker("x", failures=2, cooldown_s=10, clock=clock)
+    early = [b.allow() for _ in range(4)]  # four calls in flight while closed
+    assert all(early)
+    b.record(ok=False, ticket=early[0])
+    b.record(ok=False, ticket=early[1])
+    assert b.state == "open" and b.opened_at == 100.0
+    clock.now += 5
+    b.record(ok=False, ticket=early[2])  # a late failure: the cool-down is NOT restarted
+    b.record(ok=True, ticket=early[3])  # a late success: the circuit is NOT closed without a probe
+    assert b.state == "open" and b.opened_at == 100.0 and b.stale_results == 2
+    clock.now += 5.1
+    probe = b.allow()
+    assert probe is not None and probe.probe and b.state == "half_open"
+    late = early[0]
+    b.record(ok=True, ticket=late)  # from the closed epoch: ignored even while half-open
+    assert b.state == "half_open" and not b.allow()
+    b.record(ok=True, ticket=probe)  # only the probe decides
+    assert b.state == "closed" and b.consecutive_failures == 0 and b.stale_results == 3
+
+
+def test_a_released_probe_of_an_old_epoch_does_not_free_the_new_probe() -> None:
+    clock = Clock()
+    b = CircuitBreaker("x", failures=1, cooldown_s=1, clock=clock)
+    b.record(ok=False, ticket=b.allow())
+    clock.now += 2
+    first = b.allow()
+    assert first is not None and first.probe
+    b.record(ok=False, ticket=first)  # the probe failed: open again
+    clock.now += 2
+    second = b.allow()
+    assert second is not None and second.probe
+    b.release(first)  # the first probe's call ends only now, saying nothing: changes nothing
+    assert b.allow() is None
+    b.release(second)
+    assert b.allow() is not None
+
+
+async def test_a_failed_backend_batch_counts_once() -> None:
+    from experts import ExpertRegistry, ExpertSpec, GenerationRequest
+    from faulty_upstream import FaultyUpstream
+    from orchestrator.dispatcher import Dispatcher
+
+    with FaultyUpstream("500") as up:
+        spec = ExpertSpec(name="flaky", backend="openai", base_url=up.base_url, model="faulty", max_retries=0,
+                          max_batch_size=8, max_wait_ms=200, breaker_failures=3)
+        reg = ExpertRegistry.from_specs([spec])
+        async with reg.backend("flaky"), Dispatcher(reg) as d:
+            results = await asyncio.gather(*(d.submit("flaky", GenerationRequest.chat(f"q{i}")) for i in range(8)))
+            assert not any(r.ok for r in results) and up.requests == 8
+            assert d.stats["flaky"].backend_calls == 1  # the eight went as one backend call...
+            b = d.breaker("flaky")
+            assert b.consecutive_failures == 1 and b.state == "closed"  # ...which is one failure
+
+
+async def test_late_results_of_calls_sent_before_the_circuit_opened_change_nothing() -> None:
+    from experts import ExpertRegistry, ExpertSpec, GenerationRequest
+    from faulty_upstream import FaultyUpstream
+    from orchestrator.dispatcher import Dispatcher
+
+    with FaultyUpstream("slow") as up:
+        up.delay_s = 1.0
+        spec = ExpertSpec(name="e", backend="openai", base_url=up.base_url, model="faulty", max_retries=0, max_wait_ms=0,
+                          timeout_s=5, breaker_failures=1, breaker_cooldown_s=30)
+        reg = ExpertRegistry.from_specs([spec])
+        async with reg.backend("e"), Dispatcher(reg) as d:
+            slow = asyncio.create_task(d.submit("e", GenerationRequest.chat("slow one")))
+            while up.requests < 1:
+                await asyncio.sleep(0.01)
+            up.mode = "500"
+            failed = await d.submit("e", GenerationRequest.chat("fails at once"))
+            b = d.breaker("e")
+            assert not failed.ok and b.state == "open"
+            opened_at = b.opened_at
+            assert (await slow).ok  # it answered, after the circuit opened...
+            assert b.state == "open" and b.opened_at == opened_at and b.stale_results == 1  # ...and closed nothing
+            refused = await d.submit("e", GenerationRequest.chat("refused"))
+            assert refused.error is not None and refused.error.kind == "circuit_open" and up.requests == 2

@@ -1,8 +1,9 @@
 """Store unavailable: with its Postgres stopped, the gateway fails requests fast with 503, stays
 up, keeps every answered trace, and recovers by itself when Postgres returns.
 
-Runs against a PRIVATE Postgres cluster (port 5434, its own data directory) started and stopped
-by this test with .ci/postgres.sh; the shared server on 5433 is never touched."""
+Runs against a PRIVATE Postgres cluster started and stopped by this test with .ci/postgres.sh,
+on ORCH_FAULTS_PG_PORT and ORCH_FAULTS_PG_DATA_DIR (scripts/test.sh sets both; unset: a free port
+and a data directory of its own), so the store tests' server is never touched."""
 
 from __future__ import annotations
 
@@ -21,7 +22,18 @@ from experts import parse_config
 from faulty_upstream import FaultyUpstream
 from gateway_fixtures import running_gateway
 
-PG_ENV = {"PG_PORT": "5434", "PG_DATA_DIR": "/var/lib/postgresql/llm-orchestrator-faults"}
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PG_ENV = {
+    "PG_PORT": os.environ.get("ORCH_FAULTS_PG_PORT") or str(_free_port()),
+    "PG_DATA_DIR": os.environ.get("ORCH_FAULTS_PG_DATA_DIR") or f"/var/lib/postgresql/llm-orchestrator-faults-{os.getpid()}",
+}
 
 
 def _pg(action: str) -> str:
@@ -36,13 +48,16 @@ def private_pg() -> Iterator[str]:
     if os.environ.get("ORCH_SKIP_PRIVATE_POSTGRES") == "1":
         pytest.skip("ORCH_SKIP_PRIVATE_POSTGRES=1 set explicitly")
     url = next(ln.split("=", 1)[1] for ln in _pg("start").splitlines() if ln.startswith("POSTGRES_URL="))
-    assert ":5434/" in url
+    assert f":{PG_ENV['PG_PORT']}/" in url
+    assert url != os.environ.get("POSTGRES_URL")  # never the store tests' server
 
     _fresh_pg_schema(url, "private")
     try:
         yield url
     finally:
         _pg("stop")
+        if not os.environ.get("ORCH_FAULTS_PG_DATA_DIR"):  # a directory of its own: remove it
+            subprocess.run(["rm", "-rf", PG_ENV["PG_DATA_DIR"]], check=False)
 
 
 def _chat(url: str) -> httpx.Response:

@@ -156,7 +156,9 @@ def test_batches_are_scoped_to_their_key_and_can_be_cancelled(tmp_path: Path) ->
 
 
 def _serve(config: Path, port: int, log: Path) -> subprocess.Popen:
+    # a short lease: the restarted gateway (a new replica) takes the killed one's job over once it expires
     env = {**os.environ, "PYTHONPATH": str(REPO), "ORCHESTRATOR_BATCH_CHUNK_SIZE": "2", "ORCHESTRATOR_BATCH_PAUSE_S": "0.15",
+           "ORCHESTRATOR_BATCH_LEASE_S": "2", "ORCHESTRATOR_BATCH_SWEEP_S": "0.25",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", "serve", "--config", str(config), "--port", str(port), "--log-level", "warning"],

@@ -257,3 +257,24 @@ def test_credentials_are_named_not_written_into_urls(monkeypatch: pytest.MonkeyP
         parse_config({"experts": [{"name": "a", "backend": "openai", "model": "m", "base_url": "http://h/v1", "api_key_secret": "nope"}]})
     with pytest.raises(ConfigError, match="secrets"):
         parse_config({"secrets": {"fleet": "not a variable name"}})
+
+
+# ---------------------------------------------------------------- the shared registry (replicas)
+def test_a_stored_api_expert_is_confined_again_by_each_replica() -> None:
+    """A row some replica registered is served here only under this replica's allow-list and
+    secrets (orchestrator/gateway/replica.py), so narrowing the list stops it everywhere it applies."""
+    from orchestrator.gateway.replica import api_expert_refusal
+
+    settings = GatewaySettings(api_expert_hosts=["10.0.0.0/8"])
+    secrets = {"fleet": "FLEET_KEY"}
+
+    def spec(**kw: object) -> ExpertSpec:
+        return ExpertSpec.model_validate({"name": "x", "backend": "openai", "model": "m", "base_url": "http://10.1.2.3:8000/v1", **kw})
+
+    assert api_expert_refusal(spec(api_key_secret="fleet"), settings, secrets) is None
+    assert "allow-list" in (api_expert_refusal(spec(base_url="http://169.254.169.254/v1"), settings, secrets) or "")
+    assert "secret" in (api_expert_refusal(spec(api_key_secret="other"), settings, secrets) or "")
+    assert api_expert_refusal(spec(api_key_env="HOME"), settings, secrets) is not None
+    assert api_expert_refusal(spec(), GatewaySettings(), secrets) is not None  # API registration off here: not served
+    local = ExpertSpec.model_validate({"name": "y", "backend": "local", "model": "smollm2-135m-instruct"})
+    assert api_expert_refusal(local, settings, secrets) is not None

@@ -19,6 +19,7 @@ from orchestrator.gateway import errors as E
 from orchestrator.gateway.auth import Caller
 from orchestrator.gateway.chat_stream import ChunkSink, stream_chat
 from orchestrator.gateway.deps import GatewayState, state_of
+from orchestrator.gateway.disconnect import CLIENT_CLOSED_REQUEST, ClientDisconnected, cancel_on_disconnect
 from orchestrator.gateway.queries import chat_completion, failure_error, query_from, resolve_model
 from orchestrator.pipeline import QueryResult
 from orchestrator.protocol import ChatCompletionRequest, ChatCompletionResponse
@@ -37,8 +38,11 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):  # typ
     st = state_of(request)
     caller = await st.auth.caller(request.headers.get("authorization", ""), request.client.host if request.client else "unknown")
     if req.stream:
-        return await stream_chat(st, req, caller, request, run=_run_chat)
-    result = await _run_chat(st, req, caller)
+        return await stream_chat(st, req, caller, request, run=_run_chat)  # cancels on disconnect itself
+    try:  # a client that goes away cancels its expert calls
+        result = await cancel_on_disconnect(request, _run_chat(st, req, caller))
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     headers = {"x-orchestrator-experts": _experts_header(result), "x-orchestrator-router": result.router,
                "x-orchestrator-trace-id": result.trace_id}
     body = chat_completion(result, req.model)

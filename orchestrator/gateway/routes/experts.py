@@ -86,10 +86,9 @@ async def add_expert(body: ExpertCreate, st: State, _: AdminDep) -> dict[str, An
     if st.runtime.registry.find(spec.name):
         raise E.BadRequest(f"expert {spec.name!r} already exists; DELETE it first", param="name", code="conflict")
     try:
-        st.runtime.registry.add(spec)
+        await st.runtime.register_expert(spec)  # the shared registry: every replica follows the store
     except ConfigError as e:
         raise E.BadRequest(str(e), param="name") from None
-    await st.runtime.store.upsert_experts([spec.model_dump(mode="json")])
     st.forget_health()
     return spec.model_dump(mode="json")
 
@@ -102,8 +101,6 @@ async def delete_expert(name: str, st: State, _: AdminDep) -> dict[str, Any]:
     if canonical.lower() in st.config_names:
         raise E.Forbidden(f"{canonical!r} is an expert of the server's configuration file; it cannot be deleted over the API",
                           param="name", code="config_expert")
-    backend = st.runtime.registry.remove(canonical)
-    await backend.aclose()
-    await st.runtime.store.delete_expert(canonical)
+    await st.runtime.unregister_expert(canonical)  # from the shared registry, then here
     st.forget_health()
     return {"id": canonical, "object": "expert", "deleted": True}

@@ -1,12 +1,13 @@
 """For operators and orchestrators of containers: `/health` (the process is up), `/ready` (the store
-answers and some expert is healthy; the details for admins only) and `/metrics` (Prometheus, for
-admin keys: it reveals the server's traffic and experts)."""
+answers, the trace writer commits, the replica's background loops run, and some expert is
+healthy; the details for admins only) and `/metrics` (Prometheus, for admin keys: it reveals the
+server's traffic and experts)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator.gateway.deps import AdminDep, IsAdmin, State
@@ -22,22 +23,33 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(st: State, response: Response, admin: IsAdmin) -> dict[str, Any]:
+async def ready(st: State, request: Request, response: Response, admin: IsAdmin) -> dict[str, Any]:
     """503 unless ready. Anyone may ask (probes carry no key); only admins see why and which experts."""
     problems = []
     try:
         await st.runtime.store.ping()
     except StoreUnavailable as e:
         problems.append(str(e))
+    writer = st.runtime.trace_writer
+    if writer is not None and not writer.healthy:
+        problems.append(f"trace writer: {writer.last_error}")  # requests would answer 503 meanwhile
+    replica = getattr(request.app.state, "replica", None)
+    if replica is not None:
+        problems += replica.problems()
     statuses = await st.expert_health()
     if not any(h.healthy for h in statuses):
         problems.append("no healthy expert")
     if problems:
         response.status_code = 503
     status = "ready" if not problems else "not ready"
-    if not admin:
+    if not admin:  # the problems name the store's and the writer's errors: admins only
         return {"status": status, "problems": [], "experts": {}}
-    return {"status": status, "problems": problems, "experts": {h.name: h.healthy for h in statuses}}
+    body: dict[str, Any] = {"status": status, "problems": problems, "experts": {h.name: h.healthy for h in statuses}}
+    if writer is not None:
+        body["trace_writer"] = writer.snapshot()
+    if replica is not None:
+        body["replica"] = replica.snapshot()
+    return body
 
 
 @router.get("/metrics")

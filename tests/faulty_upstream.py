@@ -1,9 +1,12 @@
 """A real misbehaving OpenAI-compatible server on loopback, for the fault tests.
 
-    with FaultyUpstream("500") as up:          # modes: ok, 500, malformed, hang, die, die-mid-stream
+    with FaultyUpstream("500") as up:          # modes: ok, slow, 500, malformed, hang, die, die-mid-stream
         up.base_url                           # http://127.0.0.1:PORT/v1
         up.mode = "ok"                        # switch behaviour while it runs
-        up.requests                           # chat requests it received
+        up.requests                           # chat requests it received (it counts every call)
+        up.health_probes                      # GET /health requests it received
+        up.delay_s = 0.2                      # "slow": answer ok after this long...
+        up.closed_early                       # ...unless the caller hangs up first: when it did (monotonic)
 
 A raw asyncio server in its own thread: each mode is a real wire behaviour (a status, a broken
 body, a connection that goes silent or is cut halfway through the body), not a mocked client.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
 OK_BODY = json.dumps({
     "id": "chatcmpl-faulty", "object": "chat.completion", "created": 0, "model": "faulty",
@@ -57,6 +61,9 @@ class FaultyUpstream:
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
         self.requests = 0
+        self.health_probes = 0
+        self.delay_s = 0.0
+        self.closed_early: list[float] = []  # time.monotonic() at which a caller closed a "slow" or "hang" request
         self.last_body: bytes = b""
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
@@ -76,6 +83,7 @@ class FaultyUpstream:
                 length = next((int(ln.split(":", 1)[1]) for ln in lines if ln.lower().startswith("content-length:")), 0)
                 body = await reader.readexactly(length) if length else b""
                 if path.endswith("/health"):
+                    self.health_probes += 1
                     writer.write(_resp("200 OK", b"{}") if self.mode == "ok" else _resp("503 Service Unavailable", b"{}"))
                 elif path.endswith("/models"):
                     writer.write(_resp("200 OK", MODELS_BODY))
@@ -95,8 +103,16 @@ class FaultyUpstream:
                             writer.write(_chunked(ev))
                             await writer.drain()
                         writer.write(b"0\r\n\r\n")
-                    elif mode == "hang":
-                        await asyncio.sleep(3600)
+                    elif mode in ("hang", "slow"):
+                        # Wait, watching the connection: a caller that hangs up shows as EOF.
+                        try:
+                            eof = await asyncio.wait_for(reader.read(1), 3600 if mode == "hang" else self.delay_s)
+                        except asyncio.TimeoutError:
+                            eof = None
+                        if eof == b"":
+                            self.closed_early.append(time.monotonic())
+                            return
+                        writer.write(_resp("200 OK", OK_BODY))
                     elif mode == "500":
                         writer.write(_resp("500 Internal Server Error", b'{"error": {"message": "engine crashed"}}'))
                     elif mode == "malformed":

@@ -1,13 +1,13 @@
 """files (the Files API: batch input files) and a batch's input file
 
-Revision ID: 0005_files
-Revises: 0004_key_roles_idempotency
+Revision ID: 0006_files
+Revises: 0005_replicas
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_files"
-down_revision = "0004_key_roles_idempotency"
+revision = "0006_files"
+down_revision = "0005_replicas"
 branch_labels = None
 depends_on = None
 
