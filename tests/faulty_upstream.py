@@ -11,8 +11,8 @@
 A raw asyncio server in its own thread: each mode is a real wire behaviour (a status, a broken
 body, a connection that goes silent or is cut halfway through the body), not a mocked client.
 A request with `"stream": true` is answered as OpenAI servers do, with server-sent events
-(`ok`: the answer in three chunks; `die` and `die-mid-stream`: the connection is cut before the
-first chunk, or after the first two).
+(`ok`, and `slow` after its delay: the answer in three chunks; `die` and `die-mid-stream`: the
+connection is cut before the first chunk, or after the first two).
 """
 
 from __future__ import annotations
@@ -74,6 +74,20 @@ class FaultyUpstream:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @staticmethod
+    async def _stream(writer: asyncio.StreamWriter, mode: str) -> bool:
+        """The answer as server-sent events; False when the mode cut the connection."""
+        writer.write(SSE_HEAD)
+        for i, ev in enumerate(_sse_events()):
+            if (mode == "die" and i == 1) or (mode == "die-mid-stream" and i == 3):
+                await writer.drain()
+                writer.transport.abort()  # cut before the first chunk, or after two
+                return False
+            writer.write(_chunked(ev))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        return True
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -93,16 +107,8 @@ class FaultyUpstream:
                     mode = self.mode
                     streamed = b'"stream":true' in body.replace(b" ", b"")
                     if streamed and mode in ("ok", "die", "die-mid-stream"):
-                        events = _sse_events()
-                        writer.write(SSE_HEAD)
-                        for i, ev in enumerate(events):
-                            if (mode == "die" and i == 1) or (mode == "die-mid-stream" and i == 3):
-                                await writer.drain()
-                                writer.transport.abort()  # cut before the first chunk, or after two
-                                return
-                            writer.write(_chunked(ev))
-                            await writer.drain()
-                        writer.write(b"0\r\n\r\n")
+                        if not await self._stream(writer, mode):
+                            return
                     elif mode in ("hang", "slow"):
                         # Wait, watching the connection: a caller that hangs up shows as EOF.
                         try:
@@ -112,7 +118,10 @@ class FaultyUpstream:
                         if eof == b"":
                             self.closed_early.append(time.monotonic())
                             return
-                        writer.write(_resp("200 OK", OK_BODY))
+                        if streamed:  # "slow" streams its answer once the delay is over
+                            await self._stream(writer, "ok")
+                        else:
+                            writer.write(_resp("200 OK", OK_BODY))
                     elif mode == "500":
                         writer.write(_resp("500 Internal Server Error", b'{"error": {"message": "engine crashed"}}'))
                     elif mode == "malformed":

@@ -155,3 +155,73 @@ async def test_late_results_of_calls_sent_before_the_circuit_opened_change_nothi
             assert b.state == "open" and b.opened_at == opened_at and b.stale_results == 1  # ...and closed nothing
             refused = await d.submit("e", GenerationRequest.chat("refused"))
             assert refused.error is not None and refused.error.kind == "circuit_open" and up.requests == 2
+
+
+async def test_a_stream_admitted_before_the_circuit_opened_changes_nothing_when_it_ends() -> None:
+    from experts import ExpertRegistry, ExpertSpec, GenerationRequest
+    from faulty_upstream import FaultyUpstream
+    from orchestrator.dispatcher import Dispatcher
+
+    with FaultyUpstream("slow") as up:
+        up.delay_s = 1.5
+        spec = ExpertSpec(name="e", backend="openai", base_url=up.base_url, model="faulty", max_retries=0, max_wait_ms=0,
+                          timeout_s=10, breaker_failures=1, breaker_cooldown_s=0.3)
+        reg = ExpertRegistry.from_specs([spec])
+        async with reg.backend("e"), Dispatcher(reg) as d:
+            pieces: list[str] = []
+
+            async def on_delta(delta) -> None:  # type: ignore[no-untyped-def]
+                pieces.append(delta.text)
+
+            slow = asyncio.create_task(d.stream("e", GenerationRequest.chat("slow stream"), on_delta))
+            while up.requests < 1:
+                await asyncio.sleep(0.01)
+            up.mode = "500"
+            failed = await d.submit("e", GenerationRequest.chat("fails at once"))
+            b = d.breaker("e")
+            assert not failed.ok and b.state == "open"
+            await asyncio.sleep(0.4)  # past the cooldown: the next call is the half-open probe
+            up.mode = "hang"
+            probe = asyncio.create_task(d.submit("e", GenerationRequest.chat("the probe")))
+            while up.requests < 3:
+                await asyncio.sleep(0.01)
+            assert b.state == "half_open"
+            streamed = await slow
+            assert streamed.ok and "".join(pieces) == "The answer is 4."  # it streamed, after the circuit opened...
+            assert b.state == "half_open" and b.stale_results == 1  # ...and its old-epoch success closed nothing
+            refused = await d.stream("e", GenerationRequest.chat("refused"), on_delta)
+            assert refused.error is not None and refused.error.kind == "circuit_open" and up.requests == 3  # the probe is out
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+
+
+async def test_a_cancelled_stream_says_nothing_about_the_expert() -> None:
+    from experts import ExpertRegistry, ExpertSpec, GenerationRequest
+    from faulty_upstream import FaultyUpstream
+    from orchestrator.dispatcher import Dispatcher
+
+    with FaultyUpstream("hang") as up:
+        spec = ExpertSpec(name="e", backend="openai", base_url=up.base_url, model="faulty", max_retries=0, max_wait_ms=0,
+                          timeout_s=30, breaker_failures=1, breaker_cooldown_s=30)
+        reg = ExpertRegistry.from_specs([spec])
+        async with reg.backend("e"), Dispatcher(reg) as d:
+            async def on_delta(delta) -> None:  # type: ignore[no-untyped-def]
+                raise AssertionError("a hanging upstream sends nothing")
+
+            task = asyncio.create_task(d.stream("e", GenerationRequest.chat("never answered"), on_delta))
+            while up.requests < 1:
+                await asyncio.sleep(0.01)
+            task.cancel()  # the client went away
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            else:
+                raise AssertionError("the stream was not cancelled")
+            for _ in range(200):  # the upstream sees its connection closed
+                if up.closed_early:
+                    break
+                await asyncio.sleep(0.01)
+            b = d.breaker("e")
+            assert up.closed_early and b.state == "closed" and b.consecutive_failures == 0
+            assert d.breaker("e").allow() is not None
