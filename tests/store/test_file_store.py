@@ -29,3 +29,17 @@ async def test_files_round_trip_and_are_scoped_to_their_owner(store_url: str) ->
         assert not await store.delete_file("file-1", owner="key_2")
         assert await store.delete_file("file-1", owner="key_1")
         assert await store.get_file("file-1") is None
+
+
+async def test_a_file_batch_is_stored_with_its_refused_results_and_leased_at_once(store_url: str) -> None:
+    async with await Store.open(store_url) as store:
+        await store.create_file(FileRecord(id="file-l", owner="key_1", purpose="batch", filename="in.jsonl", content=b"{}\n{}\n"))
+        await store.create_batch(BatchRecord(id="batch_l", owner="key_1", total=2, requests=[{"body": {}}, {"refused": True}],
+                                             input_file_id="file-l"),
+                                 [BatchItemRecord(idx=1, ok=False, status_code=400, body={"error": {"message": "bad line"}})],
+                                 lease_owner="r1", lease_s=30)
+        b = await store.get_batch("batch_l")
+        assert b is not None and b.input_file_id == "file-l" and b.lease_owner == "r1" and b.lease_expires_at is not None
+        assert (b.completed, b.failed) == (0, 1) and await store.batch_done_indices("batch_l") == {1}
+        assert await store.claim_batches("r2", 30, limit=5) == []  # another replica's sweep leaves it alone
+        assert await store.renew_batch_lease("batch_l", "r1", 30) == "in_progress"
