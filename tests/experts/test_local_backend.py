@@ -75,3 +75,33 @@ async def test_a_timed_out_generation_stops_at_the_next_token_and_frees_its_thre
         assert ok.ok and time.perf_counter() - t0 < 1.5, ok.error  # the worker is free at once
     finally:
         await b.aclose()
+
+
+async def test_a_timed_out_stream_stops_at_the_next_token_and_keeps_what_it_streamed() -> None:
+    import threading
+    import time
+
+    from experts.types import GenerationDelta
+
+    b = LocalBackend(ExpertSpec(name="slowstream", backend="local", model="smollm2-135m-instruct", max_new_tokens=4096, timeout_s=1.5))
+    try:
+        await b.load()
+        threads = threading.active_count()
+        pieces: list[str] = []
+
+        async def on_delta(d: GenerationDelta) -> None:
+            pieces.append(d.text)
+
+        long = GenerationRequest.chat("Count from 1 to 1000, one number per line.", max_tokens=4096)
+        t0 = time.perf_counter()
+        r = await b.stream(long, on_delta)
+        assert r.error is not None and r.error.kind == "timeout", r
+        assert pieces and r.text == "".join(pieces)  # what it had streamed is kept
+        assert time.perf_counter() - t0 < 1.5 + 1.5
+        t0 = time.perf_counter()
+        [ok] = await b.generate([GenerationRequest.chat("Hi", max_tokens=1)])  # queued behind the stopped stream
+        assert ok.ok and time.perf_counter() - t0 < 1.5, ok.error  # it stopped at its next token
+        assert b.stopped_generations == 1
+        assert threading.active_count() <= threads + 1  # no thread left stuck in the stream
+    finally:
+        await b.aclose()
