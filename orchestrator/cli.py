@@ -369,27 +369,36 @@ def profile_build(
 @train_app.command("mot")
 def train_mot(
     experts: Annotated[str, typer.Option(help="Comma-separated expert models (packaged ids or directories)")] = "smollm2-135m-instruct,gemma-3-270m",
-    data: Annotated[str, typer.Option(help="`mmlu-pro` or a JSONL file of prompt/target pairs")] = "mmlu-pro",
-    out: Annotated[Path, typer.Option(help="Checkpoint directory (mot.pt, train_log.jsonl)")] = Path("out/mot"),
-    minutes: Annotated[float, typer.Option(min=0.01, help="Training time budget")] = 20.0,
+    data: Annotated[str, typer.Option(help="`mmlu-pro` or an MMLU-Pro-format JSONL file")] = "mmlu-pro",
+    out: Annotated[Path, typer.Option(help="Checkpoint directory (mot.pt, train_log.jsonl, metrics.json)")] = Path("out/mot"),
+    n_options: Annotated[int, typer.Option(min=2, max=10, help="Options kept per question (gold + seeded distractors)")] = 4,
+    max_prompt_chars: Annotated[int, typer.Option(min=50, help="Skip longer prompts")] = 250,
+    train_limit: Annotated[int, typer.Option(min=2, help="Training questions (the last --dev-fraction choose the epoch kept)")] = 2500,
+    dev_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.1,
+    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the cached training set")] = 30.0,
+    minutes: Annotated[float | None, typer.Option(min=0.01, help="Training time cap (the cache build is not counted)")] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after N batches")] = None,
     n_stacks: Annotated[int, typer.Option(min=1, help="Q: stacks (interaction points) per expert")] = 4,
     top_k: Annotated[int, typer.Option(min=2, help="Active experts per query")] = 2,
-    batch_size: Annotated[int, typer.Option(min=1)] = 4,
-    max_prompt_chars: Annotated[int | None, typer.Option(help="Skip longer prompts")] = 400,
+    d_shared: Annotated[int, typer.Option(min=8, help="Width of the shared latent space")] = 128,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    cache_dir: Annotated[Path | None, typer.Option(help="Frozen-state cache (default ~/.cache/llm-orchestrator/mot)")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 2,
     seed: Annotated[int, typer.Option()] = 0,
     store: Annotated[bool, typer.Option("--store/--no-store", help="Also save the checkpoint as the store artefact mot/default")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Train MoT's router and interaction layers (experts frozen) on CPU for a bounded time."""
+    """Train MoT's router and interaction layers (experts frozen, their forwards cached) on CPU.
+    The defaults reproduce the checkpoint shipped in routers/mot/shipped/."""
     from routers.mot.run import ARTEFACT_KIND, MoTJob, run_training
 
-    job = MoTJob(experts=[e.strip() for e in experts.split(",") if e.strip()], data=data, out=out, minutes=minutes,
-                 max_steps=max_steps, n_stacks=n_stacks, top_k=top_k, batch_size=batch_size,
-                 max_prompt_chars=max_prompt_chars, threads=threads, seed=seed)
+    job = MoTJob(experts=[e.strip() for e in experts.split(",") if e.strip()], data=data, out=out, n_options=n_options,
+                 max_prompt_chars=max_prompt_chars, train_limit=train_limit, dev_fraction=dev_fraction, epochs=epochs,
+                 minutes=minutes, max_steps=max_steps, n_stacks=n_stacks, top_k=top_k, d_shared=d_shared,
+                 batch_size=batch_size, lr=lr, cache_dir=cache_dir, threads=threads, seed=seed)
     try:
-        summary = run_training(job)
+        summary = run_training(job, log=lambda line: _console(stderr=True).print(line, markup=False, highlight=False))
     except (OrchestratorError, ValueError) as e:
         _console(stderr=True).print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
