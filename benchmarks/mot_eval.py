@@ -1,6 +1,6 @@
 """Held-out evaluation of a MoT checkpoint against its baselines, on the same questions.
 
-    python benchmarks/mot_eval.py --checkpoint routers/mot/shipped --limit 600 --out benchmarks/results/mot
+    python benchmarks/mot_eval.py --checkpoint routers/mot/shipped --limit 500 --out benchmarks/results/mot
 
 Task: MMLU-Pro reduced to 4 options (gold + 3 seeded distractors, the same for every method), the
 answer letter after "Answer:", on the evaluation side of the checkpoint's own split (disjoint by
@@ -73,7 +73,7 @@ def fit_calibration(logits: torch.Tensor, gold: torch.Tensor, steps: int = 200) 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", default="routers/mot/shipped")
-    ap.add_argument("--limit", type=int, default=600)
+    ap.add_argument("--limit", type=int, default=500)
     ap.add_argument("--live-check", type=int, default=20, help="questions on which MoT is recomputed with live experts")
     ap.add_argument("--gen-prompts", type=int, default=2)
     ap.add_argument("--gen-tokens", type=int, default=8)

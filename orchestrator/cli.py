@@ -373,7 +373,7 @@ def train_mot(
     out: Annotated[Path, typer.Option(help="Checkpoint directory (mot.pt, train_log.jsonl, metrics.json)")] = Path("out/mot"),
     n_options: Annotated[int, typer.Option(min=2, max=10, help="Options kept per question (gold + seeded distractors)")] = 4,
     max_prompt_chars: Annotated[int, typer.Option(min=50, help="Skip longer prompts")] = 250,
-    train_limit: Annotated[int, typer.Option(min=2, help="Training questions (the last --dev-fraction choose the epoch kept)")] = 2500,
+    train_limit: Annotated[int, typer.Option(min=2, help="Training questions (the last --dev-fraction choose the epoch kept)")] = 2000,
     dev_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.1,
     epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the cached training set")] = 30.0,
     minutes: Annotated[float | None, typer.Option(min=0.01, help="Training time cap (the cache build is not counted)")] = None,

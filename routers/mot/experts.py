@@ -132,8 +132,8 @@ class FrozenExpert:
     def head(self, residual: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
         """Logits of `token_ids` from the residual stream after the last layer (..., d): the
         model's final norm, the rows of its LM head, and Gemma-style soft-capping when set."""
-        h = self.final_norm(residual)
-        w = self.model.get_output_embeddings().weight[token_ids]
+        h = self.final_norm(residual.to(self.final_norm.weight.dtype)).to(residual.dtype)
+        w = self.model.get_output_embeddings().weight[token_ids].to(residual.dtype)
         logits = h @ w.T
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         if cap:

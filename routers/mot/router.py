@@ -1,8 +1,16 @@
 """The `mot` router: Mixture of Thoughts, run in-process.
 
-    orchestrator train mot --out out/mot --store          # train, then save as the artefact mot/default
-    orchestrator ask "Which enzyme unwinds DNA?" --router mot
+    orchestrator ask "Which enzyme unwinds DNA?" --router mot      # the shipped checkpoint
+    orchestrator train mot --out out/mot --store          # retrain, then save as the artefact mot/default
     # or point at a checkpoint: routers: {mot: {checkpoint: out/mot}} in the config file
+
+Checkpoint: the `checkpoint` option, else the store artefact mot/default, else the one shipped in
+`routers/mot/shipped/` when the pool's local experts serve the models it was trained on. The
+experts' weights are those of the registry's local backends for the same model ids (one copy in
+memory; MoT holds a backend's generation lock while its hooks are on the model), or loaded
+privately when no local expert serves a model. Options: `max_new_tokens` (64), `choice_tokens`
+(4: a multiple-choice question is answered in MoT's trained letter format, whose first token is
+the letter).
 
 Routing (once per query): the frozen sentence embedding of the query → the router MLP → top-K
 active experts, the top-1 being the primary. Generation: the primary decodes while its peers run
@@ -61,11 +69,14 @@ class _Loaded:
 
 
 def query_prompt(query: Query) -> str:
-    """The plain text MoT's experts share (the format it was trained on)."""
-    if query.prompt:
-        return query.prompt
+    """The plain text MoT's experts share. A multiple-choice question is always put in the format
+    MoT was trained on (question, lettered options, "Answer:"), whatever prompt a benchmark built
+    for other routers (a 5-shot chain-of-thought prompt is thousands of tokens the fusion never
+    saw); other queries use their own prompt, else "Question: ...\nAnswer:"."""
     if query.choices:
         return mmlu_prompt(query.text, list(query.choices))
+    if query.prompt:
+        return query.prompt
     return f"Question: {query.text.strip()}\nAnswer:"
 
 
@@ -80,11 +91,13 @@ class MoTRouter(Router):
         checkpoint: str | None = None,
         artefact: str = "default",
         max_new_tokens: int = 64,
+        choice_tokens: int = 4,
     ) -> None:
         super().__init__(ctx)
         self.checkpoint = checkpoint
         self.artefact = artefact
         self.max_new_tokens = max_new_tokens
+        self.choice_tokens = choice_tokens  # multiple choice: the letter is the first token MoT was trained on
         self._loaded: _Loaded | None = None
         self._load_lock = asyncio.Lock()
         self._gen_lock = threading.Lock()  # one fused model instance: one generation at a time
@@ -203,7 +216,7 @@ class MoTRouter(Router):
 
     def _plan(self, loaded: _Loaded, query: Query, r: Route) -> Plan:
         probs = r.probs.tolist()
-        req = query.expert_request(max_tokens=query.max_tokens or self.max_new_tokens)
+        req = query.expert_request(max_tokens=self._max_tokens(query))
         assignments = [
             Assignment(expert=loaded.names[m], request=req, weight=probs[m], reason="primary" if m == r.primary else "peer")
             for m in r.active
@@ -216,6 +229,10 @@ class MoTRouter(Router):
         }
         return Plan(router=self.name, assignments=assignments, aggregation={"kind": "single"}, detail=detail)
 
+    def _max_tokens(self, query: Query) -> int:
+        n = query.max_tokens or self.max_new_tokens
+        return min(n, self.choice_tokens) if query.choices else n
+
     def _generate_sync(self, loaded: _Loaded, query: Query, plan: Plan) -> GenerationResult:
         from routers.mot.decode import generate
 
@@ -225,7 +242,7 @@ class MoTRouter(Router):
         with self._gen_lock, self._hold(loaded, active) as experts:
             # Base experts continue the shared "Question: ... Answer:" format with a new question.
             stop = (*query.stop, "\nQuestion:")
-            g = generate(loaded.fusion, experts, r, query_prompt(query), max_new_tokens=query.max_tokens or self.max_new_tokens,
+            g = generate(loaded.fusion, experts, r, query_prompt(query), max_new_tokens=self._max_tokens(query),
                          stop=stop, temperature=query.temperature or 0.0, seed=query.seed)
         return GenerationResult(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=len(g.token_ids),
                                 latency_s=g.latency_s, finish_reason=g.finish_reason)

@@ -34,7 +34,7 @@ class MoTJob(BaseModel):
     out: Path
     n_options: int = 4
     max_prompt_chars: int = 250
-    train_limit: int = 2500
+    train_limit: int = 2000
     dev_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     eval_fraction: float = 0.2
     seed: int = 0

@@ -25,6 +25,7 @@ from routers.mot.model import MoTConfig, MoTFusion
 WORDS = ("question what is the capital of france paris answer options a b c d cat dog sat on mat "
          "which enzyme unwinds dna helicase Question Answer Options A B C D").split()
 OPTION_LETTERS = "ABCD"
+INPUTS = ["input_ids", "attention_mask"]  # no token_type_ids: generate() refuses them for these models
 
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
@@ -35,7 +36,7 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     merges = [(" ", letter) for letter in OPTION_LETTERS]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
     tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", model_input_names=INPUTS)
 
 
 def word_tokenizer() -> PreTrainedTokenizerFast:
@@ -45,7 +46,7 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<bos>", eos_token="<eos>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", model_input_names=INPUTS)
 
 
 def tiny_experts(n_stacks: int = 2) -> list[FrozenExpert]:

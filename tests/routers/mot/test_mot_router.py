@@ -60,6 +60,20 @@ async def test_mot_answers_through_the_pipeline_and_records_its_trace(trained, t
     assert trace.calls[0].completion_tokens == call.completion_tokens
 
 
+async def test_mot_shares_the_local_backends_weights(trained, tmp_path: Path) -> None:
+    """One copy of each expert in memory: MoT runs on the registry's local backend models."""
+    ckpt, dirs = trained
+    async with await Runtime.create(_config(tmp_path, dirs, {"mot": {"checkpoint": str(ckpt)}})) as rt:
+        await rt.answer(Query(text="which enzyme unwinds dna?", max_tokens=3), "mot")
+        router = await rt.router("mot")
+        loaded = router._loaded
+        for name, expert in zip(["tiny-a", "tiny-b"], loaded.experts, strict=True):
+            assert expert.model is rt.registry.backend(name).model
+        # the backend still generates on its own afterwards (MoT's hooks are gone)
+        [res] = await rt.registry.backend("tiny-a").generate([Query(text="hi", max_tokens=2).expert_request(max_tokens=2)])
+        assert res.error is None and res.completion_tokens >= 1
+
+
 async def test_mot_loads_the_store_artefact_and_says_when_there_is_none(trained, tmp_path: Path) -> None:
     ckpt, dirs = trained
     async with await Runtime.create(_config(tmp_path, dirs)) as rt:
