@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--live-check", type=int, default=20, help="questions on which MoT is recomputed with live experts")
     ap.add_argument("--gen-prompts", type=int, default=2)
     ap.add_argument("--gen-tokens", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()

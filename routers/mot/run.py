@@ -49,7 +49,7 @@ class MoTJob(BaseModel):
     lr: float = 1e-3
     weight_decay: float = 0.01
     cache_dir: Path | None = None
-    threads: int = 2
+    threads: int = 1  # under CPU contention, 2 threads cost ~3x the CPU time of 1 (OpenMP waits)
 
     def examples(self, split: str = "train", limit: int | None = None) -> list[Example]:
         return load_examples(self.data, split=split, eval_fraction=self.eval_fraction, seed=self.seed,  # type: ignore[arg-type]
