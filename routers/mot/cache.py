@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,29 +72,31 @@ def expert_fingerprint(expert: FrozenExpert) -> str:
 
 
 class _Shards:
-    """key -> entry dict, in append-only torch files."""
+    """key -> entry dict, in append-only torch files (several builders may add to one directory:
+    every shard has a unique name, and new shards written by others are picked up)."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self._entries: dict[str, dict[str, Any]] | None = None
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._read: set[str] = set()
 
     def entries(self) -> dict[str, dict[str, Any]]:
-        if self._entries is None:
-            self._entries = {}
-            for path in sorted(self.dir.glob("part-*.pt")):
+        for path in sorted(self.dir.glob("part-*.pt")):
+            if path.name not in self._read:
                 self._entries.update(torch.load(path, map_location="cpu", weights_only=True))
+                self._read.add(path.name)
         return self._entries
 
     def append(self, items: dict[str, dict[str, Any]]) -> None:
         if not items:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        n = len(list(self.dir.glob("part-*.pt")))
-        path = self.dir / f"part-{n:05d}.pt"
+        path = self.dir / f"part-{time.time_ns()}-{os.getpid()}.pt"
         tmp = path.with_suffix(".tmp")
         torch.save(items, tmp)
         tmp.replace(path)  # a reader never sees half a shard
-        self.entries().update(items)
+        self._read.add(path.name)
+        self._entries.update(items)
 
 
 class StateCache:

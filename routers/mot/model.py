@@ -109,6 +109,7 @@ class Meeting(nn.Module):
         self.q_proj, self.k_proj, self.v_proj = (nn.Linear(d, d) for _ in range(3))
         self.o_proj = nn.Linear(d, d, bias=False)
         self.null_k = nn.Parameter(torch.zeros(1, 1, d))
+        self.drop = nn.Dropout(cfg.dropout)  # training only: a few thousand questions, ~1.5M parameters
         self.out = nn.ModuleList([nn.Linear(d, dm, bias=False) for dm in cfg.hidden_sizes])
         for lin in self.out:
             nn.init.normal_(lin.weight, std=cfg.out_init_std)
@@ -137,7 +138,7 @@ class Meeting(nn.Module):
 
         att = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=m.unsqueeze(1))
         att = att.transpose(1, 2).reshape(b, n, -1)
-        return self.out[primary](self.o_proj(att))
+        return self.out[primary](self.o_proj(self.drop(att)))
 
 
 class MoTFusion(nn.Module):

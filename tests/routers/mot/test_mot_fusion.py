@@ -72,6 +72,6 @@ def test_a_route_without_peers_is_the_primary_alone(experts, fusion) -> None:
     route = fusion.fixed_route(1, [])
     ids = experts[1].encode(PROMPT).tensor()
     with torch.no_grad():
-        own = experts[1].model(input_ids=ids).logits[0, -1]
+        own = experts[1].model(input_ids=ids, logits_to_keep=1).logits[0, -1]
         fused = fused_forward(fusion, experts, route, PROMPT).logits[0, -1]
     assert torch.equal(own, fused)
