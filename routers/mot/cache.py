@@ -7,7 +7,9 @@
     z = cache.load_queries(examples)                       # (n, embed_dim) float32
 
 Per example and expert: the prompt's token ids and character ends, the residual stream at every
-stack boundary (Q, n, d) in fp16, the logits of the option letters at the prompt's last
+stack boundary (Q, n, d) in fp16 with one fp32 scale per vector (Gemma's residual stream reaches
+values past fp16's range, 65,504: its <bos> state overflows and others come close, so each
+vector is stored divided by its largest magnitude), the logits of the option letters at the prompt's last
 position, and the expert's own letter-renormalised NLL of the gold letter. Per example: the
 frozen sentence embedding of the prompt. MoT's interaction reads only the experts' own states
 (`model.MoTFusion.letter_logits`), so training from this cache runs only the trainable layers.
@@ -46,9 +48,21 @@ def default_cache_root() -> Path:
 class ExpertStates:
     ids: list[int]
     ends: list[int]
-    states: torch.Tensor  # (Q, n, d) fp16: the residual stream after each stack
+    scaled: torch.Tensor  # (Q, n, d) fp16 (or fp32): the residual stream after each stack / scale
+    scale: torch.Tensor  # (Q, n, 1) fp32: each vector's largest magnitude
     letter_logits: torch.Tensor  # (n_options,) fp32, at the prompt's last position
     nll: float  # own letter-renormalised NLL of the gold letter
+
+    @property
+    def states(self) -> torch.Tensor:
+        """(Q, n, d) float32."""
+        return self.scaled.float() * self.scale
+
+    @classmethod
+    def from_dense(cls, ids: list[int], ends: list[int], states: torch.Tensor, letter_logits: torch.Tensor, nll: float,
+                   dtype: torch.dtype = torch.float16) -> ExpertStates:
+        scale = states.abs().amax(-1, keepdim=True).clamp_min(1e-12).float()
+        return cls(ids, ends, (states / scale).to(dtype), scale, letter_logits, nll)
 
 
 def example_key(ex: Example) -> str:
@@ -143,10 +157,9 @@ class StateCache:
             for b in range(0, len(chunk), batch_size):
                 batch = chunk[b : b + batch_size]
                 for ex, st in zip(batch, expert_states(expert, batch), strict=True):
-                    items[example_key(ex)] = {
-                        "ids": st.ids, "ends": st.ends, "states": st.states.to(self.dtype),
-                        "letter_logits": st.letter_logits, "nll": st.nll,
-                    }
+                    q = ExpertStates.from_dense(st.ids, st.ends, st.states, st.letter_logits, st.nll, self.dtype)
+                    items[example_key(ex)] = {"ids": q.ids, "ends": q.ends, "states": q.scaled, "scale": q.scale,
+                                              "letter_logits": q.letter_logits, "nll": q.nll}
             shards.append(items)
             done += len(chunk)
             if on_progress:
@@ -160,7 +173,7 @@ class StateCache:
             e = have.get(example_key(ex))
             if e is None:
                 raise KeyError(f"{expert.name}: example {ex.id} is not cached; build the cache first")
-            out.append(ExpertStates(ids=list(e["ids"]), ends=list(e["ends"]), states=e["states"],
+            out.append(ExpertStates(ids=list(e["ids"]), ends=list(e["ends"]), scaled=e["states"], scale=e["scale"],
                                     letter_logits=e["letter_logits"], nll=float(e["nll"])))
         return out
 
@@ -207,6 +220,6 @@ def expert_states(expert: FrozenExpert, batch: Sequence[Example]) -> list[Expert
     for i, (ex, e) in enumerate(zip(batch, encs, strict=True)):
         st = stacked[i, :, : len(e)].float()
         logits = expert.head(st[-1, -1], expert.letter_ids(ex.n_options)).float()
-        out.append(ExpertStates(ids=e.ids, ends=e.ends, states=st, letter_logits=logits,
+        out.append(ExpertStates(ids=e.ids, ends=e.ends, scaled=st, scale=torch.ones(*st.shape[:2], 1), letter_logits=logits,
                                 nll=float(letter_nll(logits, ex.gold))))
     return out

@@ -93,13 +93,14 @@ class TrainData:
 
 def _padded(states: Sequence[ExpertStates]) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, Q, N, d) float states, zero-padded, and the (B, N) mask of real tokens."""
-    n = max(s.states.shape[1] for s in states)
-    q, _, d = states[0].states.shape
+    n = max(s.scaled.shape[1] for s in states)
+    q, _, d = states[0].scaled.shape
     out = torch.zeros(len(states), q, n, d)
     mask = torch.zeros(len(states), n, dtype=torch.bool)
     for i, s in enumerate(states):
-        out[i, :, : s.states.shape[1]] = s.states.float()
-        mask[i, : s.states.shape[1]] = True
+        k = s.scaled.shape[1]
+        out[i, :, :k] = s.states
+        mask[i, :k] = True
     return out, mask
 
 
@@ -110,7 +111,7 @@ def cached_letter_logits(fusion: MoTFusion, experts: Sequence[FrozenExpert], dat
     (B, M) scales their values. At the prompt's last position every peer prompt token is settled
     (the prompt is its own segment), so the only mask is padding."""
     n_q = len(fusion.meetings)
-    prim = torch.stack([s.states[:, -1].float() for s in data.states[primary]])  # (B, Q, d_p)
+    prim = torch.stack([s.scaled[:, -1].float() * s.scale[:, -1] for s in data.states[primary]])  # (B, Q, d_p)
     prim_states = [prim[:, q].unsqueeze(1) for q in range(n_q)]
     keys: list[list[torch.Tensor]] = [[] for _ in range(n_q)]
     values: list[list[torch.Tensor]] = [[] for _ in range(n_q)]

@@ -115,12 +115,23 @@ def test_the_cache_is_built_once_and_resumes(experts, tmp_path: Path) -> None:
     assert again.missing(experts[0], examples) == examples[3:]
     assert again.build(experts[0], examples) == 3 and again.build(experts[0], examples) == 0
     [st] = again.load(experts[0], examples[:1])
-    assert st.states.dtype == torch.float16 and st.states.shape[:2] == (len(experts[0].meeting_layers), len(st.ids))
+    assert st.scaled.dtype == torch.float16 and st.states.shape[:2] == (len(experts[0].meeting_layers), len(st.ids))
     with torch.no_grad():
         own = experts[0].model(input_ids=torch.tensor([st.ids])).logits[0, -1, experts[0].letter_ids(4)]
     torch.testing.assert_close(st.letter_logits, own, rtol=1e-4, atol=1e-4)
     with pytest.raises(KeyError, match="not cached"):
         again.load(experts[1], examples[:1])
+
+
+def test_states_beyond_the_fp16_range_survive_the_cache() -> None:
+    """Gemma's residual stream holds values past 65,504 (its <bos> state): stored per-vector scaled."""
+    from routers.mot.cache import ExpertStates
+
+    dense = torch.randn(4, 5, 16) * torch.tensor([1.0, 1e3, 1e5, 1e6, 1e-3]).view(1, 5, 1)
+    st = ExpertStates.from_dense([1] * 5, list(range(5)), dense, torch.zeros(4), 0.0)
+    assert st.scaled.dtype == torch.float16 and torch.isfinite(st.states).all()
+    torch.testing.assert_close(st.states, dense, rtol=1e-3, atol=0.0)
+    assert not torch.isfinite(dense.half()).all()  # plain fp16 would have overflowed
 
 
 def test_four_options_are_gold_plus_seeded_distractors_the_same_every_time() -> None:
