@@ -125,3 +125,22 @@ def test_gateway_serves_mot(trained, tmp_path: Path) -> None:
         trace = httpx.get(f"{url}/v1/traces/{r.headers['x-orchestrator-trace-id']}", timeout=30).json()
     assert r.json()["choices"][0]["message"]["content"] is not None
     assert json.dumps(trace).count("primary") >= 1
+
+
+def test_cli_train_mot_builds_the_cache_trains_and_writes_the_checkpoint(trained, tmp_path: Path) -> None:
+    _, dirs = trained
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ["train", "mot", "--experts", ",".join(dirs), "--out", str(out), "--cache-dir", str(cache),
+            "--train-limit", "10", "--dev-fraction", "0.2", "--epochs", "2", "--batch-size", "4", "--d-shared", "16"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["epochs"] == 2 and summary["train_examples"] == 8 and summary["dev_examples"] == 2
+    from routers.mot.checkpoint import load_checkpoint
+
+    fusion, meta = load_checkpoint(out)
+    assert fusion.cfg.experts == dirs and fusion.cfg.d_shared == 16 and meta["n_options"] == 4
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 2 and (out / "metrics.json").is_file()
+    assert len(list(cache.glob("*/part-*.pt"))) >= 3  # two experts and the query embeddings, on disk
+    res = CliRunner().invoke(app, args)  # the second run reads the cache
+    assert res.exit_code == 0 and "0 of 10 examples to run" in res.output
