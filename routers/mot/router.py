@@ -268,6 +268,9 @@ class MoTRouter(Router):
                 TraceStepRecord(seq=0, kind="generate", duration_s=time.perf_counter() - t1,
                                 detail={"expert": primary, "peers": peers, "fused": True, "tokens": result.completion_tokens,
                                         "stacks": loaded.fusion.cfg.n_stacks,
+                                        "stack_boundaries": {loaded.names[i]: loaded.experts[i].meeting_layers
+                                                             for i in range(len(loaded.names)) if loaded.names[i] in (primary, *peers)},
+                                        "prompt": "mot letter format" if query.choices else "plain",
                                         "s_per_token": round(result.latency_s / max(result.completion_tokens, 1), 4)}),
             ]
             final = FinalAnswer(text=result.text, answer=answer, method="mot", detail={"primary": primary, "peers": peers})

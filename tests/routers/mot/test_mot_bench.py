@@ -69,6 +69,8 @@ async def test_the_grouped_path_fuses_and_differs_from_top1(pair) -> None:
         for out in run.outcomes:
             gen = next(s for s in out.steps if s.kind == "generate")
             assert gen.detail["fused"] is True and gen.detail["peers"] and gen.detail["stacks"] == 2
+            assert set(gen.detail["stack_boundaries"]) == {gen.detail["expert"], *gen.detail["peers"]}
+            assert all(len(b) == 2 for b in gen.detail["stack_boundaries"].values())
             assert out.final.method == "mot" and [c.expert for c in out.calls] == [out.plan.detail["primary"]]
         texts[label] = [o.final.text for o in run.outcomes]
     await registry.aclose()
