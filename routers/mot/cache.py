@@ -87,18 +87,32 @@ def expert_fingerprint(expert: FrozenExpert) -> str:
 
 class _Shards:
     """key -> entry dict, in append-only torch files (several builders may add to one directory:
-    every shard has a unique name, and new shards written by others are picked up)."""
+    every shard has a unique name, and new shards written by others are picked up). Building
+    needs only the keys, so entries are held in memory only once `entries()` is asked for."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self._entries: dict[str, dict[str, Any]] = {}
+        self._keys: set[str] = set()
+        self._entries: dict[str, dict[str, Any]] | None = None
         self._read: set[str] = set()
 
-    def entries(self) -> dict[str, dict[str, Any]]:
+    def _scan(self, keep: bool) -> None:
         for path in sorted(self.dir.glob("part-*.pt")):
             if path.name not in self._read:
-                self._entries.update(torch.load(path, map_location="cpu", weights_only=True))
+                items = torch.load(path, map_location="cpu", weights_only=True)
+                self._keys.update(items)
+                if keep and self._entries is not None:
+                    self._entries.update(items)
                 self._read.add(path.name)
+
+    def keys(self) -> set[str]:
+        self._scan(keep=self._entries is not None)
+        return self._keys
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        if self._entries is None:
+            self._entries, self._read, self._keys = {}, set(), set()
+        self._scan(keep=True)
         return self._entries
 
     def append(self, items: dict[str, dict[str, Any]]) -> None:
@@ -110,7 +124,9 @@ class _Shards:
         torch.save(items, tmp)
         tmp.replace(path)  # a reader never sees half a shard
         self._read.add(path.name)
-        self._entries.update(items)
+        self._keys.update(items)
+        if self._entries is not None:
+            self._entries.update(items)
 
 
 class StateCache:
@@ -132,7 +148,7 @@ class StateCache:
         return self._experts[key]
 
     def missing(self, expert: FrozenExpert, examples: Sequence[Example]) -> list[Example]:
-        have = self._shards(expert).entries()
+        have = self._shards(expert).keys()
         seen: set[str] = set()
         out = []
         for ex in examples:
@@ -186,7 +202,7 @@ class StateCache:
     def build_queries(self, embed: Callable[[list[str]], torch.Tensor], examples: Sequence[Example], *,
                       embed_id: str = "all-MiniLM-L6-v2", batch_size: int = 64) -> int:
         shards = self._query_shards(embed_id)
-        have = shards.entries()
+        have = shards.keys()
         todo = list({example_key(ex): ex for ex in examples if example_key(ex) not in have}.values())
         for b in range(0, len(todo), batch_size):
             batch = todo[b : b + batch_size]
