@@ -34,7 +34,7 @@ class MoTConfig(BaseModel):
     hidden_sizes: list[int]
     n_stacks: int = Field(default=4, ge=1)
     top_k: int = Field(default=2, ge=2)
-    d_shared: int = Field(default=128, ge=8)
+    d_shared: int = Field(default=64, ge=8)
     n_heads: int = Field(default=4, ge=1)
     router_hidden: int = 256
     embed_dim: int = 384

@@ -40,9 +40,9 @@ class MoTJob(BaseModel):
     seed: int = 0
     n_stacks: int = 4
     top_k: int = 2
-    d_shared: int = 128
+    d_shared: int = 64
     n_heads: int = 4
-    epochs: float = 30.0
+    epochs: float = 10.0
     max_steps: int | None = None
     minutes: float | None = None
     batch_size: int = 32

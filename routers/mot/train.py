@@ -46,7 +46,7 @@ from routers.mot.model import MoTConfig, MoTFusion
 
 
 class TrainSettings(BaseModel):
-    epochs: float = Field(default=30.0, gt=0)
+    epochs: float = Field(default=10.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1)
     minutes: float | None = Field(default=None, gt=0)
     batch_size: int = Field(default=32, ge=1)
