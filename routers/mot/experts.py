@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from evals.answers import LETTERS
+from experts.backends.hf import eos_token_ids
 from routers.mot.alignment import token_ends
 
 
@@ -98,7 +99,7 @@ class FrozenExpert:
         self.meeting_layers = stack_ends(len(self.layers), n_stacks)
         cfg = model.config
         self.hidden_size = int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
-        self.eos_ids = {i for i in _as_list(getattr(model.generation_config, "eos_token_id", None)) + _as_list(tokenizer.eos_token_id)}
+        self.eos_ids = eos_token_ids(model, tokenizer)
         self.final_norm = final_norm(model)
 
     @classmethod
@@ -173,9 +174,3 @@ class FrozenExpert:
         finally:
             for h in handles:
                 h.remove()
-
-
-def _as_list(x: Any) -> list[int]:
-    if x is None:
-        return []
-    return [int(v) for v in x] if isinstance(x, (list, tuple)) else [int(x)]

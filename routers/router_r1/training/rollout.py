@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from transformers import StopStringCriteria, StoppingCriteriaList
 
+from experts.backends.hf import eos_token_ids
 from experts.types import GenerationRequest
 from routers.router_r1.episode import Episode, truncate_reply
 from routers.router_r1.prompts import STOP_STRINGS, agent_prompt
@@ -99,7 +100,7 @@ def generate_batch(model: Any, tok: Any, sequences: list[list[int]], cfg: Sampli
             top_k=None if cfg.temperature > 0 else None, pad_token_id=pad,
             stopping_criteria=StoppingCriteriaList([_stop_criteria(tok)]),
         )
-    eos = set(_as_list(model.generation_config.eos_token_id) + _as_list(tok.eos_token_id) + [pad])
+    eos = eos_token_ids(model, tok) | {pad}
     return [_keep_tokens(tok, out[i, width:].tolist(), eos) for i in range(len(sequences))]
 
 
@@ -154,9 +155,3 @@ def _observe(r: Rollout, step: Any, reply: str | None, cost: float, tok: Any, cf
     obs = r.episode.observe(step, reply, cost=cost)
     if obs:
         r.append(tok.encode(obs, add_special_tokens=False), from_policy=False)
-
-
-def _as_list(x: Any) -> list[int]:
-    if x is None:
-        return []
-    return list(x) if isinstance(x, (list, tuple)) else [int(x)]
