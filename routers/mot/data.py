@@ -5,7 +5,8 @@
 
 Each question keeps its gold option plus `n_options - 1` distractors drawn, and then shuffled,
 with a generator seeded by `(seed, question id)`: every method that scores these questions sees
-the same options in the same order. The split is `evals.splits.split_fit_eval` over the question
+the same options in the same order; questions with fewer options are left out, so every example
+has the same option letters (training batches and the letter-renormalised scores need that). The split is `evals.splits.split_fit_eval` over the question
 ids (the one seeded split every method uses), so train and eval ids are disjoint; within a side
 the questions are taken in the split's own hash order (categories mixed), after the length filter.
 """
@@ -99,6 +100,8 @@ def load_examples(
     out: list[Example] = []
     for qid in _side(list(questions), split, eval_fraction, seed):
         q = questions[qid]
+        if q.n_options < n_options:  # a few MMLU-Pro questions have fewer: one letter set per job
+            continue
         options, answer = reduce_options(q, n_options, seed)
         prompt = mmlu_prompt(q.question, options)
         if max_prompt_chars and len(prompt) > max_prompt_chars:

@@ -155,6 +155,17 @@ def test_mmlu_pro_split_is_disjoint_by_question_id() -> None:
     assert load_examples("mmlu-pro", split="eval", max_prompt_chars=250, limit=5) == eval_ex[:5]
 
 
+def test_every_example_has_exactly_the_asked_number_of_options() -> None:
+    """MMLU-Pro has questions with 3 options; kept, they break a 4-option training batch."""
+    questions = load_mmlu_pro(default_mmlu_pro_paths()["test"])
+    short_ids = {q.id for q in questions if q.n_options < 4}
+    assert short_ids  # the case this guards against exists in the data
+    for split in ("train", "eval"):
+        examples = load_examples("mmlu-pro", split=split, max_prompt_chars=250)
+        assert {e.n_options for e in examples} == {4}
+        assert not {e.id for e in examples} & short_ids
+
+
 def test_the_router_learns_to_make_the_better_fused_expert_primary(experts, embed, tmp_path: Path) -> None:
     """With M = K = 2 only the primary choice varies: the route term must raise the score of the
     primary whose fused loss is lower (not of the helpful peer, as a peer-only gate would)."""
