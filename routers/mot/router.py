@@ -127,9 +127,10 @@ class MoTRouter(Router):
         experts = shipped_experts()
         if experts and all(self._local_name(m) is not None for m in experts):
             return str(SHIPPED), f"shipped checkpoint {SHIPPED.parent.name}/{SHIPPED.name}"
+        shipped = (f"the shipped one needs local experts {', '.join(experts)}" if experts
+                   else f"no checkpoint is shipped in {SHIPPED.parent}")
         raise RoutingError(
-            f"router 'mot' has no trained checkpoint for these experts (the shipped one needs local experts "
-            f"{', '.join(experts or [])}): run `orchestrator train mot --out DIR --store` "
+            f"router 'mot' has no trained checkpoint for these experts ({shipped}): run `orchestrator train mot --out DIR --store` "
             f"(stores artefact {ARTEFACT_KIND}/{self.artefact}) or set routers.mot.checkpoint to a checkpoint path"
         )
 
