@@ -226,6 +226,8 @@ class MoTRouter(Router):
             "primary": loaded.names[r.primary],
             "active": [loaded.names[m] for m in r.active],
             "scores": {loaded.names[m]: round(s, 4) for m, s in enumerate(r.scores.tolist())},
+            # in the plan too, so a bench item (which keeps the plan, not the trace) records them
+            "stack_boundaries": {loaded.names[m]: loaded.experts[m].meeting_layers for m in r.active},
             "checkpoint": loaded.source,
         }
         return Plan(router=self.name, assignments=assignments, aggregation={"kind": "single"}, detail=detail)

@@ -94,3 +94,6 @@ async def test_bench_router_mot_runs_the_fused_decode(pair, tmp_path: Path) -> N
     for item in items:
         assert item.detail["method"] == "mot"  # the fused decode, not a plan run as top-1 + a wasted peer call
         assert item.detail["expert_calls"] == 1 and item.detail["plan"]["primary"] in {"tiny-a", "tiny-b"}
+        plan = item.detail["plan"]
+        assert set(plan["active"]) == {"tiny-a", "tiny-b"} and set(plan["stack_boundaries"]) == set(plan["active"])
+        assert all(len(b) == 2 for b in plan["stack_boundaries"].values())
