@@ -42,7 +42,7 @@ def train_mot(
     config: ConfigOpt = None,
 ) -> None:
     """Train MoT's router and interaction layers (experts frozen, their forwards cached) on CPU.
-    The defaults reproduce the checkpoint shipped in routers/mot/shipped/."""
+    The shipped checkpoint (routers/mot/shipped/) is a short run of this with --train-limit 249."""
     from orchestrator.training import store_mot_checkpoint
     from routers.mot.run import MoTJob, run_training
 
