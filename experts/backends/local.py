@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import json
 import os
@@ -26,6 +27,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable: never try one
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,15 @@ class LocalBackend(ExpertBackend):
     @property
     def model(self) -> Any:
         return self._model
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[tuple[Any, Any]]:
+        """(model, tokenizer) for in-process use by another component, with generation held off
+        meanwhile: MoT shares these weights and registers hooks on the model's layers."""
+        with self._gen_lock:
+            if self._model is None:
+                raise ExpertUnavailable(f"local expert {self.name!r} is not loaded", expert=self.name)
+            yield self._model, self._tokenizer
 
     async def load(self) -> None:
         async with self._load_lock:

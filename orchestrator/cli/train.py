@@ -1,6 +1,6 @@
 """`orchestrator train mot|router-r1`: train the learned routers on CPU for a bounded time.
 
-    orchestrator train mot --minutes 20 --store
+    orchestrator train mot --out out/mot --store
     orchestrator train router-r1 --out runs/r1 --steps 20
 """
 
@@ -21,28 +21,37 @@ app = typer.Typer(no_args_is_help=True, help="Train learned routers: MoT (router
 @app.command("mot")
 def train_mot(
     experts: Annotated[str, typer.Option(help="Comma-separated expert models (packaged ids or directories)")] = "smollm2-135m-instruct,gemma-3-270m",
-    data: Annotated[str, typer.Option(help="`mmlu-pro` or a JSONL file of prompt/target pairs")] = "mmlu-pro",
-    out: Annotated[Path, typer.Option(help="Checkpoint directory (mot.pt, train_log.jsonl)")] = Path("out/mot"),
-    minutes: Annotated[float, typer.Option(min=0.01, help="Training time budget")] = 20.0,
+    data: Annotated[str, typer.Option(help="`mmlu-pro` or an MMLU-Pro-format JSONL file")] = "mmlu-pro",
+    out: Annotated[Path, typer.Option(help="Checkpoint directory (mot.pt, train_log.jsonl, metrics.json)")] = Path("out/mot"),
+    n_options: Annotated[int, typer.Option(min=2, max=10, help="Options kept per question (gold + seeded distractors)")] = 4,
+    max_prompt_chars: Annotated[int, typer.Option(min=50, help="Skip longer prompts")] = 250,
+    train_limit: Annotated[int, typer.Option(min=2, help="Training questions (the last --dev-fraction choose the epoch kept)")] = 2000,
+    dev_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.1,
+    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the cached training set")] = 10.0,
+    minutes: Annotated[float | None, typer.Option(min=0.01, help="Training time cap (the cache build is not counted)")] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after N batches")] = None,
     n_stacks: Annotated[int, typer.Option(min=1, help="Q: stacks (interaction points) per expert")] = 4,
     top_k: Annotated[int, typer.Option(min=2, help="Active experts per query")] = 2,
-    batch_size: Annotated[int, typer.Option(min=1)] = 4,
-    max_prompt_chars: Annotated[int | None, typer.Option(help="Skip longer prompts")] = 400,
-    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 2,
+    d_shared: Annotated[int, typer.Option(min=8, help="Width of the shared latent space")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    cache_dir: Annotated[Path | None, typer.Option(help="Frozen-state cache (default ~/.cache/llm-orchestrator/mot)")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 1,
     seed: Annotated[int, typer.Option()] = 0,
     store: Annotated[bool, typer.Option("--store/--no-store", help="Also save the checkpoint as the store artefact mot/default")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Train MoT's router and interaction layers (experts frozen) on CPU for a bounded time."""
+    """Train MoT's router and interaction layers (experts frozen, their forwards cached) on CPU.
+    The shipped checkpoint (routers/mot/shipped/) is a short run of this with --train-limit 249."""
     from orchestrator.training import store_mot_checkpoint
     from routers.mot.run import MoTJob, run_training
 
-    job = MoTJob(experts=comma_names(experts) or [], data=data, out=out, minutes=minutes,
-                 max_steps=max_steps, n_stacks=n_stacks, top_k=top_k, batch_size=batch_size,
-                 max_prompt_chars=max_prompt_chars, threads=threads, seed=seed)
+    job = MoTJob(experts=comma_names(experts) or [], data=data, out=out, n_options=n_options,
+                 max_prompt_chars=max_prompt_chars, train_limit=train_limit, dev_fraction=dev_fraction, epochs=epochs,
+                 minutes=minutes, max_steps=max_steps, n_stacks=n_stacks, top_k=top_k, d_shared=d_shared,
+                 batch_size=batch_size, lr=lr, cache_dir=cache_dir, threads=threads, seed=seed)
     try:
-        summary = run_training(job)
+        summary = run_training(job, log=lambda line: console(stderr=True).print(line, markup=False, highlight=False))
     except (OrchestratorError, ValueError) as e:
         fail(str(e))
     if store:
