@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from experts.spec import OrchestratorConfig
 from mot_tiny import tiny_experts, tiny_fusion
 from orchestrator.cli import app
+from orchestrator.cli._common import EXIT_UNDECIDED  # a router that cannot route (unfitted, no checkpoint) exits 4
 from orchestrator.pipeline import Runtime
 from routers.types import Query, RoutingError
 from routers.mot.checkpoint import checkpoint_bytes, save_checkpoint
@@ -99,7 +100,7 @@ def test_cli_ask_with_mot(trained, tmp_path: Path) -> None:
     cfg["routers"] = {"mot": {"checkpoint": str(tmp_path / "nowhere")}}
     path.write_text(yaml.safe_dump(cfg))
     res = runner.invoke(app, ["ask", "hi", "--router", "mot", "--config", str(path)])
-    assert res.exit_code == 2 and "checkpoint" in res.output and "Traceback" not in res.output
+    assert res.exit_code == EXIT_UNDECIDED and "checkpoint" in res.output and "Traceback" not in res.output
 
 
 def test_bad_checkpoint_bytes_are_a_clear_error(trained, tmp_path: Path) -> None:

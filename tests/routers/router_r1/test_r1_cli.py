@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from conftest import POOL3, RECORDED
 from orchestrator.cli import app
+from orchestrator.cli._common import EXIT_UNDECIDED  # a router that cannot route (unfitted, no checkpoint) exits 4
 
 runner = CliRunner()
 
@@ -25,4 +26,4 @@ def test_ask_router_r1_with_a_non_policy_config_error(tmp_path: Path) -> None:
     cfg.write_text(f"store: sqlite+aiosqlite:///{tmp_path / 'c.db'}\nexperts:\n"
                    f"  - {{name: yi, backend: recorded, path: {RECORDED}, model: Yi-34B}}\n")
     r = runner.invoke(app, ["ask", "hi", "--router", "router-r1", "--config", str(cfg)])
-    assert r.exit_code == 2 and "policy expert 'smollm2-135m' is not registered" in r.output
+    assert r.exit_code == EXIT_UNDECIDED and "policy expert 'smollm2-135m' is not registered" in r.output
