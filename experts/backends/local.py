@@ -19,13 +19,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable: never try one
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 # Imported here, not inside worker threads: transformers' lazy module is not safe to import
 # from two threads at once (two models loading in parallel hit a spurious ImportError).
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StopStringCriteria, StoppingCriteriaList
+from transformers import AutoTokenizer, StopStringCriteria, StoppingCriteriaList
 
 from experts.backends.base import ExpertBackend
 from experts.errors import ConfigError, ExpertError, ExpertUnavailable
@@ -47,6 +48,7 @@ class LocalBackend(ExpertBackend):
         self._gen_lock = threading.Lock()
         self._load_lock = asyncio.Lock()
         self.load_count = 0
+        self._stop_criteria: dict[tuple[str, ...], Any] = {}
 
     # ------------------------------------------------------------------ residency
     @property
@@ -73,15 +75,23 @@ class LocalBackend(ExpertBackend):
     def _load_locked(self) -> None:
         from experts.packaged_models import resolve_model_dir
 
+        from experts.adapters import load_causal_lm, tokenizer_dir
+
         path = resolve_model_dir(self.spec.model)
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
-        # bf16 matmuls are slow on most CPUs: compute in float32 there.
-        dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
-        tok = AutoTokenizer.from_pretrained(str(path), **_tokenizer_kwargs(path))
+        # bf16 matmuls are slow on most CPUs: compute in float32 there unless the spec says
+        # otherwise (CPUs with AMX run bf16 several times faster).
+        if self.spec.dtype == "auto":
+            dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
+        else:
+            dtype = getattr(torch, self.spec.dtype)
+        tok_path = tokenizer_dir(path)
+        tok = AutoTokenizer.from_pretrained(str(tok_path), **_tokenizer_kwargs(tok_path))
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(self._device)
+        # A LoRA adapter directory loads over its base and is merged (experts/adapters.py).
+        model = load_causal_lm(path, dtype).to(self._device)
         model.eval()
         self._tokenizer, self._model = tok, model
         self.load_count += 1
@@ -95,6 +105,7 @@ class LocalBackend(ExpertBackend):
         with self._gen_lock:
             self._model = None
             self._tokenizer = None
+            self._stop_criteria.clear()
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -137,7 +148,7 @@ class LocalBackend(ExpertBackend):
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if stops:
-                kwargs["stopping_criteria"] = StoppingCriteriaList([StopStringCriteria(tok, stops)])
+                kwargs["stopping_criteria"] = StoppingCriteriaList([self._stops(tuple(stops))])
             t0 = time.perf_counter()
             with torch.inference_mode():
                 out = model.generate(**enc, **kwargs)
@@ -152,15 +163,14 @@ class LocalBackend(ExpertBackend):
                 hit_eos = cut is not None
                 gen = gen[:cut] if hit_eos else [t for t in gen if t != tok.pad_token_id]
                 text = tok.decode(gen, skip_special_tokens=True)
-                finish = "stop" if hit_eos else "length"
-                for s in req.stop:
-                    k = text.find(s)
-                    if k >= 0:
-                        text, finish = text[:k], "stop"
+                finish, stop_string = ("stop" if hit_eos else "length"), None
                 n_gen = min(len(gen), req.max_tokens)
                 if len(gen) > req.max_tokens:  # batch neighbours asked for more tokens than this one
                     text = tok.decode(gen[: req.max_tokens], skip_special_tokens=True)
                     finish = "length"
+                text, stop_string = cut_at_stop(text, req.stop)
+                if stop_string is not None:
+                    finish = "stop"
                 results.append(
                     GenerationResult(
                         text=text,
@@ -168,9 +178,16 @@ class LocalBackend(ExpertBackend):
                         completion_tokens=n_gen,
                         latency_s=latency,
                         finish_reason=finish,
+                        stop_string=stop_string,
                     )
                 )
             return results
+
+    def _stops(self, stops: tuple[str, ...]) -> Any:
+        """StopStringCriteria scans the whole vocabulary when built: build it once per stop set."""
+        if stops not in self._stop_criteria:
+            self._stop_criteria[stops] = StopStringCriteria(self._tokenizer, list(stops))
+        return self._stop_criteria[stops]
 
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         if not requests:
@@ -220,6 +237,15 @@ class LocalBackend(ExpertBackend):
         where = found if not hasattr(found, "id") else model_cache_dir() / found.id  # type: ignore[union-attr]
         state = "loaded" if self.is_loaded else "not loaded"
         return HealthStatus(name=self.name, backend="local", healthy=True, detail=f"weights {where} ({state})")
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
+    """The text before the earliest stop string, and that stop string (removed, as servers do)."""
+    hits = sorted((k, s) for s in stops if (k := text.find(s)) >= 0)
+    if not hits:
+        return text, None
+    k, stop = hits[0]
+    return text[:k], stop
 
 
 def _as_list(x: Any) -> list[int]:

@@ -303,7 +303,7 @@ class BenchmarkRunner:
             run = await scheduler.run(router, visible)
             items = []
             for q, out in zip(chunk, run.outcomes, strict=True):
-                expert_calls = [c for c in out.calls if c.role == "expert"]
+                expert_calls = [c for c in out.calls if c.role in ("expert", "callee")]  # callee: Router-R1's routed calls
                 agg_calls = [c for c in out.calls if c.role == "aggregator"]
                 items.append(
                     BenchItemRecord(
