@@ -412,6 +412,7 @@ def train_mot(
 
 @train_app.command("router-r1")
 def train_router_r1(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Run directory: metrics*.jsonl, reward.png, eval.json, summary.json, checkpoints")],
     steps: Annotated[int, typer.Option(min=0, help="GRPO steps (from --policy-path, or from this run's warm-up)")] = 0,
     warmup: Annotated[int, typer.Option(min=0, help="Supervised warm-up: demonstrations from the recorded outputs")] = 0,
@@ -432,6 +433,7 @@ def train_router_r1(
     obs_tokens: Annotated[int, typer.Option(min=8, help="Tokens kept of each callee reply (its tail)")] = 48,
     lr: Annotated[float, typer.Option(help="GRPO learning rate (LoRA)")] = 1e-4,
     warmup_lr: Annotated[float, typer.Option(help="Warm-up learning rate (LoRA)")] = 5e-4,
+    warmup_models: Annotated[str | None, typer.Option(help="Comma-separated recorded models the warm-up's other pools draw from")] = None,
     beta: Annotated[float, typer.Option(help="KL coefficient to the reference policy")] = 0.001,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Cost weight α")] = 0.0,
     save_every: Annotated[int, typer.Option(min=1)] = 25,
@@ -441,15 +443,13 @@ def train_router_r1(
 ) -> None:
     """Warm up (supervised), GRPO-train and evaluate the Router-R1 policy (a LoRA adapter);
     the checkpoint loads with --router-opt router-r1.policy_path=DIR."""
-    import shlex
-    import sys
-
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from orchestrator.dispatcher import Dispatcher
     from routers.router_r1.training import cli_support
     from routers.router_r1.training.trainer import TrainJob, run_training
 
+    command = _command_line(ctx, ["orchestrator", "train", "router-r1"])
     cfg = _load_config(config)
     if not (warmup or steps or evaluate):
         _console(stderr=True).print("[red]error:[/red] nothing to do: pass --warmup N, --steps N and/or --evaluate N")
@@ -461,10 +461,11 @@ def train_router_r1(
                        warmup_lr=warmup_lr, steps=steps, group_size=group_size, questions_per_step=questions_per_step, lr=lr,
                        beta=beta, alpha=alpha, save_every=save_every, max_turns=max_turns, max_new_tokens=max_new_tokens,
                        obs_tokens=obs_tokens, prefill=prefill, evaluate=evaluate, threads=threads, seed=seed,
-                       command=" ".join(["orchestrator", *(shlex.quote(a) for a in sys.argv[1:])]))
+                       command=command)
         names = [p.strip() for p in pool.split(",") if p.strip()] if pool else None
+        extra = [m.strip() for m in warmup_models.split(",") if m.strip()] if warmup_models is not None else None
         tdata = cli_support.training_data(cfg, recorded=recorded, pool=names, live=live, policy=policy, data=data,
-                                          fit_fraction=fit_fraction, seed=split_seed)
+                                          fit_fraction=fit_fraction, seed=split_seed, extra_models=extra)
         _console(stderr=True).print(f"base {job.base_model} · callees {', '.join(tdata.pool)} · {len(tdata.fit)} fit / "
                                     f"{len(tdata.eval)} evaluation questions")
         try:
@@ -492,6 +493,21 @@ def train_router_r1(
         _console(stderr=True).print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     _console().print_json(json.dumps(summary, default=str))
+
+
+def _command_line(ctx: typer.Context, prefix: list[str]) -> str:
+    """The running command with the options given (not the defaults), for a run's records."""
+    import shlex
+
+    import click
+
+    parts = list(prefix)
+    for p in ctx.command.params:
+        value = ctx.params.get(p.name or "")
+        if value is None or value == p.default or not isinstance(p, click.Option):
+            continue
+        parts += [p.opts[0]] if p.is_flag else [p.opts[0], shlex.quote(str(value))]
+    return " ".join(parts)
 
 
 @app.command()

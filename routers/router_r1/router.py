@@ -111,7 +111,7 @@ class RouterR1Router(Router):
 
     def _policy_expert(self, ctx: RouterContext, opts: RouterR1Options) -> str:
         reg = ctx.registry
-        if opts.policy is not None:
+        if opts.policy is not None and opts.policy_path is None:
             found = reg.find(opts.policy)
             if found is None:
                 raise RoutingError(f"router 'router-r1': policy expert {opts.policy!r} is not registered; pass policy=NAME "

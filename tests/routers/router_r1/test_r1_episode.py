@@ -74,7 +74,7 @@ def test_truncation_ends_at_the_first_answer_statement() -> None:
     enc = lambda s: s.split()  # noqa: E731
     dec = lambda ids: " ".join(ids)  # noqa: E731
     reply = "Let's think. Mitochondria make ATP. The answer is (C).\n\nQuestion: Which organ pumps blood? Options: A. liver"
-    assert truncate_reply(reply, 6, enc, dec) == "Mitochondria make ATP. The answer is (C)."
+    assert truncate_reply(reply, 7, enc, dec) == "Mitochondria make ATP. The answer is (C)."
     assert truncate_reply(reply, 100, enc, dec) == "Let's think. Mitochondria make ATP. The answer is (C)."
     assert truncate_reply("the answer is B and more", 100) == "the answer is B"
 
