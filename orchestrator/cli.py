@@ -428,6 +428,7 @@ def train_router_r1(
     split_seed: Annotated[int, typer.Option(help="Seed of the split and of the evaluation sample (bench's --seed)")] = 0,
     group_size: Annotated[int, typer.Option(min=2, help="Rollouts per question (GRPO group)")] = 6,
     questions_per_step: Annotated[int, typer.Option(min=1)] = 2,
+    grpo_max_chars: Annotated[int, typer.Option(min=50, help="GRPO on fit questions of at most N characters with options (CPU time)")] = 500,
     max_turns: Annotated[int, typer.Option(min=1, help="Routing turns (then one answer-only turn)")] = 3,
     max_new_tokens: Annotated[int, typer.Option(min=8, help="New tokens per policy turn")] = 64,
     obs_tokens: Annotated[int, typer.Option(min=8, help="Tokens kept of each callee reply (its tail)")] = 48,
@@ -458,12 +459,13 @@ def train_router_r1(
     async def go() -> dict[str, Any]:
         cli_support.check_policy_path(policy_path)
         job = TrainJob(out=out, base_model=cli_support.base_model(cfg, policy=policy), policy_path=policy_path, warmup=warmup,
-                       warmup_lr=warmup_lr, steps=steps, group_size=group_size, questions_per_step=questions_per_step, lr=lr,
+                       warmup_lr=warmup_lr, steps=steps, group_size=group_size, questions_per_step=questions_per_step, grpo_max_chars=grpo_max_chars, lr=lr,
                        beta=beta, alpha=alpha, save_every=save_every, max_turns=max_turns, max_new_tokens=max_new_tokens,
                        obs_tokens=obs_tokens, prefill=prefill, evaluate=evaluate, threads=threads, seed=seed,
                        command=command)
         names = [p.strip() for p in pool.split(",") if p.strip()] if pool else None
         extra = [m.strip() for m in warmup_models.split(",") if m.strip()] if warmup_models is not None else None
+        extra = extra if warmup else []  # only the warm-up reads other models' outputs (each table costs memory)
         tdata = cli_support.training_data(cfg, recorded=recorded, pool=names, live=live, policy=policy, data=data,
                                           fit_fraction=fit_fraction, seed=split_seed, extra_models=extra)
         _console(stderr=True).print(f"base {job.base_model} · callees {', '.join(tdata.pool)} · {len(tdata.fit)} fit / "

@@ -74,7 +74,7 @@ class Policy:
         tok = AutoTokenizer.from_pretrained(str(tok_dir))
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        model.eval()  # no dropout anywhere: sampling and scoring see the same function
+        model.to(default_device()).eval()  # no dropout anywhere: sampling and scoring see the same function
         return cls(model=model, tok=tok, base_model=base_model)
 
     # ------------------------------------------------------------------ text ↔ tokens
@@ -115,7 +115,7 @@ class Policy:
     def save(self, path: Path) -> None:
         """The adapter only (a few MB); its config names the base model."""
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(path))
+        self.model.save_pretrained(str(path), save_embedding_layers=False)  # embeddings are never trained
 
 
 def add_lora(model: Any, lora: LoraSettings, base_model: str) -> Any:
@@ -159,6 +159,11 @@ class SharedPrefix:
         if not grad:
             self._kv = (version, kv)
         return kv
+
+
+def default_device() -> str:
+    """CUDA when there is one; every input is built on the model's device (`_device`)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _device(model: Any) -> torch.device:

@@ -52,7 +52,7 @@ from routers.router_r1.checkpoint import PolicyCheckpoint, SplitRecord, read_che
 from routers.router_r1.prompts import policy_prompt, prompt_head
 from routers.router_r1.reward import CostNormaliser, format_score, total_reward
 from routers.router_r1.training.demos import demonstration
-from routers.router_r1.training.engine import LoraSettings, Policy, SamplingConfig, SharedPrefix
+from routers.router_r1.training.engine import LoraSettings, Policy, SamplingConfig, SharedPrefix, default_device
 from routers.router_r1.training.grpo import grpo_step, group_advantages, sft_step
 from routers.router_r1.training.rollout import Rollout, run_rollouts
 
@@ -264,7 +264,7 @@ async def grpo(job: TrainJob, data: TrainingData, submit: Submit, progress: Prog
     torch.set_num_threads(job.threads)
     policy = await asyncio.to_thread(Policy.load, job.base_model, adapter=job.policy_path, dtype=_dtype(job))
     ref_model = await asyncio.to_thread(load_causal_lm, job.policy_path, _dtype(job))
-    ref_model.eval().requires_grad_(False)
+    ref_model.to(default_device()).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad], lr=job.lr, weight_decay=0.0)
     start = read_checkpoint(job.policy_path)
     lines = list(start.descriptor_lines) if start and start.pool == data.pool else data.descriptor_lines(data.pool)
