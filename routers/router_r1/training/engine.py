@@ -22,6 +22,9 @@ tokens the router will. Three things keep it inside a CPU budget:
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable: peft must not try one when saving
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +119,7 @@ class Policy:
         """The adapter only (a few MB); its config names the base model."""
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(path), save_embedding_layers=False)  # embeddings are never trained
+        (path / "README.md").unlink(missing_ok=True)  # peft's blank model-card template; router_r1.json says what this is
 
 
 def add_lora(model: Any, lora: LoraSettings, base_model: str) -> Any:
@@ -289,9 +293,27 @@ def response_logprobs(model: Any, rows: Sequence[tuple[Sequence[int], Sequence[i
         hidden = decoder(input_ids=ids.to(device), attention_mask=attn_full.to(device), position_ids=pos.to(device),
                          use_cache=shared, **kwargs).last_hidden_state
         row, col = tmask.nonzero(as_tuple=True)
-        logits = lm_head(hidden[row, col - 1]).float()
-        lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[row, col].to(device)[:, None]).squeeze(-1)
+        lp = _token_logprobs(lm_head, hidden[row, col - 1], ids[row, col].to(device), grad=grad)
     return lp, row.to(device)
+
+
+LOGIT_CHUNK = 128  # positions per (positions × 49k-word) logit block
+
+
+def _token_logprobs(lm_head: Any, hidden: torch.Tensor, targets: torch.Tensor, *, grad: bool) -> torch.Tensor:
+    """log p(target) from the final hidden states, a block of positions at a time. With grad each
+    block is recomputed in the backward pass instead of kept (activation checkpointing): the
+    float logits of a whole batch would be hundreds of MB on a machine that is short of memory."""
+    from torch.utils.checkpoint import checkpoint
+
+    def block(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(lm_head(h).float(), dim=-1).gather(-1, t[:, None]).squeeze(-1)
+
+    parts = []
+    for s in range(0, hidden.shape[0], LOGIT_CHUNK):
+        h, t = hidden[s : s + LOGIT_CHUNK], targets[s : s + LOGIT_CHUNK]
+        parts.append(checkpoint(block, h, t, use_reentrant=False) if grad else block(h, t))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 
 def _as_list(x: Any) -> list[int]:

@@ -164,6 +164,20 @@ def _meta(job: TrainJob, data: TrainingData, policy: Policy, stage: str, lines: 
                             parent=str(job.policy_path) if job.policy_path else None, command=job.command)
 
 
+def release_memory() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them otherwise): a long CPU run's
+    resident size then follows its live tensors, which matters on a machine shared under
+    memory pressure (two runs here were killed by the OOM killer at 5-6 GB resident)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: nothing to do
+        pass
+
+
 def _append(path: Path, record: dict[str, Any]) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
@@ -211,6 +225,7 @@ def warmup(job: TrainJob, data: TrainingData, progress: Progress | None = None) 
                "demos": len(demos), "seconds": round(time.perf_counter() - t0, 2)}
         records.append(rec)
         _append(metrics, rec)
+        release_memory()
         if progress:
             progress("warmup", step, n_steps, rec)
     ckpt = job.out / "checkpoint-warmup"
@@ -312,6 +327,8 @@ async def grpo(job: TrainJob, data: TrainingData, submit: Submit, progress: Prog
         records.append(rec)
         _append(metrics, rec)
         _plot_grpo(records, job.out / "reward.png", priciest)
+        del rollouts, rows, stats
+        release_memory()
         if progress:
             progress("grpo", step, job.steps, rec)
         if step % job.save_every == 0 and step != job.steps:
@@ -360,6 +377,7 @@ async def evaluate(job: TrainJob, data: TrainingData, submit: Submit, checkpoint
         out = await run_rollouts(policy, [prompts[q.id] for q in chunk], question_ids=[q.id for q in chunk], resolve=resolve,
                                  submit=submit, price_of=price.__getitem__, cfg=sampling, prefix=prefix)
         rollouts.update((q.id, r) for q, r in zip(chunk, out, strict=True))
+        release_memory()
         if progress:
             progress("evaluate", min(i + job.eval_batch, len(ordered)), len(ordered), {})
     episodes = []
