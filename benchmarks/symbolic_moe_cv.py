@@ -6,7 +6,7 @@ other folds and scores it on the held-out fold with the recorded answers and the
 aggregator. The evaluation split is never loaded into the routers nor scored.
 
     PYTHONPATH=$PWD python benchmarks/symbolic_moe_cv.py --recorded ../shared/data/recorded/mmlu_pro_tiger \
-        --config 'faithful:' --config 'team:mode=team,shrinkage=20'
+        --config 'faithful:' --config 'skill-acc:mode=accuracy'
 """
 
 from __future__ import annotations

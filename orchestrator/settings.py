@@ -1,4 +1,7 @@
-"""Settings from the environment, and the embedded default configuration.
+"""Settings from the environment (every one prefixed ORCHESTRATOR_), and the embedded default configuration.
+
+    config = resolve_config(None, Settings())    # ORCHESTRATOR_CONFIG / ORCHESTRATOR_STORE
+    app = create_app(config, GatewaySettings())  # ORCHESTRATOR_MAX_BODY_BYTES, ORCHESTRATOR_RATE_LIMIT_RPM, ...
 
 With no `--config`, the orchestrator runs on the embedded default: SQLite in the working
 directory and in-process experts on tiny real models from packaged weights."""
@@ -42,13 +45,30 @@ DEFAULT_CONFIG = {
 }
 
 
-class Settings(BaseSettings):
-    """Environment: ORCHESTRATOR_CONFIG (a YAML file), ORCHESTRATOR_STORE (a database URL)."""
-
+class _FromEnvironment(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", extra="ignore")
+
+
+class Settings(_FromEnvironment):
+    """What to run: ORCHESTRATOR_CONFIG (a YAML file), ORCHESTRATOR_STORE (a database URL)."""
 
     config: Path | None = None
     store: str | None = None
+
+
+class GatewaySettings(_FromEnvironment):
+    """How the gateway serves: ORCHESTRATOR_MAX_BODY_BYTES, ORCHESTRATOR_RATE_LIMIT_RPM, ORCHESTRATOR_REQUIRE_API_KEY, ..."""
+
+    max_body_bytes: int = 1_048_576
+    rate_limit_rpm: int = 0  # per API key; 0 = off
+    rate_limit_burst: int | None = None
+    require_api_key: bool = False  # also on whenever the store holds an active key
+    default_max_tokens: int = 256
+    health_cache_s: float = 10.0
+    request_timeout_s: float = 600.0
+    batch_chunk_size: int = 32  # batch items answered (and stored) together
+    batch_pause_s: float = 0.0  # pause between batch chunks, leaving room for interactive traffic
+    gc_tuning: bool = True  # freeze start-up objects and collect young garbage less often (gateway/lifespan.py)
 
 
 def resolve_config(path: Path | None, settings: Settings | None = None) -> OrchestratorConfig:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from routers.base import Router
-
+from routers.fitted import ExpertScores, FittedRouter, top_k
 from routers.types import Aggregation, Assignment, FitData, Plan, Query, RouterContext, RoutingError
 
 
@@ -65,28 +66,28 @@ class AllVoteRouter(Router):
         )
 
 
-class BestSingleRouter(Router):
+class BestSingleRouter(FittedRouter[ExpertScores]):
     """The expert with the highest accuracy on the fit data answers everything."""
 
     name = "best-single"
     description = "the expert with the best fit-data accuracy"
-    needs_fit = True
+    fit_hint = "run it through `orchestrator bench` or fit it first"
 
     def __init__(self, ctx: RouterContext, **options: Any) -> None:
         super().__init__(ctx, **options)
-        self.expert: str | None = None
         self.accuracies: dict[str, float] = {}
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.accuracies)
 
     async def fit(self, data: FitData) -> dict[str, Any]:
         self.accuracies = {e: data.accuracy(e) for e in self.pool}
-        # Ties go to the earlier pool entry: deterministic.
-        self.expert = max(self.pool, key=lambda e: (self.accuracies[e], -self.pool.index(e)))
-        return {"expert": self.expert, "fit_accuracy": self.accuracies[self.expert]}
+        expert = top_k(self.accuracies, 1)[0]  # ties go to the earlier pool entry: deterministic
+        return {"expert": expert, "fit_accuracy": self.accuracies[expert]}
 
-    async def route(self, query: Query) -> Plan:
-        if self.expert is None:
-            raise RoutingError("router 'best-single' is not fitted: run it through `orchestrator bench` or fit it first")
-        return Plan.single(self.name, self.expert, query.expert_request(), reason="best fit-data accuracy")
+    async def score_batch(self, queries: Sequence[Query]) -> list[ExpertScores]:
+        return [ExpertScores(self.accuracies, reason="best fit-data accuracy") for _ in queries]
 
 
 class OracleRouter(Router):

@@ -15,7 +15,8 @@ import uvicorn
 
 from conftest import POOL3, RECORDED
 from experts import parse_config
-from orchestrator.gateway.app import GatewaySettings, create_app
+from orchestrator.gateway.app import create_app
+from orchestrator.settings import GatewaySettings
 
 
 def free_port() -> int:
@@ -60,7 +61,7 @@ def running_gateway(config, settings: GatewaySettings | None = None) -> Iterator
 
 
 def make_keys(store_url: str, names: list[str]) -> list[str]:
-    from orchestrator.gateway.security import new_api_key
+    from orchestrator.gateway.auth import new_api_key
     from store import Store
 
     async def go() -> list[str]:

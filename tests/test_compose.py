@@ -127,7 +127,7 @@ def test_readme_names_exactly_the_compose_services(compose: dict) -> None:
 
 def gateway_env_vars() -> set[str]:
     """Every environment variable the gateway's settings classes read."""
-    from orchestrator.gateway.app import GatewaySettings
+    from orchestrator.settings import GatewaySettings
     from orchestrator.settings import Settings
 
     out = set()

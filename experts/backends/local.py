@@ -29,6 +29,7 @@ import torch
 from transformers import AutoTokenizer, StopStringCriteria, StoppingCriteriaList
 
 from experts.backends.base import ExpertBackend
+from experts.backends.hf import eos_token_ids
 from experts.errors import ConfigError, ExpertError, ExpertUnavailable
 from experts.spec import ExpertSpec
 from experts.types import GenerationRequest, GenerationResult, HealthStatus
@@ -154,7 +155,7 @@ class LocalBackend(ExpertBackend):
                 out = model.generate(**enc, **kwargs)
             latency = time.perf_counter() - t0
             prompt_len = enc["input_ids"].shape[1]
-            eos_ids = set(_as_list(model.generation_config.eos_token_id) + _as_list(tok.eos_token_id))
+            eos_ids = eos_token_ids(model, tok)
             results = []
             for i, req in enumerate(batch):
                 gen = out[i, prompt_len:].tolist()
@@ -246,12 +247,6 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
         return text, None
     k, stop = hits[0]
     return text[:k], stop
-
-
-def _as_list(x: Any) -> list[int]:
-    if x is None:
-        return []
-    return list(x) if isinstance(x, (list, tuple)) else [int(x)]
 
 
 _MISTRAL_TYPES = {"mistral", "mistral3", "ministral", "pixtral", "voxtral"}

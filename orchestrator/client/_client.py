@@ -39,8 +39,18 @@ from orchestrator.client._exceptions import (
     retry_after_s,
 )
 from orchestrator.client._models import ChatCompletion, ExpertDeleted, ExpertInfo, Readiness
-from orchestrator.gateway.batches.protocol import BatchCreate, BatchObject, BatchRequestItem, BatchResultItem, BatchResults
-from orchestrator.gateway.protocol import ChatCompletionChunk, ChatCompletionRequest, ChatMessageIn, ModelCard, ModelList
+from orchestrator.protocol import (
+    BatchCreate,
+    BatchObject,
+    BatchRequestItem,
+    BatchResultItem,
+    BatchResults,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessageIn,
+    ModelCard,
+    ModelList,
+)
 from store.records import TraceRecord
 
 RETRY_STATUSES = frozenset({429, 503})

@@ -1,13 +1,20 @@
-"""Typed results of the client. Server wire models are reused where they exist, so the client and
-the gateway cannot drift apart."""
+"""Typed results of the client. The gateway's wire models (`orchestrator.protocol`) are reused
+where they exist, so the client and the gateway cannot drift apart."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
 from experts.spec import ExpertSpec
-from orchestrator.gateway.batches.protocol import BatchObject, BatchRequestItem, BatchResultItem
-from orchestrator.gateway.protocol import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ModelCard
+from orchestrator.protocol import (
+    BatchObject,
+    BatchRequestItem,
+    BatchResultItem,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ModelCard,
+)
 from store.records import TraceRecord
 
 

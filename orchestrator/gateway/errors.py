@@ -11,18 +11,27 @@
     ├── UpstreamFailed      502 upstream_error (every expert failed)
     ├── ServiceUnavailable  503 service_unavailable (store down, expert overloaded; + Retry-After)
     └── UpstreamTimeout     504 timeout
+
+    install_handlers(app)                # one handler per exception type, rendering the envelope
+    with map_store_exceptions():         # a failing store -> ServiceUnavailable (503, Retry-After)
+        rec = await store.get_trace(trace_id)
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from types import TracebackType
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestrator.gateway.protocol import ErrorInfo, ErrorResponse
+from orchestrator.protocol import ErrorInfo, ErrorResponse
+from store.db import StoreUnavailable
+
+logger = logging.getLogger("orchestrator.gateway")
 
 
 class APIError(Exception):
@@ -75,6 +84,32 @@ class UpstreamTimeout(APIError):
     status_code, type = 504, "timeout"
 
 
+def store_unavailable(reason: str) -> ServiceUnavailable:
+    """The error of every request the store cannot serve right now (clients retry after 2 s)."""
+    return ServiceUnavailable(f"the store is unavailable ({reason}); retry shortly", retry_after=2)
+
+
+def is_store_failure(exc: BaseException) -> bool:
+    """Whether `exc` says the database failed: our `StoreUnavailable`, an SQLAlchemy or asyncpg
+    error, or an OSError (SQLAlchemy passes a refused connection through unwrapped)."""
+    module = type(exc).__module__
+    return isinstance(exc, (StoreUnavailable, OSError)) or "sqlalchemy" in module or "asyncpg" in module
+
+
+class map_store_exceptions:  # noqa: N801 - used like a function, as contextlib.suppress is
+    """A store failure inside becomes `store_unavailable` (a 503, not a 500); anything else passes.
+
+    A class rather than a `@contextmanager` generator: it is on the chat path, and a generator
+    context manager costs eight Python calls per use, this one two."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(exc, Exception) and is_store_failure(exc):
+            raise store_unavailable(type(exc).__name__) from exc
+
+
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -106,7 +141,7 @@ def validation_error(exc: RequestValidationError) -> APIError:
     return Unprocessable(f"{param}: {msg}" if param else msg, param=param, code=str(first.get("type", "invalid")))
 
 
-def install_handlers(app) -> None:  # type: ignore[no-untyped-def]
+def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc)
@@ -127,7 +162,5 @@ def install_handlers(app) -> None:  # type: ignore[no-untyped-def]
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        import logging
-
-        logging.getLogger("orchestrator.gateway").exception("unhandled error")
+        logger.exception("unhandled error")
         return error_response(APIError("internal error; the trace id in the logs has details"))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from store.records import ExpertCallRecord
 
@@ -60,34 +58,3 @@ class GatewayMetrics:
                 self.child(self.tokens, c.expert, "prompt").inc(c.prompt_tokens)
                 self.child(self.tokens, c.expert, "completion").inc(c.completion_tokens)
                 self.child(self.cost, c.expert).inc(c.cost_usd)
-
-
-class RequestMetrics:
-    """Counts requests and observes their latency per route template and status.
-
-    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` (what `@app.middleware` builds)
-    runs each request through extra tasks and memory streams, measurably slower per request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            st = getattr(scope["app"].state, "gateway", None) if "app" in scope else None
-            if st is not None:
-                path = getattr(scope.get("route"), "path", "unmatched")
-                st.metrics.record_request(path, status, time.perf_counter() - t0)

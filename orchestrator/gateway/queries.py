@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from experts.types import ChatMessage
 from orchestrator.gateway import errors as E
-from orchestrator.gateway.protocol import ChatCompletionRequest
+from orchestrator.protocol import ChatCompletionRequest
 from routers.types import Query
 from routers.registry import router_names
 

@@ -47,9 +47,12 @@ class CategoryClassifier:
 
     def predict(self, x: np.ndarray) -> tuple[list[str], np.ndarray]:
         """(category, confidence = max probability) per row."""
-        p = self.predict_proba(x)
-        idx = p.argmax(axis=1)
-        return [self.labels[i] for i in idx], p[np.arange(len(idx)), idx]
+        return self.top_category(self.predict_proba(x))
+
+    def top_category(self, probs: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """(category, confidence) per row of `predict_proba`'s output."""
+        idx = probs.argmax(axis=1)
+        return [self.labels[i] for i in idx], probs[np.arange(len(idx)), idx]
 
     def dumps(self) -> bytes:
         buf = io.BytesIO()

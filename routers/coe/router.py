@@ -19,24 +19,27 @@ Options:
                   closest to target_fallback_rate)
   labels_path     JSONL of {"text", "label"} to train the classifier on instead of the
                   questions' own categories (any user taxonomy)
+  decision        "argmax" (the predicted category's mapped expert, gated by the threshold) or
+                  "expected" (the map's expert with the best expected accuracy, no gate)
+
+The scoring function is `score_category`; `FittedRouter` turns its scores into plans.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from experts.errors import ConfigError
-from routers.base import Router
-from routers.types import FitData, Plan, Query, RouterContext, RoutingError
 from routers.coe.assignment import InfeasibleBudget, per_category_accuracy, solve_assignment
 from routers.coe.classifier import CategoryClassifier
 from routers.embeddings import shared_embedder
-
-ARTEFACT_KIND = "coe-router"
+from routers.fitted import ExpertScores, FittedRouter
+from routers.types import FitData, Query, RouterContext, RoutingError
 
 
 def load_labelled(path: Path) -> tuple[list[str], list[str]]:
@@ -59,10 +62,11 @@ def load_labelled(path: Path) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-class CoERouter(Router):
+class CoERouter(FittedRouter[ExpertScores]):
     name = "coe"
     description = "category classifier, then the best expert per category under a budget (CoE)"
-    needs_fit = True
+    fit_hint = "run `orchestrator profile build --router coe` or `orchestrator bench`"
+    artefact_kind = "coe-router"
 
     def __init__(
         self,
@@ -77,7 +81,6 @@ class CoERouter(Router):
         calibration_fraction: float = 0.25,
         labels_path: str | None = None,
         decision: str = "argmax",
-        artefact: str = "default",
         **options: Any,
     ) -> None:
         super().__init__(ctx, **options)
@@ -97,10 +100,12 @@ class CoERouter(Router):
         self.calibrate, self.target_fallback_rate = calibrate, target_fallback_rate
         self.calibration_fraction = calibration_fraction
         self.labels_path = labels_path
-        self.artefact = artefact
         self.classifier: CategoryClassifier | None = None
         self.mapping: dict[str, str] = {}
-        self.fit_info: dict[str, Any] = {}
+
+    @property
+    def fitted(self) -> bool:
+        return self.classifier is not None
 
     # ------------------------------------------------------------------ costs
     def expert_costs(self, data: FitData) -> dict[str, float]:
@@ -173,7 +178,7 @@ class CoERouter(Router):
             "calibration": self.calibrate,
             "fallback_rate_held_out": float(np.mean(conf < self.threshold)) if len(conf) else None,
         }
-        await self._save()
+        await self.save()
         return self.fit_info
 
     def _calibrate(self, cal: list[Query], cats: list[str], conf: np.ndarray, correct: dict[str, dict[str, bool]]) -> float:
@@ -193,59 +198,47 @@ class CoERouter(Router):
         return best_t
 
     # ------------------------------------------------------------------ persistence
-    async def _save(self) -> None:
-        if self.ctx.store is None or self.classifier is None:
-            return
+    def dump_state(self) -> bytes:
+        assert self.classifier is not None
         meta = {"pool": self.pool, "mapping": self.mapping, "fallback": self.fallback, "threshold": self.threshold,
                 "fit_info": self.fit_info, "category_accuracy": self.category_accuracy, "decision": self.decision}
-        payload = json.dumps({"meta": meta}).encode() + b"\n" + self.classifier.dumps()
-        await self.ctx.store.save_artefact(ARTEFACT_KIND, self.artefact, payload, {"pool": self.pool})
+        return json.dumps({"meta": meta}).encode() + b"\n" + self.classifier.dumps()
 
-    async def restore(self) -> bool:
-        if self.ctx.store is None:
-            return False
-        rec = await self.ctx.store.load_artefact(ARTEFACT_KIND, self.artefact)
-        if rec is None:
-            return False
-        head, blob = rec.payload.split(b"\n", 1)
+    def load_state(self, payload: bytes) -> None:
+        head, blob = payload.split(b"\n", 1)
         meta = json.loads(head)["meta"]
-        if sorted(meta["pool"]) != sorted(self.pool):
-            raise RoutingError(f"router 'coe': the stored artefact '{self.artefact}' (v{rec.version}) was fitted for pool {meta['pool']}")
         self.classifier = CategoryClassifier.loads(blob)
         self.mapping, self.fallback, self.threshold = meta["mapping"], meta["fallback"], meta["threshold"]
         self.category_accuracy = meta.get("category_accuracy", {})
-        self.fit_info = {**meta.get("fit_info", {}), "version": rec.version}
-        return True
+        self.fit_info = meta.get("fit_info", {})
 
-    def expected_best(self, probs: np.ndarray) -> str:
-        """The expert of the budgeted map (or the fallback) with the highest expected accuracy
-        Σ_c p(c|q)·acc[c][e] under the classifier's whole probability vector."""
-        labels = self.classifier.labels if self.classifier else []
-        candidates = list(dict.fromkeys([*self.mapping.values(), self.fallback]))
-        def expected(e: str) -> float:
-            return float(sum(pc * self.category_accuracy.get(c, {}).get(e, 0.0) for c, pc in zip(labels, probs, strict=True)))
-        return max(candidates, key=lambda e: (expected(e), -candidates.index(e)))  # type: ignore[arg-type]
+    # ------------------------------------------------------------------ scoring
+    async def score_batch(self, queries: Sequence[Query]) -> list[ExpertScores]:
+        assert self.classifier is not None
+        probs = self.classifier.predict_proba(await shared_embedder(self.ctx.services).embed([q.text for q in queries]))
+        cats, conf = self.classifier.top_category(probs)
+        return [self.score_category(c, float(p), pv) for c, p, pv in zip(cats, conf, probs, strict=True)]
 
-    # ------------------------------------------------------------------ routing
-    async def route(self, query: Query) -> Plan:
-        return (await self.route_batch([query]))[0]
+    def score_category(self, category: str, confidence: float, probs: np.ndarray) -> ExpertScores:
+        """`decision="argmax"`: the mapped expert of the predicted category scores its confidence;
+        below the threshold (or for a category the map lacks) no expert is scored and the fallback
+        answers. `decision="expected"`: the map's experts and the fallback score their expected
+        accuracy Σ_c p(c|q)·acc[c][e] under the classifier's whole probability vector."""
+        detail = {"predicted_category": category, "confidence": round(confidence, 4), "fallback_used": False}
+        reason = f"category {category} (p={confidence:.2f})"
+        if self.decision == "expected" and self.category_accuracy:
+            assert self.classifier is not None
+            labels = self.classifier.labels
+            candidates = dict.fromkeys([*self.mapping.values(), self.fallback])
+            expected = {
+                e: float(sum(pc * self.category_accuracy.get(c, {}).get(e, 0.0) for c, pc in zip(labels, probs, strict=True)))
+                for e in candidates if e is not None
+            }
+            return ExpertScores(expected, reason=reason, detail=detail)
+        if self.threshold is not None and confidence < self.threshold:
+            reason = f"category {category} (p={confidence:.2f} < {self.threshold:.2f}): fallback generalist"
+            return ExpertScores({}, reason=reason, detail={**detail, "fallback_used": True})
+        return ExpertScores({self.mapping[category]: confidence} if category in self.mapping else {}, reason=reason, detail=detail)
 
-    async def route_batch(self, queries: list[Query]) -> list[Plan]:  # type: ignore[override]
-        if self.classifier is None:
-            raise RoutingError("router 'coe' is not fitted: run `orchestrator profile build --router coe` or `orchestrator bench`")
-        vecs = await shared_embedder(self.ctx.services).embed([q.text for q in queries])
-        probs = self.classifier.predict_proba(vecs)
-        cats, conf = self.classifier.predict(vecs)
-        plans = []
-        for q, c, p, pv in zip(queries, cats, conf, probs, strict=True):
-            uncertain = self.threshold is not None and p < self.threshold
-            expert = self.fallback if uncertain or c not in self.mapping else self.mapping[c]
-            if self.decision == "expected" and self.category_accuracy:
-                expert = self.expected_best(pv)
-                uncertain = False
-            reason = (f"category {c} (p={p:.2f} < {self.threshold:.2f}): fallback generalist" if uncertain
-                      else f"category {c} (p={p:.2f}) → {expert}")
-            plans.append(Plan.single(self.name, expert, q.expert_request(), reason=reason,
-                                     fallback=self.fallback if expert != self.fallback else None)
-                         .model_copy(update={"detail": {"predicted_category": c, "confidence": round(float(p), 4), "fallback_used": bool(uncertain)}}))
-        return plans
+    def explain(self, scored: ExpertScores, expert: str, weight: float) -> str:
+        return scored.reason if scored.detail["fallback_used"] else f"{scored.reason} → {expert}"

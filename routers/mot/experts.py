@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from experts.backends.hf import eos_token_ids
 from routers.mot.alignment import token_ends
 
 
@@ -67,7 +68,7 @@ class FrozenExpert:
         self.meeting_layers = stack_ends(len(self.layers), n_stacks)
         cfg = model.config
         self.hidden_size = int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
-        self.eos_ids = {i for i in _as_list(getattr(model.generation_config, "eos_token_id", None)) + _as_list(tokenizer.eos_token_id)}
+        self.eos_ids = eos_token_ids(model, tokenizer)
 
     @classmethod
     def load(cls, model_id: str, n_stacks: int) -> "FrozenExpert":
@@ -121,9 +122,3 @@ class FrozenExpert:
         finally:
             for h in handles:
                 h.remove()
-
-
-def _as_list(x: Any) -> list[int]:
-    if x is None:
-        return []
-    return [int(v) for v in x] if isinstance(x, (list, tuple)) else [int(x)]

@@ -4,13 +4,20 @@
     G_m    = Σ_k P_m[k];  shift so that min G = 1 if any G < 0;  g = G^(1/T) / Σ, T = 0.5
     L_m(q) = Σ over the query's mapped keywords k of P_m[k]   (duplicates count twice)
     keep L_m > 0 (or, if none is positive, shift all to L − min L + 1);  w ∝ L_m · g_m
+
+Our extension (`mode="accuracy"`): with every model answering every fit item (n_k items tagged
+k), the profile encodes the number right, right_m[k] = (n_k + P_m[k]) / 2, so a model's accuracy
+on the fit items of a query's skills K is Σ_k right_m[k] / Σ_k n_k — Laplace-smoothed, or shrunk
+toward its global fit accuracy acc_m with s pseudo-items (a Beta prior) so that rare skills do
+not decide alone: (Σ_k right_m[k] + s · acc_m) / (Σ_k n_k + s).
 """
 
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
+
+from routers.fitted import top_k
 
 PRIOR_TEMPERATURE = 0.5
 
@@ -65,22 +72,32 @@ def recruit_weights(local: Mapping[str, float], prior: Mapping[str, float]) -> d
 
 
 def draw(
-    weights: Mapping[str, float], k: int, rng: random.Random, *, mode: str = "sample", backup: Sequence[str] = ()
+    weights: Mapping[str, float], k: int, rng: random.Random | None = None, *, mode: str = "sample", backup: Sequence[str] = ()
 ) -> list[str]:
-    """`sample`: k i.i.d. draws with replacement (the reference, `random.choices`);
+    """`sample`: k i.i.d. draws with replacement with `rng` (the reference, `random.choices`);
     `topk`: the k highest weights, distinct, ties broken by model order, filled up from
-    `backup` (models ranked by local score) when fewer than k candidates scored positive."""
-    models = list(weights)
+    `backup` (models ranked by L·g) when fewer than k candidates scored positive."""
     if mode == "topk":
-        chosen = sorted(models, key=lambda m: (-weights[m], models.index(m)))[:k]
+        chosen = top_k(weights, k)
         chosen += [m for m in backup if m not in chosen][: k - len(chosen)]
         return chosen
+    if rng is None:
+        raise ValueError("sampling recruits needs a seeded rng")
+    models = list(weights)
     return rng.choices(models, weights=[weights[m] for m in models], k=k)
 
 
-def keyword_stats(profiles: Profiles) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for p in profiles.values():
-        for k in p:
-            out[k] += 1
-    return dict(out)
+def keyword_counts(item_keywords: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """n_k: how many fit items carry keyword k."""
+    out: dict[str, int] = {}
+    for kws in item_keywords.values():
+        for k in kws:
+            out[k] = out.get(k, 0) + 1
+    return out
+
+
+def shrunk_accuracy(right: float, n: float, global_acc: float, strength: float) -> float:
+    """(right + s·acc) / (n + s); with s = 0 and n = 0 the global accuracy."""
+    if n + strength <= 0:
+        return global_acc
+    return (right + strength * global_acc) / (n + strength)

@@ -19,27 +19,19 @@ Deliberate deviations (each one an option, the reference behaviour is the defaul
   independent samples at T=0.7 as in the paper, recorded experts replay the same answer, which
   simply counts once per draw in the vote.
 * `mode="topk"` (k distinct highest-weight experts) is an added deterministic variant.
-* `mode="accuracy"` (extension, `teams.py`): rank experts by their accuracy on the fit items of the
+* `mode="accuracy"` (extension, `profiles.py`): rank experts by their accuracy on the fit items of the
   query's skills, read off the same ±1 profile (right = (n_k + P[k]) / 2), Laplace-smoothed or,
   with `shrinkage` > 0, shrunk toward the expert's global fit accuracy with that many
   pseudo-items; take the k best, distinct, strongest first (it wins a tied vote). The paper's L·g weight mixes a
   count (L grows with how often a skill occurs) with a squared global prior; an accuracy estimate
-  compares experts on one scale and does not let rare skills decide alone.
-* `mode="team"` (extension, `teams.py`): profiles of *teams* — the paper's ±1-per-keyword
-  arithmetic applied to the majority vote of every k-subset of the `team_candidates` strongest
-  experts — and recruit the team with the best shrunk skill accuracy. Recruiting stays
-  skill-based (only the query's keywords and fit profiles decide), but it sees correlated errors:
-  three experts that fail on the same items are no better than one.
-  `team_shortlist=N` limits the teams to the query's N most skill-accurate experts. Team
-  profiles are computed with members in global-accuracy order (the first breaks ties); at routing
-  the recruited team is reordered by skill accuracy (`team_order="skill"`), since with 3 voters
-  and up to 10 options a three-way split is common and the first answer then decides.
-  In fit-split cross-validation (benchmarks/results/mmlu-pro-symbolic-moe/cv.md) team profiles
-  lost to `mode="accuracy"` in every setting (overfitting a choice among many teams), so the
-  recommended 3-call extension is `mode="accuracy"`; `team` stays as a documented option.
+  compares experts on one scale and does not let rare skills decide alone. In fit-split
+  cross-validation (benchmarks/results/mmlu-pro-symbolic-moe/cv.md) it was the best 3-call variant.
 * `vote_weights="log-odds"` weights each recruit's vote by log((K−1)·p/(1−p)) with p its skill
   accuracy (Laplace-smoothed, or shrunk when `shrinkage` > 0): the weighted-majority rule for
   independent voters of known accuracy.
+
+The scoring function is `score_skills`; `FittedRouter` turns its scores into plans, except that
+`sample` draws its k recruits (`select`).
 """
 
 from __future__ import annotations
@@ -47,6 +39,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,23 +49,31 @@ from experts.spec import BackendKind
 from experts.types import GenerationRequest
 from evals.answers import extract_choice
 from evals.prompts import aggregator_prompt
-from routers.base import Router
-from routers.types import Aggregation, Assignment, FitData, Plan, Query, RouterContext, RoutingError
 from routers.embeddings import shared_embedder
+from routers.fitted import ExpertScores, FittedRouter, top_k
 from routers.symbolic_moe import profiles as prof
-from routers.symbolic_moe import teams as tm
 from routers.symbolic_moe.keywords import EmbeddingTagger, LLMKeywordTagger, question_key
 from routers.symbolic_moe.vocabulary import SKILLS
+from routers.types import Aggregation, FitData, Query, RouterContext, RoutingError
 
-ARTEFACT_KIND = "symbolic-moe-profile"
 AGGREGATIONS = ("auto", "vote", "weighted-vote", "llm")
-MODES = ("sample", "topk", "accuracy", "team")
+MODES = ("sample", "topk", "accuracy")
 
 
-class SymbolicMoERouter(Router):
+@dataclass(frozen=True)
+class SkillScores(ExpertScores):
+    """Scores from a query's skills: `mapped` are its keywords mapped onto the profile keywords
+    (empty: it has none), `local` each expert's local score L_m."""
+
+    mapped: list[str] = field(default_factory=list)
+    local: dict[str, float] = field(default_factory=dict)
+
+
+class SymbolicMoERouter(FittedRouter[SkillScores]):
     name = "symbolic-moe"
     description = "skill-based recruiting of k experts (Symbolic-MoE), then aggregation"
-    needs_fit = True
+    fit_hint = "run `orchestrator profile build` or `orchestrator bench`"
+    artefact_kind = "symbolic-moe-profile"
 
     def __init__(
         self,
@@ -88,10 +90,6 @@ class SymbolicMoERouter(Router):
         vote_weights: str = "recruit",
         temperature: float = 0.7,
         shrinkage: float = 0.0,
-        team_candidates: int = 16,
-        team_shortlist: int = 0,
-        team_order: str = "skill",
-        artefact: str = "default",
         **options: Any,
     ) -> None:
         super().__init__(ctx, **options)
@@ -101,10 +99,6 @@ class SymbolicMoERouter(Router):
             raise RoutingError(f"router 'symbolic-moe': mode must be one of {', '.join(MODES)}, got {mode!r}")
         if shrinkage < 0:
             raise RoutingError(f"router 'symbolic-moe': shrinkage must be ≥ 0, got {shrinkage}")
-        if team_shortlist and team_shortlist < k:
-            raise RoutingError(f"router 'symbolic-moe': team_shortlist must be 0 (off) or at least k={k}, got {team_shortlist}")
-        if team_candidates < k:
-            raise RoutingError(f"router 'symbolic-moe': team_candidates must be at least k={k}, got {team_candidates}")
         if tagger not in ("embedding", "llm"):
             raise RoutingError(f"router 'symbolic-moe': tagger must be 'embedding' or 'llm', got {tagger!r}")
         if aggregation not in AGGREGATIONS:
@@ -115,34 +109,29 @@ class SymbolicMoERouter(Router):
         self.vote_weights = vote_weights
         self.temperature = temperature
         self.shrinkage = float(shrinkage)
-        self.team_candidates = team_candidates
-        self.team_shortlist = team_shortlist
-        if team_order not in ("skill", "global"):
-            raise RoutingError(f"router 'symbolic-moe': team_order must be 'skill' or 'global', got {team_order!r}")
-        self.team_order = team_order
-        self.global_acc: dict[str, float] = {}
-        self.teams: list[tm.Team] = []
-        self._team_prof: np.ndarray | None = None
-        self._team_acc: np.ndarray | None = None
-        self.keyword_counts: dict[str, int] = {}
         self.keyword_expert = keyword_expert
         self.skills_per_question = skills_per_question
         self.aggregator = aggregator
         self.aggregator_fit_limit = aggregator_fit_limit
-        self.artefact = artefact
         self.profiles: prof.Profiles | None = None
         self.prior: dict[str, float] = {}
         self.profile_keywords: list[str] = []
+        self.keyword_counts: dict[str, int] = {}
+        self.global_acc: dict[str, float] = {}
         self._kw_vecs: np.ndarray | None = None
-        self.chosen_aggregation: Aggregation = Aggregation(kind="vote")
-        self.fit_info: dict[str, Any] = {}
+        self._tagger_cache: tuple[Any, Any] | None = None
+        self.aggregation = Aggregation(kind="vote")
+
+    @property
+    def fitted(self) -> bool:
+        return self.profiles is not None
 
     # ------------------------------------------------------------------ tagging
     def _tagger(self) -> Any:
         # Kept between calls: a new EmbeddingTagger re-embeds the whole skill vocabulary (measured
         # by benchmarks/routing_cost.py: most of the cost of routing one new question).
         key = (self.tagger_kind, self.keyword_expert, id(self.ctx.services.get("embedder")), self.skills_per_question)
-        cached = getattr(self, "_tagger_cache", None)
+        cached = self._tagger_cache
         if cached is not None and cached[0] == key:
             return cached[1]
         tagger = self._build_tagger()
@@ -185,18 +174,12 @@ class SymbolicMoERouter(Router):
         self.profiles = prof.build_profiles(item_kws, correctness, self.pool)
         self.prior = prof.global_prior(self.profiles)
         self.profile_keywords = sorted({k for kws in item_kws.values() for k in kws})
-        self.keyword_counts = {}
-        for kws in item_kws.values():
-            for kw in kws:
-                self.keyword_counts[kw] = self.keyword_counts.get(kw, 0) + 1
+        self.keyword_counts = prof.keyword_counts(item_kws)
         self._kw_vecs = None
         tagged = list(item_kws)
         self.global_acc = {m: sum(correctness[m].get(i, False) for i in tagged) / max(len(tagged), 1) for m in self.pool}
-        self.teams, self._team_prof, self._team_acc = [], None, None
-        if self.mode == "team":
-            self._fit_teams(data, item_kws)
         self.fit_info = {}
-        self.chosen_aggregation = await self._select_aggregation(data)
+        self.aggregation = await self._select_aggregation(data)
         self.fit_info = {
             **self.fit_info,
             "tagger": self._tagger().name,
@@ -204,24 +187,13 @@ class SymbolicMoERouter(Router):
             "tagged_questions": len(item_kws),
             "profile_keywords": len(self.profile_keywords),
             "prior": {m: round(p, 4) for m, p in sorted(self.prior.items(), key=lambda kv: -kv[1])},
-            "aggregation": self.chosen_aggregation.model_dump(),
+            "aggregation": self.aggregation.model_dump(),
             "k": self.k,
             "mode": self.mode,
-            **({"shrinkage": self.shrinkage} if self.mode in ("accuracy", "team") or self.shrinkage else {}),
-            **({"teams": len(self.teams)} if self.mode == "team" else {}),
+            **({"shrinkage": self.shrinkage} if self.mode == "accuracy" or self.shrinkage else {}),
         }
-        await self._save()
+        await self.save()
         return self.fit_info
-
-    def _fit_teams(self, data: FitData, item_kws: dict[str, list[str]]) -> None:
-        order = sorted(dict.fromkeys(self.pool), key=lambda m: (-self.global_acc[m], self.pool.index(m)))
-        candidates = order[: self.team_candidates]
-        if len(candidates) < self.k:
-            raise RoutingError(f"router 'symbolic-moe': mode=team needs at least k={self.k} distinct experts in the pool")
-        self.teams = tm.candidate_teams(candidates, self.k, order)
-        answers = {m: {qid: o.answer for qid, o in data.outcomes.get(m, {}).items()} for m in candidates}
-        gold = {q.question_id: q.gold for q in data.questions if q.question_id}
-        self._team_prof, self._team_acc = tm.team_profiles(item_kws, answers, gold, self.teams, self.profile_keywords)
 
     def _recorded_pool(self) -> bool:
         return all(self.ctx.registry.spec(m).backend is BackendKind.RECORDED for m in self.pool)
@@ -277,34 +249,17 @@ class SymbolicMoERouter(Router):
         return {m: await run(m) for m in dict.fromkeys(self.pool)}
 
     # ------------------------------------------------------------------ persistence
-    def _payload(self) -> dict[str, Any]:
-        return {
+    def dump_state(self) -> bytes:
+        return json.dumps({
             "pool": self.pool, "profiles": self.profiles, "prior": self.prior, "profile_keywords": self.profile_keywords,
             "keyword_counts": self.keyword_counts,
-            "aggregation": self.chosen_aggregation.model_dump(), "fit_info": self.fit_info,
+            "aggregation": self.aggregation.model_dump(), "fit_info": self.fit_info,
             "tagger": self.tagger_kind, "keyword_expert": self.keyword_expert, "k": self.k, "mode": self.mode,
-            "global_acc": self.global_acc, "teams": [list(t) for t in self.teams],
-            "team_profiles": self._team_prof.tolist() if self._team_prof is not None else None,
-            "team_accuracy": self._team_acc.tolist() if self._team_acc is not None else None,
-        }
+            "global_acc": self.global_acc,
+        }).encode()
 
-    async def _save(self) -> None:
-        if self.ctx.store is not None:
-            await self.ctx.store.save_artefact(ARTEFACT_KIND, self.artefact, json.dumps(self._payload()).encode(), {"pool": self.pool})
-
-    async def restore(self) -> bool:
-        """Load the newest stored profile for this pool (used by `ask` and the gateway)."""
-        if self.ctx.store is None:
-            return False
-        rec = await self.ctx.store.load_artefact(ARTEFACT_KIND, self.artefact)
-        if rec is None:
-            return False
-        data = json.loads(rec.payload)
-        if sorted(data["pool"]) != sorted(self.pool):
-            raise RoutingError(
-                f"router 'symbolic-moe': the stored profile '{self.artefact}' (v{rec.version}) was built for pool "
-                f"{data['pool']}, not {self.pool}; rebuild it with `orchestrator profile build`"
-            )
+    def load_state(self, payload: bytes) -> None:
+        data = json.loads(payload)
         self.profiles, self.prior = data["profiles"], data["prior"]
         # The profile vocabulary came from this tagger: query keywords must come from it too.
         self.tagger_kind = data.get("tagger", self.tagger_kind)
@@ -312,20 +267,11 @@ class SymbolicMoERouter(Router):
         self.profile_keywords = data["profile_keywords"]
         self.keyword_counts = data.get("keyword_counts", {})
         self.global_acc = data.get("global_acc", {})
-        if self.mode == "team":
-            if not data.get("team_profiles") or len(data["teams"][0]) != self.k:
-                raise RoutingError(
-                    f"router 'symbolic-moe': the stored profile '{self.artefact}' (v{rec.version}) has no team profiles "
-                    f"for k={self.k}; rebuild it with `orchestrator profile build --router-opt mode=team`"
-                )
-            self.teams = [tuple(t) for t in data["teams"]]
-            self._team_prof = np.asarray(data["team_profiles"], dtype=np.int64)
-            self._team_acc = np.asarray(data["team_accuracy"], dtype=float)
-        self.chosen_aggregation = Aggregation(**data["aggregation"])
-        self.fit_info = {**data.get("fit_info", {}), "version": rec.version}
-        return True
+        self._kw_vecs = None
+        self.aggregation = Aggregation(**data["aggregation"])
+        self.fit_info = data.get("fit_info", {})
 
-    # ------------------------------------------------------------------ routing
+    # ------------------------------------------------------------------ scoring
     async def _keyword_vectors(self) -> np.ndarray:
         if self._kw_vecs is None:
             self._kw_vecs = await shared_embedder(self.ctx.services).embed(self.profile_keywords)
@@ -355,7 +301,7 @@ class SymbolicMoERouter(Router):
         n = sum(self.keyword_counts.get(k, 0) for k in mapped)
         right = sum((self.keyword_counts.get(k, 0) + self.profiles[expert].get(k, 0)) / 2 for k in mapped)
         if self.shrinkage > 0:
-            return tm.shrunk_accuracy(right, n, self.global_acc.get(expert, 0.5), self.shrinkage)
+            return prof.shrunk_accuracy(right, n, self.global_acc.get(expert, 0.5), self.shrinkage)
         return (right + 1) / (n + 2)
 
     def skill_log_odds(self, expert: str, mapped: list[str], n_options: int) -> float:
@@ -363,69 +309,52 @@ class SymbolicMoERouter(Router):
         p = min(max(self.skill_accuracy(expert, mapped), 1e-6), 1 - 1e-6)
         return float(np.log(max(n_options - 1, 1) * p / (1 - p)))
 
-    def _recruit_team(self, mapped: list[str]) -> tuple[list[str], str]:
-        assert self._team_prof is not None and self._team_acc is not None
-        col = {k: j for j, k in enumerate(self.profile_keywords)}
-        counts = np.array([self.keyword_counts.get(k, 0) for k in self.profile_keywords], dtype=float)
-        allowed = None
-        if self.team_shortlist:
-            acc = {m: self.skill_accuracy(m, mapped) for m in dict.fromkeys(self.pool)}
-            short = set(sorted(acc, key=lambda m: (-acc[m], self.pool.index(m)))[: self.team_shortlist])
-            allowed = np.array([all(m in short for m in t) for t in self.teams])
-        best, scores = tm.best_team(self._team_prof, self._team_acc, counts, [col[k] for k in mapped if k in col], self.shrinkage, allowed)
-        team = list(self.teams[best])
-        if self.team_order == "skill":  # the member most accurate on the query's skills breaks a tied vote
-            team.sort(key=lambda m: (-self.skill_accuracy(m, mapped), self.pool.index(m)))
-        return team, f"team score {scores[best]:.3f}"
-
-    async def route(self, query: Query) -> Plan:
-        return (await self.route_batch([query]))[0]
-
-    async def route_batch(self, queries: list[Query]) -> list[Plan]:  # type: ignore[override]
-        if self.profiles is None:
-            raise RoutingError("router 'symbolic-moe' is not fitted: run `orchestrator profile build` or `orchestrator bench`")
+    async def score_batch(self, queries: Sequence[Query]) -> list[SkillScores]:
         keywords = await self.tag([q.text for q in queries])
         mapped = await self.map_keywords(keywords)
-        plans = []
-        for q, kws, mkws in zip(queries, keywords, mapped, strict=True):
-            rng = random.Random(f"{self.ctx.seed}:symbolic-moe:{q.question_id or q.text}")
-            if mkws:
-                local = prof.local_scores(self.profiles, mkws)
-                weights = prof.recruit_weights(local, self.prior)
-                why = f"skills {', '.join(mkws)}"
-                if self.mode == "team":
-                    chosen, note = self._recruit_team(mkws)
-                    why += f"; {note}"
-                elif self.mode == "accuracy":
-                    acc = {m: self.skill_accuracy(m, mkws) for m in dict.fromkeys(self.pool)}
-                    # strongest first: a tied vote goes to the first answer
-                    chosen = sorted(acc, key=lambda m: (-acc[m], self.pool.index(m)))[: self.k]
-                    weights = acc
-                else:
-                    backup = sorted(self.pool, key=lambda m: (-local[m] * self.prior.get(m, 0.0), self.pool.index(m)))
-                    chosen = prof.draw(weights, self.k, rng, mode=self.mode, backup=backup)
-            else:  # no keywords: k uniformly random experts, with replacement (the reference)
-                local, weights = {}, {m: 1.0 / len(self.pool) for m in self.pool}
-                if self.mode == "sample":
-                    chosen = rng.choices(self.pool, k=self.k)
-                else:  # deterministic modes: the k globally strongest (fit accuracy), else pool order
-                    chosen = sorted(self.pool, key=lambda m: (-self.global_acc.get(m, 0.0), self.pool.index(m)))[: self.k]
-                why = "no keywords: uniform draw"
-            agg = self.chosen_aggregation
-            if self.vote_weights == "log-odds" and mkws and self.keyword_counts:
-                weights = {m: self.skill_log_odds(m, mkws, max(q.n_options, 2)) for m in set(chosen)}
-            plans.append(
-                Plan(
-                    router=self.name,
-                    # T=0.7 as in the paper, one seed per draw: a model drawn twice gives two samples.
-                    assignments=[
-                        Assignment(expert=m, request=q.expert_request(temperature=self.temperature, seed=self.ctx.seed * 100 + i),
-                                   weight=weights.get(m, 0.0),
-                                   reason=f"{why}; local {local.get(m, 0):g}, weight {weights.get(m, 0.0):.3f}")
-                        for i, m in enumerate(chosen)
-                    ],
-                    aggregation=agg,
-                    detail={"keywords": kws, "mapped": mkws, "tagger": self.fit_info.get("tagger", self.tagger_kind)},
-                )
-            )
-        return plans
+        return [self.score_skills(kws, mkws) for kws, mkws in zip(keywords, mapped, strict=True)]
+
+    def score_skills(self, keywords: list[str], mapped: list[str]) -> SkillScores:
+        """Each expert's recruiting score for the query's mapped skills: the sampling weight
+        w ∝ L·g over the candidates (`sample`, `topk`), or the skill accuracy (`accuracy`).
+        With no keywords the experts are alike (`sample` draws uniformly; the deterministic
+        modes take the globally strongest, by fit accuracy)."""
+        detail = {"keywords": keywords, "mapped": mapped, "tagger": self.fit_info.get("tagger", self.tagger_kind)}
+        if not mapped:
+            uniform = {m: 1.0 / len(self.pool) for m in self.pool}
+            scores = uniform if self.mode == "sample" else {m: self.global_acc.get(m, 0.0) for m in self.pool}
+            return SkillScores(scores, reason="no keywords: uniform draw", detail=detail, weights=uniform)
+        assert self.profiles is not None
+        local = prof.local_scores(self.profiles, mapped)
+        if self.mode == "accuracy":
+            scores = {m: self.skill_accuracy(m, mapped) for m in dict.fromkeys(self.pool)}
+        else:
+            scores = prof.recruit_weights(local, self.prior)
+        return SkillScores(scores, reason=f"skills {', '.join(mapped)}", detail=detail, weights=scores, mapped=mapped, local=local)
+
+    def select(self, query: Query, scored: SkillScores) -> list[str]:
+        """`sample`: k draws with replacement ∝ the scores, seeded per query (the reference);
+        `topk` fills up by L·g when fewer than k experts scored; else the k best (strongest
+        first: a tied vote goes to the first answer)."""
+        if self.mode == "sample":
+            rng = random.Random(f"{self.ctx.seed}:symbolic-moe:{query.question_id or query.text}")
+            if not scored.mapped:  # no keywords: k uniformly random experts, with replacement (the reference)
+                return rng.choices(self.pool, k=self.k)
+            return prof.draw(scored.scores, self.k, rng)
+        if self.mode == "topk" and scored.mapped:
+            backup = top_k({m: scored.local[m] * self.prior.get(m, 0.0) for m in self.pool}, len(self.pool))
+            return prof.draw(scored.scores, self.k, mode="topk", backup=backup)
+        return super().select(query, scored)
+
+    def request(self, query: Query, index: int) -> GenerationRequest:
+        # T=0.7 as in the paper, one seed per draw: a model drawn twice gives two samples.
+        return query.expert_request(temperature=self.temperature, seed=self.ctx.seed * 100 + index)
+
+    def vote_weight(self, query: Query, scored: SkillScores, expert: str) -> float:
+        """The recruiting score, or with `vote_weights="log-odds"` the skill log-odds."""
+        if self.vote_weights == "log-odds" and scored.mapped and self.keyword_counts:
+            return self.skill_log_odds(expert, scored.mapped, max(query.n_options, 2))
+        return super().vote_weight(query, scored, expert)
+
+    def explain(self, scored: SkillScores, expert: str, weight: float) -> str:
+        return f"{scored.reason}; local {scored.local.get(expert, 0):g}, weight {weight:.3f}"

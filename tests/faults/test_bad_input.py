@@ -14,7 +14,7 @@ import pytest
 from experts import parse_config
 from faulty_upstream import FaultyUpstream
 from gateway_fixtures import running_gateway
-from orchestrator.gateway.app import GatewaySettings
+from orchestrator.settings import GatewaySettings
 
 MAX_BODY = 65_536
 

@@ -15,7 +15,7 @@ import yaml
 
 from conftest import POOL3, REPO, RECORDED, mmlu_questions
 from gateway_fixtures import free_port, make_keys, recorded_config, running_gateway
-from orchestrator.gateway.app import GatewaySettings
+from orchestrator.settings import GatewaySettings
 
 
 def batch_requests(n: int, *, offset: int = 0) -> list[dict]:

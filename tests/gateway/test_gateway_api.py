@@ -9,7 +9,7 @@ import pytest
 
 from conftest import POOL3, mmlu_questions
 from gateway_fixtures import recorded_config, running_gateway
-from orchestrator.gateway.app import GatewaySettings
+from orchestrator.settings import GatewaySettings
 
 
 def test_openai_sdk_chat_streaming_and_models(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
 def test_auth_keys_and_trace_ownership(tmp_path: Path) -> None:
     import asyncio
 
-    from orchestrator.gateway.security import new_api_key
+    from orchestrator.gateway.auth import new_api_key
     from store import Store
 
     cfg = recorded_config(tmp_path)

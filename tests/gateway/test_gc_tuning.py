@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from orchestrator.gateway.app import YOUNG_GC_THRESHOLD, _gc_tuned
+from orchestrator.gateway.lifespan import YOUNG_GC_THRESHOLD, gc_tuned as _gc_tuned
 
 
 def test_gc_tuning_applies_and_restores_and_nests() -> None:

@@ -28,7 +28,7 @@ from orchestrator.client import (
     UnprocessableEntityError,
     UpstreamError,
 )
-from orchestrator.gateway.app import GatewaySettings
+from orchestrator.settings import GatewaySettings
 
 
 def recorded_response(model: str, question_id: str) -> str:

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import POOL3, RECORDED, closed_port_url, mmlu_questions
 from experts import parse_config
-from orchestrator.gateway.batches.protocol import BatchCreate
-from orchestrator.gateway.batches.service import BatchRunner
+from orchestrator.protocol import BatchCreate
+from orchestrator.gateway.batch_runner import BatchRunner
 from orchestrator.pipeline import Runtime
 from routers import registry as router_registry
 from routers.base import Router

@@ -11,7 +11,7 @@ from conftest import POOL3, RECORDED, mmlu_questions, recorded_specs
 from experts import ExpertRegistry, ExpertSpec
 from experts.backends.openai import OpenAIBackend
 from orchestrator.dispatcher import Dispatcher
-from routers.types import FitData, FitOutcome, Query, RouterContext
+from routers.types import FitData, FitOutcome, RouterContext
 from routers.symbolic_moe import SymbolicMoERouter
 from routers.symbolic_moe import profiles as prof
 from routers.symbolic_moe.keywords import filter_keywords, parse_keywords
@@ -143,42 +143,11 @@ async def test_aggregator_selection_scores_each_expert_on_the_synthetic_set() ->
     assert chosen.kind == "llm" and chosen.expert == "careful"
 
 
-# ---------------------------------------------------------------- extensions (teams.py, mode=accuracy/team)
-from routers.symbolic_moe import teams as tm  # noqa: E402
-
-
-def test_majority_breaks_ties_by_the_first_answer_and_skips_missing() -> None:
-    assert tm.majority(["B", "A", "B"]) == "B"
-    assert tm.majority(["A", "B", None]) == "A"  # 1–1 tie: the first member's answer
-    assert tm.majority(["C", "A", "B"]) == "C"
-    assert tm.majority([None, None]) is None
-
-
+# ---------------------------------------------------------------- extensions (mode=accuracy, log-odds votes)
 def test_shrunk_accuracy_pulls_rare_skills_toward_the_global_accuracy() -> None:
-    assert tm.shrunk_accuracy(6, 10, 0.5, 10) == pytest.approx(11 / 20)  # (6 + 10·0.5) / (10 + 10)
-    assert tm.shrunk_accuracy(2, 2, 0.4, 0) == 1.0
-    assert tm.shrunk_accuracy(0, 0, 0.4, 0) == 0.4  # nothing known: the global accuracy
-
-
-def test_team_profiles_and_best_team_on_a_hand_computed_example() -> None:
-    items = {"q1": ["x"], "q2": ["x", "y"], "q3": ["y"]}
-    gold = {"q1": "A", "q2": "B", "q3": "C"}
-    answers = {"A": {"q1": "A", "q2": "B", "q3": "D"}, "B": {"q1": "A", "q2": "C", "q3": "C"}, "C": {"q1": "D", "q2": "D", "q3": "C"}}
-    teams = tm.candidate_teams(["C", "B", "A"], 2, order=["A", "B", "C"])
-    assert teams == [("A", "B"), ("A", "C"), ("B", "C")]  # members strongest first
-    prof_, overall = tm.team_profiles(items, answers, gold, teams, ["x", "y"])
-    # (A,B): q1 A ✓, q2 B/C tie → B ✓, q3 D/C tie → D ✗ → x +2, y 0
-    # (A,C): q1 A/D → A ✓, q2 B/D → B ✓, q3 D/C → D ✗ → x +2, y 0
-    # (B,C): q1 A/D → A ✓, q2 C/D → C ✗, q3 C/C ✓   → x 0,  y 0
-    assert prof_.tolist() == [[2, 0], [2, 0], [0, 0]]
-    assert overall.tolist() == pytest.approx([2 / 3] * 3)
-    counts = np.array([2.0, 2.0])  # x tags q1, q2; y tags q2, q3
-    best, scores = tm.best_team(prof_, overall, counts, [0], strength=0)
-    assert best == 0 and scores.tolist() == pytest.approx([1.0, 1.0, 0.5])  # right = (n + P) / 2 over n = 2
-    _, shrunk = tm.best_team(prof_, overall, counts, [0], strength=2)
-    assert shrunk.tolist() == pytest.approx([(2 + 4 / 3) / 4, (2 + 4 / 3) / 4, (1 + 4 / 3) / 4])
-    assert tm.best_team(prof_, overall, counts, [1], strength=0)[0] == 0  # all tied: the first team
-    assert tm.best_team(prof_, overall, counts, [0], 0, np.array([False, False, True]))[0] == 2  # shortlist mask
+    assert prof.shrunk_accuracy(6, 10, 0.5, 10) == pytest.approx(11 / 20)  # (6 + 10·0.5) / (10 + 10)
+    assert prof.shrunk_accuracy(2, 2, 0.4, 0) == 1.0
+    assert prof.shrunk_accuracy(0, 0, 0.4, 0) == 0.4  # nothing known: the global accuracy
 
 
 async def test_skill_accuracy_and_shrunk_recruiting() -> None:
@@ -195,10 +164,10 @@ async def test_skill_accuracy_and_shrunk_recruiting() -> None:
     assert router.skill_accuracy(a, ["x"]) == pytest.approx(4 / 6)
 
 
-@pytest.mark.parametrize("mode", ["accuracy", "team"])
-async def test_extension_modes_fit_route_and_restore(tmp_path, mode) -> None:  # type: ignore[no-untyped-def]
+async def test_accuracy_mode_fits_routes_and_restores(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from store import Store
 
+    mode = "accuracy"
     reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
     opts = {"k": 2, "mode": mode, "shrinkage": 20}
     async with await Store.open(f"sqlite+aiosqlite:///{tmp_path / 's.db'}") as store:
@@ -208,8 +177,6 @@ async def test_extension_modes_fit_route_and_restore(tmp_path, mode) -> None:  #
         queries = mmlu_questions(15, offset=900)
         plans = await router.route_batch(queries)
         assert all(len(set(p.experts)) == 2 for p in plans)  # k distinct recruits
-        if mode == "team":
-            assert info["teams"] == 3 and router.teams[0][0] == max(POOL3, key=lambda m: router.global_acc[m])
         restored = SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg, store=store, seed=1), **opts)
         assert await restored.restore()
         assert [p.experts for p in await restored.route_batch(queries)] == [p.experts for p in plans]
@@ -223,13 +190,3 @@ def test_extension_options_are_checked() -> None:
         SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), mode="best")
     with pytest.raises(RoutingError, match="shrinkage"):
         SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), shrinkage=-1)
-
-
-def test_vectorised_team_vote_agrees_with_majority() -> None:
-    rng = random.Random(0)
-    letters = ["A", "B", "C", None]
-    cols = [[rng.choice(letters) for _ in range(3)] for _ in range(400)]
-    golds = [rng.choice("ABC") for _ in cols]
-    code = {None: -1, "A": 0, "B": 1, "C": 2}
-    got = tm.team_vote_correct(np.array([[code[c[j]] for c in cols] for j in range(3)]), np.array([code[g] for g in golds]))
-    assert got.tolist() == [tm.majority(c) == g for c, g in zip(cols, golds, strict=True)]

@@ -34,6 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import DynamicCache, StopStringCriteria, StoppingCriteriaList
 
+from experts.backends.hf import eos_token_ids
 from routers.router_r1.prompts import STOP_STRINGS
 
 Segments = Sequence[tuple[str, bool]]  # (text, written by the policy)
@@ -235,7 +236,7 @@ def generate_batch(policy: Policy, sequences: Sequence[Sequence[int]], cfg: Samp
     torch.manual_seed(seed)
     with torch.inference_mode():
         out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), **kwargs)
-    eos = set(_as_list(model.generation_config.eos_token_id) + _as_list(tok.eos_token_id) + [pad])
+    eos = eos_token_ids(model, tok) | {pad}
     return [keep_turn(tok, out[i, ids.shape[1]:].tolist(), eos) for i in range(len(sequences))]
 
 
@@ -315,8 +316,3 @@ def _token_logprobs(lm_head: Any, hidden: torch.Tensor, targets: torch.Tensor, *
         parts.append(checkpoint(block, h, t, use_reentrant=False) if grad else block(h, t))
     return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
-
-def _as_list(x: Any) -> list[int]:
-    if x is None:
-        return []
-    return list(x) if isinstance(x, (list, tuple)) else [int(x)]

@@ -28,10 +28,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from experts.errors import ConfigError
 from experts.registry import UnknownExpert
 from orchestrator.gateway import errors as E
-from orchestrator.gateway.batches.protocol import BatchCreate, BatchRequestItem
-from orchestrator.gateway.protocol import ChatChoice, ChatCompletionResponse, ChatMessageOut, Usage
 from orchestrator.gateway.queries import failure_error, query_from, resolve_model
 from orchestrator.pipeline import QueryResult, Runtime
+from orchestrator.protocol import BatchCreate, BatchRequestItem, ChatChoice, ChatCompletionResponse, ChatMessageOut, Usage
 from orchestrator.residency import ResidencyManager
 from routers.base import Router
 from routers.types import Query, RoutingError

@@ -1,57 +1,20 @@
-"""API keys, per-key rate limits and the request body size limit."""
+"""The app's ASGI middleware: the request body size limit and per-route request metrics.
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)   # reports to the GatewayMetrics of `app.state.gateway`
+
+Both are plain ASGI middleware: Starlette's `BaseHTTPMiddleware` (what `@app.middleware` builds)
+runs each request through extra tasks and memory streams, measurably slower per request.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
+import json
 import time
-from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.gateway.errors import PayloadTooLarge, error_body
-
-KEY_PREFIX = "sk-orch-"
-
-
-def new_api_key() -> tuple[str, str, str]:
-    """(key id, secret key shown once, its SHA-256 stored)."""
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    return f"key_{secrets.token_hex(6)}", key, hash_key(key)
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling: a key id (owner of traces and batches), or anonymous when auth is off."""
-
-    key_id: str | None = None
-    name: str = "anonymous"
-
-
-class RateLimiter:
-    """A token bucket per caller: `rpm` requests per minute with bursts up to `burst`."""
-
-    def __init__(self, rpm: int, burst: int | None = None) -> None:
-        self.rate = rpm / 60.0
-        self.capacity = float(burst or max(1, rpm // 6 or 1))
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def check(self, who: str) -> float | None:
-        """None if allowed; else seconds until a token is free."""
-        if self.rate <= 0:
-            return None
-        now = time.monotonic()
-        tokens, last = self._buckets.get(who, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[who] = (tokens - 1.0, now)
-            return None
-        self._buckets[who] = (tokens, now)
-        return (1.0 - tokens) / self.rate
 
 
 class BodySizeLimit:
@@ -105,8 +68,34 @@ class BodySizeLimit:
         return f"request body larger than {self.max_bytes} bytes"
 
     async def _reject(self, send: Send) -> None:
-        import json
-
         body = json.dumps(error_body(PayloadTooLarge(self._message()))).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class RequestMetrics:
+    """Counts requests and observes their latency per route template and status."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            st = getattr(scope["app"].state, "gateway", None) if "app" in scope else None
+            if st is not None:
+                path = getattr(scope.get("route"), "path", "unmatched")
+                st.metrics.record_request(path, status, time.perf_counter() - t0)

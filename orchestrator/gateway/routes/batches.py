@@ -1,14 +1,16 @@
-"""The `/v1/batches` routes: thin handlers over `BatchRunner` (see `protocol.py` for the shapes)."""
+"""Batch jobs (`/v1/batches`): thin handlers over `BatchRunner` (the shapes are in `orchestrator.protocol`)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 
 from orchestrator.gateway import errors as E
-from orchestrator.gateway.app import CallerDep, State
-from orchestrator.gateway.batches.protocol import (
+from orchestrator.gateway.auth import Caller
+from orchestrator.gateway.batch_runner import BatchNotFound
+from orchestrator.gateway.deps import CallerDep, GatewayState, Runner, State
+from orchestrator.protocol import (
     BatchCreate,
     BatchItemError,
     BatchList,
@@ -17,20 +19,11 @@ from orchestrator.gateway.batches.protocol import (
     BatchResponse,
     BatchResultItem,
     BatchResults,
+    ErrorInfo,
 )
-from orchestrator.gateway.batches.service import BatchNotFound, BatchRunner
-from orchestrator.gateway.protocol import ErrorInfo
-from orchestrator.gateway.security import Caller
 from store.records import BatchRecord
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
-
-
-def runner_of(request: Request) -> BatchRunner:
-    return request.app.state.batches
-
-
-Runner = Annotated[BatchRunner, Depends(runner_of)]
 
 
 def batch_object(rec: BatchRecord) -> BatchObject:
@@ -47,12 +40,10 @@ def batch_object(rec: BatchRecord) -> BatchObject:
     )
 
 
-async def _owned(st: State, caller: Caller, batch_id: str) -> BatchRecord:
+async def _owned(st: GatewayState, caller: Caller, batch_id: str) -> BatchRecord:
     """The caller's batch; another key's batch is reported as missing (no existence leak)."""
-    try:
+    with E.map_store_exceptions():
         rec = await st.runtime.store.get_batch(batch_id[:64], owner=caller.key_id)
-    except Exception as e:  # noqa: BLE001 - a store outage is a 503
-        raise E.ServiceUnavailable(f"the store is unavailable ({type(e).__name__}); retry shortly", retry_after=2) from None
     if rec is None:
         raise E.NotFound(f"no batch {batch_id[:64]!r}" + (" for this API key" if caller.key_id else ""), param="batch_id")
     return rec

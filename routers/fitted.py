@@ -1,0 +1,149 @@
+"""Routers fitted on per-expert outcomes, in RouteLLM's shape: a method is one scoring function.
+
+A fitted router implements `score_batch(queries)`: for each query a score per expert, higher is
+better (Symbolic-MoE's local × global skill weight or skill accuracy, CoE's classifier
+confidence or expected category accuracy, best-single's fit accuracy). The base turns scores
+into plans: the k best experts (`select`), each with its request, vote weight and reason, the
+router's aggregation, and the scorer's detail. It also saves the fitted state to the store
+after `fit` and restores it, refusing state fitted for another pool.
+
+    class FirstExpertRouter(FittedRouter[ExpertScores]):
+        name = "first-expert"
+        fitted = True  # nothing to learn
+        async def score_batch(self, queries):
+            return [ExpertScores({self.pool[0]: 1.0}, reason="first of the pool") for _ in queries]
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from experts.types import GenerationRequest
+from routers.base import Router
+from routers.types import Aggregation, Assignment, Plan, Query, RouterContext, RoutingError
+
+
+def top_k(scores: Mapping[str, float], k: int) -> list[str]:
+    """The k highest-scoring experts; ties go to the expert scored first (a stable sort)."""
+    return sorted(scores, key=scores.__getitem__, reverse=True)[:k]
+
+
+@dataclass(frozen=True)
+class ExpertScores:
+    """One query's scores, and what its plan says about them.
+
+    `weights` are the experts' vote weights (None: every vote counts 1); `reason` is shown on
+    each assignment and `detail` on the plan."""
+
+    scores: dict[str, float]
+    reason: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, float] | None = None
+
+
+ScoresT = TypeVar("ScoresT", bound=ExpertScores)
+
+
+class FittedRouter(Router, Generic[ScoresT]):
+    """Base of routers that score experts per query from what they learnt in `fit`.
+
+    Subclasses set `fit_hint` (how to fit it, for the not-fitted error), `artefact_kind` to
+    persist their state (with `dump_state` / `load_state`), and implement `fitted` and
+    `score_batch`; `select`, `request`, `vote_weight` and `explain` can be overridden."""
+
+    needs_fit = True
+    fit_hint: ClassVar[str] = "run `orchestrator bench`"
+    artefact_kind: ClassVar[str | None] = None  # None: the fitted state is not stored
+
+    def __init__(self, ctx: RouterContext, **options: Any) -> None:
+        # `artefact` names the stored state; a router that stores nothing takes no such option.
+        self.artefact = str(options.pop("artefact", "default")) if self.artefact_kind else "default"
+        super().__init__(ctx, **options)
+        self.k = 1
+        self.fallback: str | None = None  # answers when no expert is scored; takes over failed calls
+        self.aggregation = Aggregation()
+        self.fit_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ the method
+    @property
+    @abc.abstractmethod
+    def fitted(self) -> bool:
+        """Whether `fit` (or `restore`) has run."""
+
+    @abc.abstractmethod
+    async def score_batch(self, queries: Sequence[Query]) -> list[ScoresT]:
+        """Each query's expert scores (vectorised: one embedding batch for all queries)."""
+
+    async def score(self, query: Query) -> ScoresT:
+        return (await self.score_batch([query]))[0]
+
+    # ------------------------------------------------------------------ scores → plans
+    def select(self, query: Query, scored: ScoresT) -> list[str]:
+        """The k best experts, distinct; the fallback when no expert is scored."""
+        chosen = top_k(scored.scores, self.k)
+        return chosen or ([self.fallback] if self.fallback else [])
+
+    def request(self, query: Query, index: int) -> GenerationRequest:
+        """The request for the `index`-th recruit."""
+        return query.expert_request()
+
+    def vote_weight(self, query: Query, scored: ScoresT, expert: str) -> float:
+        """The weight of `expert`'s vote (a weighted vote uses it; a plain vote ignores it)."""
+        return 1.0 if scored.weights is None else scored.weights.get(expert, 0.0)
+
+    def explain(self, scored: ScoresT, expert: str, weight: float) -> str:
+        """Why `expert` was recruited (the assignment's reason)."""
+        return scored.reason
+
+    def plan(self, query: Query, scored: ScoresT) -> Plan:
+        assignments = []
+        for i, expert in enumerate(self.select(query, scored)):
+            weight = self.vote_weight(query, scored, expert)
+            assignments.append(Assignment(
+                expert=expert, request=self.request(query, i), weight=weight, reason=self.explain(scored, expert, weight),
+                fallback=self.fallback if self.fallback != expert else None,
+            ))
+        return Plan(router=self.name, assignments=assignments, aggregation=self.aggregation, detail=scored.detail)
+
+    async def route(self, query: Query) -> Plan:
+        return (await self.route_batch([query]))[0]
+
+    async def route_batch(self, queries: Sequence[Query]) -> list[Plan]:
+        if not self.fitted:
+            raise RoutingError(f"router {self.name!r} is not fitted: {self.fit_hint}")
+        queries = list(queries)
+        return [self.plan(q, s) for q, s in zip(queries, await self.score_batch(queries), strict=True)]
+
+    # ------------------------------------------------------------------ persistence
+    def dump_state(self) -> bytes:
+        """The fitted state as stored (needed when `artefact_kind` is set)."""
+        raise NotImplementedError
+
+    def load_state(self, payload: bytes) -> None:
+        """Set the fitted state (and `fit_info`) from a stored payload."""
+        raise NotImplementedError
+
+    async def save(self) -> None:
+        """Store the fitted state as a new version of artefact `artefact_kind`/`artefact`."""
+        if self.ctx.store is not None and self.artefact_kind is not None:
+            await self.ctx.store.save_artefact(self.artefact_kind, self.artefact, self.dump_state(), {"pool": self.pool})
+
+    async def restore(self) -> bool:
+        """Load the newest stored state for this pool (used by `ask` and the gateway)."""
+        if self.ctx.store is None or self.artefact_kind is None:
+            return False
+        rec = await self.ctx.store.load_artefact(self.artefact_kind, self.artefact)
+        if rec is None:
+            return False
+        stored_pool = rec.meta.get("pool")
+        if stored_pool is not None and sorted(stored_pool) != sorted(self.pool):
+            raise RoutingError(
+                f"router {self.name!r}: the stored artefact {self.artefact_kind}/{self.artefact} (v{rec.version}) was "
+                f"fitted for pool {stored_pool}, not {self.pool}; {self.fit_hint} to refit it"
+            )
+        self.load_state(rec.payload)
+        self.fit_info = {**self.fit_info, "version": rec.version}
+        return True
