@@ -67,7 +67,7 @@ def build_router_r1_graph(router: "RouterR1Router", runtime: ExpertRuntime) -> A
             ep.done = True
             step = TraceStepRecord(seq=seq, kind="think", detail={"turn": ep.turn, "error": rec.error_message}, duration_s=time.perf_counter() - t0)
             return {"scratch": {**scratch, "last": None}, "calls": [rec], "steps": [step]}
-        st = ep.accept(result.text, router.resolve, result.finish_reason)
+        st = ep.accept(result.text, router.resolve, result.stop_string)
         if st.outcome == "no-action":
             ep.observe(st, None)  # no search or answer: empty observation, the loop goes on
         step = TraceStepRecord(seq=seq, kind="think", detail={"turn": st.turn, "routing": st.routing, "outcome": st.outcome,
