@@ -1,17 +1,26 @@
-"""Held-out evaluation of a trained MoT checkpoint against its own experts.
+"""Held-out evaluation of a MoT checkpoint against its baselines, on the same questions.
 
-    python benchmarks/mot_eval.py --checkpoint out/mot --limit 60 --out benchmarks/results/mot
+    python benchmarks/mot_eval.py --checkpoint routers/mot/shipped --limit 500 --out benchmarks/results/mot
 
-Task: MMLU-Pro answer-letter prediction after "Answer:" on held-out question ids (disjoint from
-training by the checkpoint's own split). For every question it measures the gold letter's NLL and
-the letter accuracy (argmax over the option letters' tokens) for:
+Task: MMLU-Pro reduced to 4 options (gold + 3 seeded distractors, the same for every method), the
+answer letter after "Answer:", on the evaluation side of the checkpoint's own split (disjoint by
+question id from its training questions). Every method is scored by its distribution over the
+option letters only (letter-renormalised): NLL of the gold letter and accuracy (argmax letter).
 
-* each expert alone (primary-only, no interaction, no training involved),
-* top-1 routing without interaction (the trained router picks the primary, which answers alone),
-* MoT (the same route, with the interaction layers),
+Methods, all on one forward of the K = 2 active experts or fewer:
 
-and then the wall time per generated token of greedy decoding for each configuration. Prints a
-table and writes results.json and report.md.
+* each expert alone;
+* top-1 routing: the trained router picks the primary, which answers alone;
+* oracle routing: per question, the expert that gives the gold letter the higher probability;
+* K-average: the mean of the active experts' letter probabilities;
+* K-average, calibrated: the same after a per-expert temperature and letter bias fitted on the
+  checkpoint's training questions (a stronger baseline than the issue asks for);
+* MoT: the router's primary with the interaction.
+
+Intervals: Wilson 95% for accuracy, bootstrap 95% (2,000 resamples) for mean NLL, and paired
+bootstrap 95% for MoT minus each baseline. Scores come from the frozen-state cache (built here if
+missing); `--live-check N` recomputes MoT's letter logits on N questions with the experts running
+live (the inference path) and reports the largest difference. `--gen-prompts` times the fused decode.
 """
 
 from __future__ import annotations
@@ -19,145 +28,167 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import track
-from rich.table import Table
 
+from evals.metrics import wilson_interval
 from routers.embeddings import SentenceEmbedder
+from routers.mot.cache import StateCache
 from routers.mot.checkpoint import load_checkpoint
-from routers.mot.data import LETTERS, load_examples
+from routers.mot.data import load_examples
 from routers.mot.decode import generate
-from routers.mot.experts import FrozenExpert
-from routers.mot.fused import fused_forward
+from routers.mot.run import build_cache
 from routers.mot.session import load_experts, query_encoder
+from routers.mot.train import TrainData, live_letter_logits, predict
 
 
-def letter_ids(expert: FrozenExpert) -> list[int]:
-    """Token id of " A" ... " J" for this tokenizer (each must be one token)."""
-    out = []
-    for letter in LETTERS:
-        ids = expert.tokenizer(f" {letter}", add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise ValueError(f"{expert.name}: ' {letter}' is not a single token ({ids})")
-        out.append(ids[0])
-    return out
+def bootstrap_mean(x: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(n, len(x)))
+    means = x[idx].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def score(logits: torch.Tensor, letters: list[int], n_options: int, gold: str) -> tuple[float, bool]:
-    logp = F.log_softmax(logits.float(), dim=-1)
-    g = LETTERS.index(gold)
-    nll = -float(logp[letters[g]])
-    pred = int(torch.argmax(logp[letters[:n_options]]))
-    return nll, pred == g
+def fit_calibration(logits: torch.Tensor, gold: torch.Tensor, steps: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temperature and per-letter bias minimising the letter NLL on (training) questions."""
+    log_t = torch.zeros(1, requires_grad=True)
+    bias = torch.zeros(logits.shape[1], requires_grad=True)
+    opt = torch.optim.LBFGS([log_t, bias], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp() + bias, gold)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return log_t.detach().exp(), bias.detach()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--limit", type=int, default=60)
-    ap.add_argument("--gen-prompts", type=int, default=3)
-    ap.add_argument("--gen-tokens", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--check-cache", type=int, default=1, help="prompts on which cached MoT decoding is compared with recomputation")
+    ap.add_argument("--checkpoint", default="routers/mot/shipped")
+    ap.add_argument("--limit", type=int, default=500)
+    ap.add_argument("--live-check", type=int, default=20, help="questions on which MoT is recomputed with live experts")
+    ap.add_argument("--gen-prompts", type=int, default=2)
+    ap.add_argument("--gen-tokens", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    con = Console()
     fusion, meta = load_checkpoint(Path(args.checkpoint))
     split = meta.get("split", {})
-    held_out = load_examples(meta.get("data", "mmlu-pro"), split="eval", eval_fraction=split.get("eval_fraction", 0.2),
-                             seed=split.get("seed", 0), max_prompt_chars=split.get("max_prompt_chars"), limit=args.limit)
+    common = dict(eval_fraction=split.get("eval_fraction", 0.2), seed=split.get("seed", 0),
+                  n_options=meta.get("n_options", 4), max_prompt_chars=meta.get("max_prompt_chars"))
+    held_out = load_examples(meta.get("data", "mmlu-pro"), split="eval", limit=args.limit, **common)
+    train_ex = load_examples(meta.get("data", "mmlu-pro"), split="train", limit=meta.get("train_limit"), **common)
+    train_ids = {ex.id for ex in train_ex}
+    assert not train_ids & {ex.id for ex in held_out}, "train and eval questions overlap"
     experts = load_experts(fusion.cfg.experts, fusion.cfg.n_stacks)
-    letters = [letter_ids(e) for e in experts]
-    embed = query_encoder(SentenceEmbedder())
     names = [e.name for e in experts]
-    configs = [f"alone:{n}" for n in names] + ["top1-routing", "mot"]
-    rows: dict[str, list[tuple[float, bool]]] = {c: [] for c in configs}
-    primaries: list[str] = []
+    cache = StateCache(args.cache_dir)
+    embed = query_encoder(SentenceEmbedder())
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for ex in track(held_out, description="held-out questions", console=con):
-            alone, given = [], {}
-            for m, e in enumerate(experts):
-                enc = e.encode(ex.prompt)
-                with e.capture() as states:
-                    lg = e.model(input_ids=enc.tensor(), logits_to_keep=1).logits[0, -1]
-                given[m] = (enc, dict(states))  # reused as the peer's states below (same text, same forward)
-                alone.append(score(lg, letters[m], ex.n_options, ex.answer))
-                rows[f"alone:{e.name}"].append(alone[-1])
-            route = fusion.route(embed([ex.prompt])[0])
-            primaries.append(names[route.primary])
-            rows["top1-routing"].append(alone[route.primary])
-            lg = fused_forward(fusion, experts, route, ex.prompt, logits_to_keep=1, peer_given=given).logits[0, -1]
-            rows["mot"].append(score(lg, letters[route.primary], ex.n_options, ex.answer))
-    eval_s = time.perf_counter() - t0
-    # Wall time per generated token, greedy, fixed length (no stop), same prompts for every config.
-    timing: dict[str, float] = {}
-    decode_timing: dict[str, float] = {}
-    with torch.no_grad():
-        for c in configs:
-            total_s, total_tok, decode_s = 0.0, 0, 0.0
-            for ex in held_out[: args.gen_prompts]:
-                if c.startswith("alone:"):
-                    m = names.index(c.split(":", 1)[1])
-                    r, interact = fusion.fixed_route(m, [x for x in range(len(names)) if x != m][: fusion.cfg.top_k - 1]), False
-                    t = time.perf_counter()
-                else:
-                    t = time.perf_counter()
-                    r, interact = fusion.route(embed([ex.prompt])[0]), c == "mot"
-                g = generate(fusion, experts, r, ex.prompt, max_new_tokens=args.gen_tokens, interact=interact, ignore_eos=True)
-                total_s += time.perf_counter() - t
-                total_tok += len(g.token_ids)
-                decode_s += g.latency_s - g.prefill_s
-            timing[c] = total_s / total_tok  # routing + prefill + decoding, per generated token
-            decode_timing[c] = decode_s / max(total_tok - len(held_out[: args.gen_prompts]), 1)
-    # Cached lockstep decoding against full recomputation at every step, on the real experts.
-    cache_check = []
-    with torch.no_grad():
-        for ex in held_out[: args.check_cache]:
-            r = fusion.route(embed([ex.prompt])[0])
-            a = generate(fusion, experts, r, ex.prompt, max_new_tokens=8, ignore_eos=True)
-            b = generate(fusion, experts, r, ex.prompt, max_new_tokens=8, use_cache=False, ignore_eos=True)
-            cache_check.append({"id": ex.id, "same_tokens": a.token_ids == b.token_ids, "n_tokens": len(a.token_ids),
-                                "cached_s_per_token": a.s_per_token, "uncached_s_per_token": b.s_per_token})
+    build_cache(cache, experts, held_out + train_ex, embed)
+    cache_s = time.perf_counter() - t0
+    data = TrainData.from_cache(cache, experts, held_out)
+    train_data = TrainData.from_cache(cache, experts, train_ex)
+    gold = data.gold
+    m = len(experts)
+
+    own = [F.log_softmax(data.own_letter_logits(j), -1) for j in range(m)]
+    pred = predict(fusion, experts, data)
+    scores = pred["scores"]
+    active = torch.topk(scores, fusion.cfg.top_k, dim=1).indices
+    rows = torch.arange(len(data))
+    logp: dict[str, torch.Tensor] = {f"alone:{n}": own[j] for j, n in enumerate(names)}
+    stacked = torch.stack(own, 1)  # (n, M, options)
+    logp["top1-routing"] = stacked[rows, pred["primary"]]
+    best = stacked.gather(2, gold.view(-1, 1, 1).expand(-1, m, 1)).squeeze(2).argmax(1)
+    logp["oracle-routing"] = stacked[rows, best]
+    probs = stacked.exp()
+    kavg = torch.stack([probs[rows, active[:, i]] for i in range(active.shape[1])], 1).mean(1)
+    logp["k-average"] = kavg.clamp_min(1e-12).log()
+    cal = [fit_calibration(train_data.own_letter_logits(j), train_data.gold) for j in range(m)]
+    cal_probs = torch.stack([F.softmax(data.own_letter_logits(j) / t + b, -1) for j, (t, b) in enumerate(cal)], 1)
+    logp["k-average-calibrated"] = torch.stack([cal_probs[rows, active[:, i]] for i in range(active.shape[1])], 1).mean(1).log()
+    logp["mot"] = pred["logp"]
+
+    per_q = {k: -(v.gather(1, gold.view(-1, 1)).squeeze(1)).numpy() for k, v in logp.items()}
+    correct = {k: (v.argmax(1) == gold).numpy() for k, v in logp.items()}
+    n = len(data)
+    table: dict[str, Any] = {}
+    for k in logp:
+        nll = per_q[k]
+        acc = correct[k]
+        lo, hi = wilson_interval(int(acc.sum()), n)
+        row: dict[str, Any] = {"nll": float(nll.mean()), "nll_ci": bootstrap_mean(nll), "accuracy": float(acc.mean()),
+                               "accuracy_ci": (lo, hi)}
+        if k != "mot":
+            d = per_q["mot"] - nll
+            row["mot_minus_this_nll"] = float(d.mean())
+            row["mot_minus_this_nll_ci"] = bootstrap_mean(d, seed=1)
+            da = correct["mot"].astype(float) - acc.astype(float)
+            row["mot_minus_this_accuracy"] = float(da.mean())
+            row["mot_minus_this_accuracy_ci"] = bootstrap_mean(da, seed=2)
+        table[k] = row
+
+    # The scored MoT logits equal the inference path's (experts live, fused forward).
+    live: dict[str, Any] = {}
+    if args.live_check:
+        sub = data.subset(range(min(args.live_check, n)))
+        psub = pred["primary"][: len(sub)]
+        diffs = []
+        with torch.no_grad():
+            for i, ex in enumerate(sub.examples):
+                p = int(psub[i])
+                lg = live_letter_logits(fusion, experts, [ex], p, [int(a) for a in active[i] if int(a) != p])
+                diffs.append(float((F.log_softmax(lg[0].float(), -1) - pred["logp"][i]).abs().max()))
+        live = {"questions": len(sub), "max_abs_logprob_diff": max(diffs)}
+
+    timing: dict[str, Any] = {}
+    if args.gen_prompts:
+        with torch.no_grad():
+            for label, interact in (("alone", False), ("mot", True)):
+                s_tok, toks = 0.0, 0
+                for ex in held_out[: args.gen_prompts]:
+                    r = fusion.route(embed([ex.prompt])[0])
+                    g = generate(fusion, experts, r, ex.prompt, max_new_tokens=args.gen_tokens, interact=interact, ignore_eos=True)
+                    s_tok += g.latency_s
+                    toks += len(g.token_ids)
+                timing[label] = round(s_tok / max(toks, 1), 3)
+
     results = {
-        "checkpoint": str(args.checkpoint), "train_meta": {k: v for k, v in meta.items() if k != "settings"},
-        "n_held_out": len(held_out), "eval_wall_s": round(eval_s, 1), "threads": args.threads,
-        "primary_counts": {n: primaries.count(n) for n in names},
-        "configs": {
-            c: {"nll": statistics.fmean(x[0] for x in rows[c]), "accuracy": statistics.fmean(float(x[1]) for x in rows[c]),
-                "s_per_token": timing[c], "decode_s_per_token": decode_timing[c]}
-            for c in configs
-        },
-        "cache_check": cache_check,
-        "chance_accuracy": statistics.fmean(1.0 / ex.n_options for ex in held_out),
-        "uniform_nll": statistics.fmean(math.log(ex.n_options) for ex in held_out),
+        "checkpoint": str(args.checkpoint), "n_eval": n, "n_train": len(train_ex), "experts": names,
+        "train_meta": {k: v for k, v in meta.items() if k not in ("settings", "last")},
+        "settings": meta.get("settings"), "chance_accuracy": 1.0 / data.examples[0].n_options,
+        "uniform_nll": math.log(data.examples[0].n_options),
+        "primary_counts": {nm: int((pred["primary"] == j).sum()) for j, nm in enumerate(names)},
+        "cache_build_s": round(cache_s, 1), "live_check": live, "s_per_generated_token": timing,
+        "calibration": {nm: {"temperature": float(t), "bias": b.tolist()} for nm, (t, b) in zip(names, cal, strict=True)},
+        "methods": table,
     }
-    table = Table(title=f"MoT held-out MMLU-Pro letter prediction (n={len(held_out)})")
-    for col in ("config", "NLL (gold letter)", "accuracy", "s / generated token", "s / decode step"):
-        table.add_column(col)
-    for c, r in results["configs"].items():
-        table.add_row(c, f"{r['nll']:.3f}", f"{r['accuracy']:.3f}", f"{r['s_per_token']:.3f}", f"{r['decode_s_per_token']:.3f}")
-    con.print(table)
-    con.print(f"cached vs uncached MoT decoding: {cache_check}")
-    con.print(f"primary chosen: {results['primary_counts']}; chance accuracy {results['chance_accuracy']:.3f}, "
-              f"uniform-over-options NLL {results['uniform_nll']:.3f}")
+    lines = [f"| method | letter NLL [95% CI] | accuracy [95% CI] | MoT − method, NLL [paired 95% CI] | MoT − method, accuracy [paired 95% CI] |",
+             "| --- | --- | --- | --- | --- |"]
+    for k, r in table.items():
+        d = (f"{r['mot_minus_this_nll']:+.4f} [{r['mot_minus_this_nll_ci'][0]:+.4f}, {r['mot_minus_this_nll_ci'][1]:+.4f}]"
+             if "mot_minus_this_nll" in r else "")
+        da = (f"{r['mot_minus_this_accuracy']:+.3f} [{r['mot_minus_this_accuracy_ci'][0]:+.3f}, {r['mot_minus_this_accuracy_ci'][1]:+.3f}]"
+              if "mot_minus_this_accuracy" in r else "")
+        lines.append(f"| {k} | {r['nll']:.4f} [{r['nll_ci'][0]:.4f}, {r['nll_ci'][1]:.4f}] | "
+                     f"{r['accuracy']:.3f} [{r['accuracy_ci'][0]:.3f}, {r['accuracy_ci'][1]:.3f}] | {d} | {da} |")
+    print("\n".join(lines))
+    print(json.dumps({k: v for k, v in results.items() if k != "methods"}, indent=2, default=str))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-        lines = [f"# MoT held-out evaluation (n={len(held_out)})", "", "| config | NLL (gold letter) | accuracy | s / generated token | s / decode step |",
-                 "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {c} | {r['nll']:.3f} | {r['accuracy']:.3f} | {r['s_per_token']:.3f} | {r['decode_s_per_token']:.3f} |"
-                  for c, r in results["configs"].items()]
-        lines += ["", f"Primary chosen: {results['primary_counts']}. Chance accuracy {results['chance_accuracy']:.3f}; "
-                  f"uniform-over-options NLL {results['uniform_nll']:.3f}.", "", f"Training: {results['train_meta']}"]
-        (args.out / "report.md").write_text("\n".join(lines) + "\n")
+        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        (args.out / "table.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -72,6 +72,9 @@ class ExpertSpec(BaseModel):
     max_new_tokens: int = Field(default=512, ge=1)
     chat_template: bool = Field(default=True, description="local: wrap prompts in the model's chat template")
     supports_tools: bool = Field(default=False, description="openai: the server honours tools, tool_choice and response_format")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="local: weights and compute dtype (auto: bfloat16 on CUDA, float32 on CPU)"
+    )
     # circuit breaker (orchestrator/circuit.py): open after N consecutive failures, probe after the cool-down
     breaker_failures: int = Field(default=5, ge=1, le=1000)
     breaker_cooldown_s: float = Field(default=30.0, gt=0.0, le=3600)

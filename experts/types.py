@@ -122,6 +122,10 @@ class GenerationResult(BaseModel):
     tokens_estimated: bool = False
     latency_s: float = 0.0
     finish_reason: str | None = None
+    # The stop string generation ended on (servers strip it from `text`); None when it ended on
+    # end-of-sequence, the token limit, or a server that does not say (`finish_reason` "stop"
+    # covers both a stop string and end-of-sequence).
+    stop_string: str | None = None
     error: ErrorInfo | None = None
     attempts: int = 1
     # An answer the backend already parsed (recorded outputs carry the run's own extraction);

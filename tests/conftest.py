@@ -127,3 +127,24 @@ def require_vllm_url() -> str:
             pytest.skip("ORCH_SKIP_VLLM=1 set explicitly")
         pytest.fail("VLLM_BASE_URL is not set: start the server with `bash .ci/vllm.sh start` (or set ORCH_SKIP_VLLM=1)")
     return url
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real policy for fast Router-R1 training tests: a randomly initialised two-layer
+    Llama (SmolLM2's architecture, narrower) with SmolLM2-135M-Instruct's real tokenizer and
+    chat template, saved as a model directory once per session."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from experts.packaged_models import resolve_model_dir
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_model_dir("smollm2-135m-instruct")))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    path = tmp_path_factory.mktemp("tiny-policy")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

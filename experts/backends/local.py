@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import json
 import os
@@ -28,6 +29,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable: never try one
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,6 @@ from typing import Any
 import torch
 from transformers import (
     AsyncTextIteratorStreamer,
-    AutoModelForCausalLM,
     AutoTokenizer,
     StoppingCriteria,
     StopStringCriteria,
@@ -84,6 +85,7 @@ class LocalBackend(ExpertBackend):
         self.load_count = 0
         self.stopped_generations = 0  # generations ended early by their stop flag (timeouts, cancellations)
         self._stops: set[threading.Event] = set()  # stop flags of the generations queued or running
+        self._stop_criteria: dict[tuple[str, ...], Any] = {}
 
     # ------------------------------------------------------------------ residency
     @property
@@ -98,6 +100,15 @@ class LocalBackend(ExpertBackend):
     def model(self) -> Any:
         return self._model
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[tuple[Any, Any]]:
+        """(model, tokenizer) for in-process use by another component, with generation held off
+        meanwhile: MoT shares these weights and registers hooks on the model's layers."""
+        with self._gen_lock:
+            if self._model is None:
+                raise ExpertUnavailable(f"local expert {self.name!r} is not loaded", expert=self.name)
+            yield self._model, self._tokenizer
+
     async def load(self) -> None:
         async with self._load_lock:
             if self._model is None:
@@ -110,15 +121,23 @@ class LocalBackend(ExpertBackend):
     def _load_locked(self) -> None:
         from experts.packaged_models import resolve_model_dir
 
+        from experts.adapters import load_causal_lm, tokenizer_dir
+
         path = resolve_model_dir(self.spec.model)
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
-        # bf16 matmuls are slow on most CPUs: compute in float32 there.
-        dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
-        tok = AutoTokenizer.from_pretrained(str(path), **_tokenizer_kwargs(path))
+        # bf16 matmuls are slow on most CPUs: compute in float32 there unless the spec says
+        # otherwise (CPUs with AMX run bf16 several times faster).
+        if self.spec.dtype == "auto":
+            dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
+        else:
+            dtype = getattr(torch, self.spec.dtype)
+        tok_path = tokenizer_dir(path)
+        tok = AutoTokenizer.from_pretrained(str(tok_path), **_tokenizer_kwargs(tok_path))
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(self._device)
+        # A LoRA adapter directory loads over its base and is merged (experts/adapters.py).
+        model = load_causal_lm(path, dtype).to(self._device)
         model.eval()
         self._tokenizer, self._model = tok, model
         self.load_count += 1
@@ -132,6 +151,7 @@ class LocalBackend(ExpertBackend):
         with self._gen_lock:
             self._model = None
             self._tokenizer = None
+            self._stop_criteria.clear()
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -179,7 +199,7 @@ class LocalBackend(ExpertBackend):
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             criteria: list[StoppingCriteria] = [_StopWhenSet(stop)]
             if stops:
-                criteria.append(StopStringCriteria(tok, stops))
+                criteria.append(self._stop_string_criteria(tuple(stops)))
             kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
             if streamer is not None:
                 kwargs["streamer"] = streamer
@@ -200,15 +220,14 @@ class LocalBackend(ExpertBackend):
                 hit_eos = cut is not None
                 gen = gen[:cut] if hit_eos else [t for t in gen if t != tok.pad_token_id]
                 text = tok.decode(gen, skip_special_tokens=True)
-                finish = "stop" if hit_eos else "length"
-                for s in req.stop:
-                    k = text.find(s)
-                    if k >= 0:
-                        text, finish = text[:k], "stop"
+                finish, stop_string = ("stop" if hit_eos else "length"), None
                 n_gen = min(len(gen), req.max_tokens)
                 if len(gen) > req.max_tokens:  # batch neighbours asked for more tokens than this one
                     text = tok.decode(gen[: req.max_tokens], skip_special_tokens=True)
                     finish = "length"
+                text, stop_string = cut_at_stop(text, req.stop)
+                if stop_string is not None:
+                    finish = "stop"
                 results.append(
                     GenerationResult(
                         text=text,
@@ -216,9 +235,16 @@ class LocalBackend(ExpertBackend):
                         completion_tokens=n_gen,
                         latency_s=latency,
                         finish_reason=finish,
+                        stop_string=stop_string,
                     )
                 )
             return results
+
+    def _stop_string_criteria(self, stops: tuple[str, ...]) -> Any:
+        """StopStringCriteria scans the whole vocabulary when built: build it once per stop set."""
+        if stops not in self._stop_criteria:
+            self._stop_criteria[stops] = StopStringCriteria(self._tokenizer, list(stops))
+        return self._stop_criteria[stops]
 
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         if not requests:
@@ -330,6 +356,15 @@ class LocalBackend(ExpertBackend):
         where = found if not hasattr(found, "id") else model_cache_dir() / found.id  # type: ignore[union-attr]
         state = "loaded" if self.is_loaded else "not loaded"
         return HealthStatus(name=self.name, backend="local", healthy=True, detail=f"weights {where} ({state})")
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
+    """The text before the earliest stop string, and that stop string (removed, as servers do)."""
+    hits = sorted((k, s) for s in stops if (k := text.find(s)) >= 0)
+    if not hits:
+        return text, None
+    k, stop = hits[0]
+    return text[:k], stop
 
 
 _MISTRAL_TYPES = {"mistral", "mistral3", "ministral", "pixtral", "voxtral"}

@@ -334,7 +334,7 @@ class OpenAIBackend(ExpertBackend):
                 GenerationResult(
                     text=text, prompt_tokens=int(usage.get("prompt_tokens", 0)), completion_tokens=int(usage.get("completion_tokens", 0)),
                     latency_s=time.perf_counter() - t0, finish_reason=choice.get("finish_reason"), attempts=attempts,
-                    tool_calls=choice["message"].get("tool_calls") or None,
+                    tool_calls=choice["message"].get("tool_calls") or None, stop_string=_stop_string(choice),
                 )
             ]
         except (KeyError, IndexError, TypeError, AttributeError) as e:
@@ -362,6 +362,7 @@ class OpenAIBackend(ExpertBackend):
             GenerationResult(
                 text=t, prompt_tokens=round(p_total * pl / sum(p_len)), completion_tokens=round(c_total * cl / sum(c_len)),
                 tokens_estimated=len(batch) > 1, latency_s=latency, finish_reason=c.get("finish_reason"), attempts=attempts,
+                stop_string=_stop_string(c),
             )
             for t, c, pl, cl in zip(texts, ordered, p_len, c_len, strict=True)
         ]
@@ -521,3 +522,9 @@ class OpenAIBackend(ExpertBackend):
         if self.sleep_mode and self._awake:
             await self._client.post(f"{self.root_url}/sleep", params={"level": 1})
         self._awake = False if self.sleep_mode else True
+
+
+def _stop_string(choice: dict[str, Any]) -> str | None:
+    """vLLM names the stop string a choice ended on in `stop_reason` (a token id or None otherwise)."""
+    reason = choice.get("stop_reason")
+    return reason if isinstance(reason, str) else None

@@ -331,7 +331,7 @@ class BenchmarkRunner:
             share = (time.perf_counter() - t_chunk) / max(len(chunk), 1)  # kept per item: a resumed run adds it up
             items = []
             for q, out in zip(chunk, run.outcomes, strict=True):
-                expert_calls = [c for c in out.calls if c.role == "expert"]
+                expert_calls = [c for c in out.calls if c.role in ("expert", "callee")]  # callee: Router-R1's routed calls
                 agg_calls = [c for c in out.calls if c.role == "aggregator"]
                 items.append(
                     BenchItemRecord(

@@ -5,7 +5,11 @@ ends at character `e_i`) may attend to a peer token `j` (ending at `f_j`) only w
 
     f_j <= settled(e_i)
 
-where `settled(e)` is the start of the last whitespace run in `text[:e]`. Two reasons:
+where `settled(e)` is the later of the end of the last complete segment in `text[:e]` and the
+start of the last whitespace run in `text[:e]`. Texts are tokenised in segments (the prompt, then
+the continuation), each on its own, so a segment's tokens never depend on text after it: once a
+segment is complete, all its tokens are final (the peer's "\nAnswer:" is visible to the primary
+position that predicts the answer). Within a segment, the whitespace rule applies, for two reasons:
 
 * `f_j <= e_i` alone is not enough: a peer token that ends exactly at `e_i` exists only because
   the text after `e_i` did not merge with it (BPE looks ahead), which leaks one bit of the future
@@ -16,7 +20,7 @@ where `settled(e)` is the start of the last whitespace run in `text[:e]`. Two re
   saw, which keeps cached decoding equal to full recomputation.
 
     ends = token_ends(offsets)                         # monotone character ends
-    settled = settled_boundaries(text)                 # settled[e] for e in 0..len(text)
+    settled = settled_boundaries(text, [len(prompt)])  # settled[e] for e in 0..len(text)
     mask = visibility(primary_ends, peer_ends, settled)   # (n_primary, n_peer) bool
 """
 
@@ -38,15 +42,20 @@ def token_ends(offsets: Sequence[tuple[int, int]]) -> list[int]:
     return ends
 
 
-def settled_boundaries(text: str) -> list[int]:
-    """`settled[e]` for e = 0..len(text): the start of the last whitespace run in `text[:e]`
-    (0 when there is none). Depends only on `text[:e]`, so it is causal by construction."""
+def settled_boundaries(text: str, segment_ends: Sequence[int] = ()) -> list[int]:
+    """`settled[e]` for e = 0..len(text): the later of the last segment end `<= e` and the start
+    of the last whitespace run in `text[:e]` (0 when there is neither). A whitespace run starts
+    afresh at a segment end. Depends only on `text[:e]` and the segment ends before `e`, so it is
+    causal by construction."""
+    cuts = set(segment_ends)
     out = [0] * (len(text) + 1)
     last = 0
     for e in range(1, len(text) + 1):
         k = e - 1
-        if text[k].isspace() and (k == 0 or not text[k - 1].isspace()):
+        if text[k].isspace() and (k == 0 or k in cuts or not text[k - 1].isspace()):
             last = k
+        if e in cuts:
+            last = e
         out[e] = last
     return out
 

@@ -3,12 +3,14 @@
     gen = generate(fusion, experts, route, "Question: ...\nAnswer:", max_new_tokens=8)
     gen.text, gen.token_ids, gen.latency_s
 
-Per step: the new primary token's text is appended to the shared text; each peer re-tokenises the
-text, checks that the tokens it already ran are unchanged, and runs only its newly settled tokens
-(see `alignment`) through its own KV cache; their projected keys and values are appended to an
-append-only cache per interaction layer. The primary then runs its one new token through its KV
-cache, cross-attending at every stack boundary. `use_cache=False` recomputes everything from
-scratch at every step (the reference the cached path must match).
+Prefill: each peer runs the whole prompt (its own segment, all settled once complete). Per step:
+the new primary token's text is appended to the shared continuation; each peer re-tokenises the
+continuation, checks that the tokens it already ran are unchanged, and runs only its newly settled
+tokens (see `alignment`) through its own KV cache; their projected keys and values are appended to
+an append-only cache per interaction layer. The primary then runs its one new token through its KV
+cache, its states at every stack boundary meet the peers', and the summed update joins its
+residual stream after the last stack. `use_cache=False` recomputes everything from scratch at
+every step (the reference the cached path must match).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from routers.mot.alignment import n_settled, settled_boundaries, visibility
 from routers.mot.experts import Encoded, FrozenExpert
-from routers.mot.fused import fused_forward
+from routers.mot.fused import final_interaction, fused_forward
 from routers.mot.model import MoTFusion, Route
 
 
@@ -56,8 +58,8 @@ class _PeerCache:
         self.values: list[list[torch.Tensor]] = [[] for _ in range(self.n_meetings)]
         self.ran = 0
 
-    def advance(self, fusion: MoTFusion, route: Route, text: str, settled: list[int]) -> None:
-        enc = self.expert.encode(text)
+    def advance(self, fusion: MoTFusion, route: Route, prompt: str, text: str, settled: list[int]) -> None:
+        enc = self.expert.encode(prompt, text[len(prompt):])
         n_have = len(self.ids)
         if enc.ids[:n_have] != self.ids or enc.ends[:n_have] != self.ends:
             # The text's earlier part changed (a multi-byte character completed): start over.
@@ -68,7 +70,7 @@ class _PeerCache:
             return
         new = Encoded(enc.ids[n_have:n], enc.ends[n_have:n])
         with self.expert.capture() as states:
-            out = self.expert.model(input_ids=new.tensor(), past_key_values=self.kv, use_cache=True, logits_to_keep=1)
+            out = self.expert.model.base_model(input_ids=new.tensor(), past_key_values=self.kv, use_cache=True)
         self.kv = out.past_key_values
         for q, meet in enumerate(fusion.meetings):
             k, v = meet.peer_kv(self.index, states[q], route.gates[self.index])
@@ -123,7 +125,7 @@ def generate(
     text = prompt
     finish = "length"
     peers = [_PeerCache(j, experts[j], len(fusion.meetings)) for j in route.peers] if interact else []
-    stepper = _Stepper(fusion, experts, route, prim, peers, interact, use_cache)
+    stepper = _Stepper(fusion, experts, route, prim, peers, interact, use_cache, prompt)
     logits = stepper(text, ids, ends, n_new=len(ids))
     prefill_s = time.perf_counter() - t0
     for step in range(max_new_tokens):
@@ -162,8 +164,8 @@ class _Stepper:
     """Next-token logits after the newest `n_new` primary tokens, cached or recomputed."""
 
     def __init__(self, fusion: MoTFusion, experts: Sequence[FrozenExpert], route: Route, prim: FrozenExpert,
-                 peers: list[_PeerCache], interact: bool, use_cache: bool) -> None:
-        self.fusion, self.experts, self.route, self.prim = fusion, experts, route, prim
+                 peers: list[_PeerCache], interact: bool, use_cache: bool, prompt: str) -> None:
+        self.fusion, self.experts, self.route, self.prim, self.prompt = fusion, experts, route, prim, prompt
         # With no peer (top-K of 1 is refused by the config, but a hand-made route may have none)
         # the primary simply runs alone.
         self.peers, self.interact, self.use_cache = peers, interact and bool(route.peers), use_cache
@@ -171,28 +173,23 @@ class _Stepper:
 
     def __call__(self, text: str, ids: list[int], ends: list[int], *, n_new: int) -> torch.Tensor:
         if not self.use_cache:
-            out = fused_forward(self.fusion, self.experts, self.route, text, primary_enc=Encoded(list(ids), list(ends)),
-                                logits_to_keep=1, interact=self.interact)
+            out = fused_forward(self.fusion, self.experts, self.route, self.prompt, text[len(self.prompt):],
+                                primary_enc=Encoded(list(ids), list(ends)), logits_to_keep=1, interact=self.interact)
             return out.logits[0, -1]
         new = Encoded(ids[-n_new:], ends[-n_new:])
         if not self.interact:
             out = self.prim.model(input_ids=new.tensor(), past_key_values=self.kv, use_cache=True, logits_to_keep=1)
             self.kv = out.past_key_values
             return out.logits[0, -1]
-        settled = settled_boundaries(text)
+        settled = settled_boundaries(text, [len(self.prompt)])
         for peer in self.peers:
-            peer.advance(self.fusion, self.route, text, settled)
+            peer.advance(self.fusion, self.route, self.prompt, text, settled)
         d = self.fusion.cfg.d_shared
         mask = torch.cat([visibility(new.ends, p.ends, settled) for p in self.peers], dim=1)
         kv = [[p.kv_for(q, d) for p in self.peers] for q in range(len(self.fusion.meetings))]
         keys = [torch.cat([k for k, _ in kv[q]], dim=1) for q in range(len(kv))]
         values = [torch.cat([v for _, v in kv[q]], dim=1) for q in range(len(kv))]
-        p = self.route.primary
-
-        def interaction(q: int, h: torch.Tensor) -> torch.Tensor:
-            return h + self.fusion.meetings[q](p, h, keys[q], values[q], mask)
-
-        with self.prim.inject(interaction):
+        with self.prim.inject(final_interaction(self.fusion, self.route.primary, keys, values, mask)):
             out = self.prim.model(input_ids=new.tensor(), past_key_values=self.kv, use_cache=True, logits_to_keep=1)
         self.kv = out.past_key_values
         return out.logits[0, -1]

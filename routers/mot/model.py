@@ -2,12 +2,21 @@
 
     fusion = MoTFusion(MoTConfig(experts=["a", "b"], hidden_sizes=[576, 640]))
     route = fusion.route(z)                        # z: (1, embed_dim) frozen sentence embedding
-    delta = fusion.meetings[q](primary, h, peer_keys, peer_values, mask)   # added to the residual
+    delta = fusion.update(primary, states, keys, values, mask)   # added after the last stack
 
 Only these parameters train; the experts stay frozen. Each meeting projects every expert's hidden
 states into a shared latent space (per-expert LayerNorm + Linear), the primary's projections form
-queries over its peers' keys and values (plus one learned "null" slot, so a position that may see
-no peer yet attends somewhere harmless), and the result is projected back to the primary's width.
+queries over its peers' keys and values (plus one learned "null" key whose value is zero, so a
+position that may see no peer yet attends somewhere harmless and gets no update), and the result
+is projected back to the primary's width.
+
+Where the update enters (a deliberate deviation from the paper, whose interaction feeds the
+primary's next stack): the meetings at all Q boundaries read the experts' own states, and their
+summed update joins the primary's residual stream after its last stack, before its final norm
+and LM head. The frozen experts' forwards are then independent of the trainable parameters, so
+they are computed once and cached (`cache`), and training runs only the trainable layers; the
+paper's mid-stack injection would need a backward pass through the primary's frozen later stacks
+at every step (about 1 s per example on this CPU), which the training budget here cannot pay.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ class MoTConfig(BaseModel):
     hidden_sizes: list[int]
     n_stacks: int = Field(default=4, ge=1)
     top_k: int = Field(default=2, ge=2)
-    d_shared: int = Field(default=256, ge=8)
+    d_shared: int = Field(default=64, ge=8)
     n_heads: int = Field(default=4, ge=1)
     router_hidden: int = 256
     embed_dim: int = 384
@@ -45,8 +54,8 @@ class MoTConfig(BaseModel):
 
 @dataclass
 class Route:
-    """One routing decision. `gates[m]` is 1 for active experts in the forward pass; in training it
-    carries the straight-through gradient of the router's (Gumbel-)softmax."""
+    """One routing decision. `gates[m]` is 1 for active experts in the forward pass; in training
+    with M > K it carries the straight-through gradient of the router's (Gumbel-)softmax."""
 
     scores: torch.Tensor  # (M,)
     probs: torch.Tensor  # (M,)
@@ -60,6 +69,11 @@ class Route:
     @property
     def peers(self) -> list[int]:
         return self.active[1:]
+
+    def primary_probs(self) -> torch.Tensor:
+        """The router's distribution over which active expert is primary: softmax of the active
+        experts' scores, in `active` order (its argmax is the primary)."""
+        return torch.softmax(self.scores[self.active], dim=-1)
 
 
 class QueryRouter(nn.Module):
@@ -81,44 +95,50 @@ class QueryRouter(nn.Module):
 
 
 class Meeting(nn.Module):
-    """The interaction layer at one stack boundary."""
+    """The interaction layer at one stack boundary.
+
+    There is one learned "null" key and its value is zero, and the projections after the
+    attention have no bias: a position that sees no peer (or a route with none) gets an update
+    of exactly 0, i.e. the primary alone, never a constant offset."""
 
     def __init__(self, cfg: MoTConfig) -> None:
         super().__init__()
         d = cfg.d_shared
         self.n_heads = cfg.n_heads
         self.inp = nn.ModuleList([nn.Sequential(nn.LayerNorm(dm), nn.Linear(dm, d)) for dm in cfg.hidden_sizes])
-        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(d, d) for _ in range(4))
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(d, d) for _ in range(3))
+        self.o_proj = nn.Linear(d, d, bias=False)
         self.null_k = nn.Parameter(torch.zeros(1, 1, d))
-        self.null_v = nn.Parameter(torch.zeros(1, 1, d))
-        self.out = nn.ModuleList([nn.Linear(d, dm) for dm in cfg.hidden_sizes])
+        self.drop = nn.Dropout(cfg.dropout)  # training only: a few thousand questions, ~1.5M parameters
+        self.out = nn.ModuleList([nn.Linear(d, dm, bias=False) for dm in cfg.hidden_sizes])
         for lin in self.out:
             nn.init.normal_(lin.weight, std=cfg.out_init_std)
-            nn.init.zeros_(lin.bias)
 
-    def peer_kv(self, expert: int, h: torch.Tensor, gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of one peer's states (1, n, d_m) in the shared space. Position-wise, so
-        decoding can append to a cache of them."""
+    def peer_kv(self, expert: int, h: torch.Tensor, gate: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of one peer's states (B, n, d_m) in the shared space. Position-wise, so
+        decoding can append to a cache of them. `gate` scales the values (1 in the forward pass;
+        in training with more experts than active ones it carries the router's gradient)."""
         x = self.inp[expert](h)
-        # The gate is 1 in the forward pass; it carries the router's gradient (straight-through).
         return self.k_proj(x), self.v_proj(x) * gate
 
     def forward(self, primary: int, h: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """h: (1, n, d_p) primary states; keys/values: (1, k, d); mask: (n, k) bool. Returns the
-        residual update (1, n, d_p)."""
+        """h: (B, n, d_p) primary states; keys/values: (B, k, d); mask: (n, k) or (B, n, k) bool.
+        Returns the update (B, n, d_p) for the primary's residual stream."""
         b, n, _ = h.shape
         q = self.q_proj(self.inp[primary](h))
         k = torch.cat([self.null_k.expand(b, 1, -1), keys], dim=1)
-        v = torch.cat([self.null_v.expand(b, 1, -1), values], dim=1)
-        m = torch.cat([torch.ones(n, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
+        v = torch.cat([torch.zeros_like(self.null_k).expand(b, 1, -1), values], dim=1)
+        if mask.dim() == 2:
+            mask = mask.unsqueeze(0).expand(b, -1, -1)
+        m = torch.cat([torch.ones(b, n, 1, dtype=torch.bool, device=mask.device), mask], dim=2)
         heads = self.n_heads
 
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, t.shape[1], heads, -1).transpose(1, 2)
 
-        att = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=m.view(1, 1, n, -1))
+        att = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=m.unsqueeze(1))
         att = att.transpose(1, 2).reshape(b, n, -1)
-        return self.out[primary](self.o_proj(att))
+        return self.out[primary](self.o_proj(self.drop(att)))
 
 
 class MoTFusion(nn.Module):
@@ -130,7 +150,10 @@ class MoTFusion(nn.Module):
 
     def route(self, z: torch.Tensor, *, gumbel: bool = False, tau: float = 1.0, generator: torch.Generator | None = None) -> Route:
         """Top-K experts for one query embedding z (embed_dim,) or (1, embed_dim); the top-1 is the
-        primary. With `gumbel` (training), the choice is sampled and the gates are straight-through."""
+        primary. With `gumbel` (training), the active set is sampled and, when there are more
+        experts than active ones, the peers' gates are straight-through (membership is then a
+        choice the LM loss can inform; with M = K it is not, and the gates stay constant). Which
+        active expert is primary is trained separately (`train.batch_loss`)."""
         scores = self.router(z.reshape(1, -1))[0]
         noisy = scores
         if gumbel:
@@ -140,8 +163,21 @@ class MoTFusion(nn.Module):
         active = torch.topk(noisy.detach(), self.cfg.top_k).indices.tolist()
         hard = torch.zeros_like(soft)
         hard[active] = 1.0
-        gates = hard + soft - soft.detach() if gumbel else hard
+        gates = hard + soft - soft.detach() if gumbel and self.cfg.top_k < len(self.cfg.experts) else hard
         return Route(scores=scores, probs=torch.softmax(scores, dim=-1), active=active, gates=gates)
+
+    def update(self, primary: int, states: list[torch.Tensor], keys: list[torch.Tensor], values: list[torch.Tensor],
+               mask: torch.Tensor) -> torch.Tensor:
+        """The interaction's total update to the primary's residual stream after its last stack:
+        the sum over the Q meetings, each reading the primary's own states at its boundary
+        (`states[q]`, (B, n, d_p)) and the peers' keys and values projected from theirs, in
+        units of the residual's RMS at each position. (These residual streams reach norms of
+        ~10^3 (SmolLM2) to ~10^4.6 (Gemma) before the final norm; an update of order 1 could not
+        move the logits, and learning weights of order 10^2 would take far too many steps.)"""
+        total = torch.zeros_like(states[-1])
+        for q, meet in enumerate(self.meetings):
+            total = total + meet(primary, states[q], keys[q], values[q], mask)
+        return total * states[-1].pow(2).mean(-1, keepdim=True).sqrt()
 
     def fixed_route(self, primary: int, peers: list[int]) -> Route:
         """A route chosen by hand (tests, ablations): gates 1, no router gradient."""
@@ -156,4 +192,3 @@ class MoTFusion(nn.Module):
             for meet in self.meetings:
                 for lin in meet.out:
                     lin.weight.zero_()
-                    lin.bias.zero_()

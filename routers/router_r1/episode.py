@@ -18,11 +18,12 @@ this class only keeps the transcript, counts and costs, so both callers share on
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from routers.router_r1.parsing import Route, cut_response, last_answer, parse_action, parse_route, restore_stop
+from routers.router_r1.parsing import Route, close_turn, cut_response, last_answer, parse_action, parse_route
 from routers.router_r1.prompts import NONE_OBSERVATION, information_block
 
 StepOutcome = Literal["answer", "route", "invalid-route", "unknown-expert", "no-action", "final"]
@@ -55,15 +56,15 @@ class Episode:
     steps: list[Step] = field(default_factory=list)
     done: bool = False
     routes_executed: int = 0
-    valid_actions: int = 0
     cost: float = 0.0  # micro-dollars (reference units)
     # Text already in the transcript that opens the next turn (a prefill such as "<think>" or
     # "<search> name:"): the turn's action is parsed on it plus the generated text.
     pending: str = ""
+    prefill: str = ""  # what the transcript started with (not the policy's text)
 
     @classmethod
     def start(cls, max_turns: int = 4, prefill: str = "") -> "Episode":
-        return cls(max_turns=max_turns, transcript=prefill, pending=prefill)
+        return cls(max_turns=max_turns, transcript=prefill, pending=prefill, prefill=prefill)
 
     @property
     def turn(self) -> int:
@@ -78,14 +79,22 @@ class Episode:
     def answer(self) -> str | None:
         return last_answer(self.transcript)
 
-    def accept(self, output: str, resolve: Callable[[str], str | None], finish_reason: str | None = None) -> Step:
+    def segments(self) -> list[tuple[str, bool]]:
+        """The transcript as (text, written by the policy): the prefill, then each turn and its
+        observation. Training masks the loss with it (callee text is never trained on)."""
+        out = [(self.prefill, False)]
+        for s in self.steps:
+            out += [(s.text, True), (s.observation, False)]
+        return [seg for seg in out if seg[0]]
+
+    def accept(self, output: str, resolve: Callable[[str], str | None], stop_string: str | None = None) -> Step:
         """Take one policy generation; `resolve` maps a route's name to a pool expert (or None).
 
-        `finish_reason` "stop" means a server removed the stop string; it is put back."""
+        `stop_string` is the stop string the generation ended on, if any (`close_turn`)."""
         if self.done:
             raise RuntimeError("the episode is over")
         routing = self.routing_enabled
-        full = restore_stop(self.pending + output, finish_reason)
+        full = close_turn(self.pending + output, stop_string)
         text = cut_response(full)
         action = parse_action(text)
         text = text[len(self.pending):] if len(text) >= len(self.pending) else ""
@@ -93,11 +102,8 @@ class Episode:
         step = Step(turn=self.turn, text=text, outcome="no-action", routing=routing)
         if not routing:
             step.outcome = "final"  # searches are parsed but never executed now
-            if action.kind is not None:
-                self.valid_actions += 1
         elif action.kind == "answer":
             step.outcome = "answer"
-            self.valid_actions += 1
         elif action.kind == "search":
             step.route = parse_route(action.content)
             if not step.route.valid:
@@ -123,7 +129,6 @@ class Episode:
             else:
                 step.observation = information_block(reply)
                 self.routes_executed += 1
-                self.valid_actions += 1
                 self.cost += cost
         elif step.outcome == "unknown-expert":
             step.observation = NONE_OBSERVATION
@@ -133,14 +138,25 @@ class Episode:
         return step.observation
 
 
+# The MMLU-Pro authors' answer statement ("... The answer is (C)."): replies are cut right after
+# the first one, since base models write on past it into an invented next question.
+_ANSWER_STATEMENT = re.compile(r"answer is \(?[A-J]\)?\.?")
+
+
 def truncate_reply(reply: str, max_tokens: int, encode: Callable[[str], Sequence[int]] | None = None,
                    decode: Callable[[Sequence[int]], str] | None = None) -> str:
-    """Bound an observation to `max_tokens` (the reference's max_obs_length).
+    """Bound an observation to `max_tokens` (the reference's max_obs_length), keeping its end.
 
-    With the policy's tokenizer the cut is exact; without one (a remote policy) ~4 characters
-    stand for a token. Only the reply is cut, so the closing tag always survives (the reference
-    cuts the whole observation's tokens, closing tag included)."""
+    A reply is cut after its first answer statement when it has one, then its last `max_tokens`
+    tokens are kept: chain-of-thought replies put their answer last ("The answer is (X)"), so a
+    head cut would drop it. With the policy's tokenizer the cut is exact; without one (a remote
+    policy) ~4 characters stand for a token. Only the reply is cut, so the closing tag always
+    survives (the reference cuts the whole observation's tokens, closing tag included)."""
+    m = _ANSWER_STATEMENT.search(reply)
+    if m is not None:
+        reply = reply[: m.end()]
+    reply = reply.strip()
     if encode is not None and decode is not None:
         ids = list(encode(reply))
-        return reply if len(ids) <= max_tokens else decode(ids[:max_tokens])
-    return reply[: max_tokens * 4]
+        return reply if len(ids) <= max_tokens else decode(ids[-max_tokens:]).strip()
+    return reply[-max_tokens * 4 :].strip()

@@ -84,7 +84,7 @@ def build_router_r1_graph(router: "RouterR1Router") -> Any:
             step = TraceStepRecord(seq=seq, kind="think", detail={"turn": ep.turn, "error": rec.error_message}, duration_s=time.perf_counter() - t0)
             return {"scratch": {**scratch, "last": None}, "calls": [rec], "steps": [step]}
         scratch = {**scratch, "finish_reason": result.finish_reason}
-        st = ep.accept(result.text, router.resolve, result.finish_reason)
+        st = ep.accept(result.text, router.resolve, result.stop_string)
         if st.outcome == "no-action":
             ep.observe(st, None)  # no search or answer: empty observation, the loop goes on
         step = TraceStepRecord(seq=seq, kind="think", detail={"turn": st.turn, "routing": st.routing, "outcome": st.outcome,

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from routers.router_r1.prompts import ANSWER_CLOSE, ROUTE_CLOSE
+from routers.router_r1.prompts import ANSWER_CLOSE, ROUTE_CLOSE, STOP_STRINGS
 
 if TYPE_CHECKING:
     from experts.registry import ExpertRegistry
@@ -39,21 +39,18 @@ def cut_response(text: str) -> str:
     return text
 
 
-def restore_stop(text: str, finish_reason: str | None) -> str:
-    """Put back the stop string a server stripped (vLLM and the local backend both drop it).
+def close_turn(text: str, stop_string: str | None) -> str:
+    """The one rule for where a turn ends, in training and at inference alike.
 
-    When generation stopped on a stop string, the text holds an unclosed `<search>` or `<answer>`;
-    the matching closing tag is the one that was removed."""
-    if finish_reason != "stop":
+    A turn that ended on a stop string (`</search>` or `</answer>`) ends with it: servers remove
+    it from the text (the local backend and vLLM do, and say which one in `stop_string`), so it
+    is put back; text that already ends with it is left as is. A turn that ended on
+    end-of-sequence or the token limit is taken exactly as written, so an unclosed `<search>` is
+    never executed. (`finish_reason == "stop"` alone cannot tell the two apart: the local backend
+    reports it on end-of-sequence too.)"""
+    if stop_string is None or stop_string not in STOP_STRINGS or text.endswith(stop_string):
         return text
-    last_search, last_answer = text.rfind("<search>"), text.rfind("<answer>")
-    if last_search < 0 and last_answer < 0:
-        return text
-    if last_search > last_answer and ROUTE_CLOSE not in text[last_search:]:
-        return text + ROUTE_CLOSE
-    if last_answer > last_search and ANSWER_CLOSE not in text[last_answer:]:
-        return text + ANSWER_CLOSE
-    return text
+    return text + stop_string
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from evals.answers import LETTERS
+
 ROUTE_OPEN, ROUTE_CLOSE = "<search>", "</search>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 INFO_OPEN, INFO_CLOSE = "<information>", "</information>"
@@ -37,39 +39,42 @@ def policy_prompt(
     """The one user message the policy gets: rules, the pool, one description per expert, the question.
 
     `choices` (multiple choice, not in the reference, which is short-answer QA only) are listed
-    after the question and the answer is asked as the option letter.
+    after the question and the answer is asked as the option letter. The text is the rules
+    block (`prompt_head`, the same for every question of a pool) followed by `question_block`,
+    so training computes the rules' keys and values once per batch.
     """
+    return prompt_head(names=names, descriptions=descriptions, family=family, multiple_choice=bool(choices)) + question_block(question, choices)
+
+
+def prompt_head(*, names: Sequence[str], descriptions: Sequence[str], family: str = "qwen", multiple_choice: bool = False) -> str:
+    """Everything before the question: the reference template's rules, each kept, in fewer words
+    (every policy turn re-reads the prompt, and on a CPU each token of it costs)."""
     pool = ", ".join(names)
     extra = LLAMA_EXTRA_RULE if family == "llama" else ""
     desc = "\n".join(descriptions)
-    q = preprocess_question(question)
-    if choices:
-        letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-        q += "\nOptions:\n" + "\n".join(f"{letters[i]}. {c}" for i, c in enumerate(choices))
+    if multiple_choice:
         answer_hint = "the letter of the correct option, for example <answer> B </answer>"
     else:
         answer_hint = "a short answer without explanation, for example <answer> Beijing </answer>"
     return (
-        "Answer the given question. Every time you receive new information, first reason inside "
-        "<think> and </think>.\n"
+        "Answer the given question. Every time you receive new information, first reason inside <think> and </think>.\n"
         f"{extra}"
-        "If you lack knowledge, you can call a specialised LLM by writing "
-        "<search> LLM-Name:Your-Query </search>.\n"
-        "Rules for <search>:\n"
-        f"- LLM-Name must be exactly one of [{pool}].\n"
-        "- Your-Query must be a concrete question that helps answer the original question.\n"
-        "- Never copy the model descriptions into the search, and never write the placeholder text literally.\n"
-        "Before each call, reason inside <think> about why you need outside information and which LLM "
-        "suits it best, given the descriptions below.\n"
-        "The LLM's reply comes back between <information> and </information>.\n"
-        "Do not rely on one LLM only: calling different LLMs, or the same LLM several times, is allowed "
-        "and recommended.\n\n"
-        "Descriptions of each LLM:\n"
-        f"{desc}\n\n"
-        f"When you need no more information, give the final answer inside <answer> and </answer>: "
-        f"{answer_hint}. Never write empty placeholder answer tags.\n"
-        f"Question: {q}\n"
+        "If you lack knowledge, call a specialised LLM by writing <search> LLM-Name:Your-Query </search>, where "
+        f"LLM-Name is exactly one of [{pool}] and Your-Query is a concrete question that helps answer the original one "
+        "(never the descriptions, never the placeholder text). Before each call, reason inside <think> about why you "
+        "need it and which LLM suits it best. The reply comes back between <information> and </information>. "
+        "Calling different LLMs, or one LLM several times, is allowed.\n"
+        f"LLMs:\n{desc}\n"
+        f"When you need no more information, give the final answer inside <answer> and </answer>: {answer_hint}. "
+        "Never write empty answer tags.\n"
     )
+
+
+def question_block(question: str, choices: Sequence[str] | None = None) -> str:
+    q = preprocess_question(question)
+    if choices:
+        q += "\nOptions:\n" + "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+    return f"Question: {q}\n"
 
 
 def agent_prompt(sub_question: str) -> str:

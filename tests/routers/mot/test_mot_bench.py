@@ -69,6 +69,8 @@ async def test_the_grouped_path_fuses_and_differs_from_top1(pair) -> None:
         for out in run.outcomes:
             gen = next(s for s in out.steps if s.kind == "generate")
             assert gen.detail["fused"] is True and gen.detail["peers"] and gen.detail["stacks"] == 2
+            assert set(gen.detail["stack_boundaries"]) == {gen.detail["expert"], *gen.detail["peers"]}
+            assert all(len(b) == 2 for b in gen.detail["stack_boundaries"].values())
             assert out.final.method == "mot" and [c.expert for c in out.calls] == [out.plan.detail["primary"]]
         texts[label] = [o.final.text for o in run.outcomes]
     await registry.aclose()
@@ -92,3 +94,6 @@ async def test_bench_router_mot_runs_the_fused_decode(pair, tmp_path: Path) -> N
     for item in items:
         assert item.detail["method"] == "mot"  # the fused decode, not a plan run as top-1 + a wasted peer call
         assert item.detail["expert_calls"] == 1 and item.detail["plan"]["primary"] in {"tiny-a", "tiny-b"}
+        plan = item.detail["plan"]
+        assert set(plan["active"]) == {"tiny-a", "tiny-b"} and set(plan["stack_boundaries"]) == set(plan["active"])
+        assert all(len(b) == 2 for b in plan["stack_boundaries"].values())

@@ -55,3 +55,23 @@ def test_interaction_changes_every_generated_step(experts, fusion, primary: int)
     # Same first step context, so compare only step 0 exactly; later contexts may differ.
     assert not torch.allclose(fused_logits[0], alone_logits[0])
     assert all(not torch.allclose(a, b) for a, b in zip(fused_logits, alone_logits, strict=False))
+
+
+def test_a_position_that_sees_no_peer_gets_no_update(fusion) -> None:
+    """The null slot's value is zero and nothing after the attention has a bias: no constant offset."""
+    d = fusion.cfg.d_shared
+    h = torch.randn(2, 3, fusion.cfg.hidden_sizes[0])
+    keys, values = torch.randn(2, 4, d), torch.randn(2, 4, d)
+    nothing = torch.zeros(2, 3, 4, dtype=torch.bool)
+    for meet in fusion.meetings:
+        assert torch.equal(meet(0, h, keys, values, nothing), torch.zeros_like(h))
+        assert not torch.equal(meet(0, h, keys, values, ~nothing), torch.zeros_like(h))
+
+
+def test_a_route_without_peers_is_the_primary_alone(experts, fusion) -> None:
+    route = fusion.fixed_route(1, [])
+    ids = experts[1].encode(PROMPT).tensor()
+    with torch.no_grad():
+        own = experts[1].model(input_ids=ids, logits_to_keep=1).logits[0, -1]
+        fused = fused_forward(fusion, experts, route, PROMPT).logits[0, -1]
+    assert torch.equal(own, fused)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from experts.spec import OrchestratorConfig
 from mot_tiny import tiny_experts, tiny_fusion
 from orchestrator.cli import app
+from orchestrator.cli._common import EXIT_UNDECIDED  # a router that cannot route (unfitted, no checkpoint) exits 4
 from orchestrator.pipeline import Runtime
 from routers.types import Query, RoutingError
 from routers.mot.checkpoint import checkpoint_bytes, save_checkpoint
@@ -60,6 +61,20 @@ async def test_mot_answers_through_the_pipeline_and_records_its_trace(trained, t
     assert trace.calls[0].completion_tokens == call.completion_tokens
 
 
+async def test_mot_shares_the_local_backends_weights(trained, tmp_path: Path) -> None:
+    """One copy of each expert in memory: MoT runs on the registry's local backend models."""
+    ckpt, dirs = trained
+    async with await Runtime.create(_config(tmp_path, dirs, {"mot": {"checkpoint": str(ckpt)}})) as rt:
+        await rt.answer(Query(text="which enzyme unwinds dna?", max_tokens=3), "mot")
+        router = await rt.router("mot")
+        loaded = router._loaded
+        for name, expert in zip(["tiny-a", "tiny-b"], loaded.experts, strict=True):
+            assert expert.model is rt.registry.backend(name).model
+        # the backend still generates on its own afterwards (MoT's hooks are gone)
+        [res] = await rt.registry.backend("tiny-a").generate([Query(text="hi", max_tokens=2).expert_request(max_tokens=2)])
+        assert res.error is None and res.completion_tokens >= 1
+
+
 async def test_mot_loads_the_store_artefact_and_says_when_there_is_none(trained, tmp_path: Path) -> None:
     ckpt, dirs = trained
     async with await Runtime.create(_config(tmp_path, dirs)) as rt:
@@ -85,7 +100,7 @@ def test_cli_ask_with_mot(trained, tmp_path: Path) -> None:
     cfg["routers"] = {"mot": {"checkpoint": str(tmp_path / "nowhere")}}
     path.write_text(yaml.safe_dump(cfg))
     res = runner.invoke(app, ["ask", "hi", "--router", "mot", "--config", str(path)])
-    assert res.exit_code == 2 and "checkpoint" in res.output and "Traceback" not in res.output
+    assert res.exit_code == EXIT_UNDECIDED and "checkpoint" in res.output and "Traceback" not in res.output
 
 
 def test_bad_checkpoint_bytes_are_a_clear_error(trained, tmp_path: Path) -> None:
@@ -111,3 +126,22 @@ def test_gateway_serves_mot(trained, tmp_path: Path) -> None:
         trace = httpx.get(f"{url}/v1/traces/{r.headers['x-orchestrator-trace-id']}", timeout=30).json()
     assert r.json()["choices"][0]["message"]["content"] is not None
     assert json.dumps(trace).count("primary") >= 1
+
+
+def test_cli_train_mot_builds_the_cache_trains_and_writes_the_checkpoint(trained, tmp_path: Path) -> None:
+    _, dirs = trained
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ["train", "mot", "--experts", ",".join(dirs), "--out", str(out), "--cache-dir", str(cache),
+            "--train-limit", "10", "--dev-fraction", "0.2", "--epochs", "2", "--batch-size", "4", "--d-shared", "16"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["epochs"] == 2 and summary["train_examples"] == 8 and summary["dev_examples"] == 2
+    from routers.mot.checkpoint import load_checkpoint
+
+    fusion, meta = load_checkpoint(out)
+    assert fusion.cfg.experts == dirs and fusion.cfg.d_shared == 16 and meta["n_options"] == 4
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 2 and (out / "metrics.json").is_file()
+    assert len(list(cache.glob("*/part-*.pt"))) >= 3  # two experts and the query embeddings, on disk
+    res = CliRunner().invoke(app, args)  # the second run reads the cache
+    assert res.exit_code == 0 and "0 of 10 examples to run" in res.output

@@ -56,22 +56,44 @@ def test_costs_accumulate_only_for_answered_routes() -> None:
     assert ep.cost == 12.5 and ep.routes_executed == 1
 
 
-def test_observation_truncation_keeps_the_tag() -> None:
-    assert truncate_reply("x" * 100, 5) == "x" * 20  # ~4 characters a token without a tokenizer
+def test_observation_truncation_keeps_the_tail_and_the_tag() -> None:
+    assert truncate_reply("h" * 50 + "x" * 100, 5) == "x" * 20  # ~4 characters a token without a tokenizer
     words = "one two three four five six"
     enc = lambda s: s.split()  # noqa: E731 - a whitespace "tokenizer" makes the cut visible
     dec = lambda ids: " ".join(ids)  # noqa: E731
-    assert truncate_reply(words, 3, enc, dec) == "one two three"
+    assert truncate_reply(words, 3, enc, dec) == "four five six"
+    assert truncate_reply(words, 10, enc, dec) == words
     ep = Episode()
     s = ep.accept("<search> yi-34b: q? </search>", resolve)
-    assert ep.observe(s, truncate_reply(words, 2, enc, dec)).strip() == "<information>one two</information>"
+    assert ep.observe(s, truncate_reply(words, 2, enc, dec)).strip() == "<information>five six</information>"
+
+
+def test_truncation_ends_at_the_first_answer_statement() -> None:
+    """Chain-of-thought replies end with "The answer is (X)"; base models then write an invented
+    next question, which is dropped, so the kept tail ends with the answer."""
+    enc = lambda s: s.split()  # noqa: E731
+    dec = lambda ids: " ".join(ids)  # noqa: E731
+    reply = "Let's think. Mitochondria make ATP. The answer is (C).\n\nQuestion: Which organ pumps blood? Options: A. liver"
+    assert truncate_reply(reply, 7, enc, dec) == "Mitochondria make ATP. The answer is (C)."
+    assert truncate_reply(reply, 100, enc, dec) == "Let's think. Mitochondria make ATP. The answer is (C)."
+    assert truncate_reply("the answer is B and more", 100) == "the answer is B"
 
 
 def test_prefill_opens_the_first_turn_and_stripped_stops_are_restored() -> None:
     ep = Episode.start(max_turns=2, prefill="<think>ask</think>\n<search> Yi-34B:")
-    step = ep.accept(" who wrote it? ", resolve, finish_reason="stop")  # the server removed </search>
+    step = ep.accept(" who wrote it? ", resolve, stop_string="</search>")  # the server removed </search>
     assert step.outcome == "route" and step.call is not None and step.call.query == "who wrote it?"
     assert ep.transcript == "<think>ask</think>\n<search> Yi-34B: who wrote it? </search>"
+    assert ep.segments()[0] == ("<think>ask</think>\n<search> Yi-34B:", False)  # the prefill is not the policy's text
     ep.observe(step, "Shakespeare")
-    step = ep.accept("<think>ok</think><answer> Shakespeare", resolve, finish_reason="stop")
+    step = ep.accept("<think>ok</think><answer> Shakespeare", resolve, stop_string="</answer>")
     assert step.outcome == "answer" and ep.answer == "Shakespeare"
+    assert "".join(t for t, _ in ep.segments()) == ep.transcript
+
+
+def test_end_of_sequence_inside_a_search_is_not_a_route() -> None:
+    """EOS (or the token limit) in the middle of `<search>`: no stop string, so no closing tag is
+    invented and nothing is called — the same in training and at inference."""
+    ep = Episode(max_turns=2)
+    step = ep.accept("<think>x</think><search> yi-34b: who? ", resolve, stop_string=None)
+    assert step.outcome == "no-action" and step.call is None

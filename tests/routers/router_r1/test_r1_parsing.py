@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import POOL3
-from routers.router_r1.parsing import cut_response, last_answer, parse_action, parse_route, resolve_expert, restore_stop
+from routers.router_r1.parsing import close_turn, cut_response, last_answer, parse_action, parse_route, resolve_expert
 
 
 def test_cut_at_first_search_even_if_an_answer_comes_first() -> None:
@@ -54,16 +54,21 @@ def test_names_resolve_case_insensitively_by_name_or_alias_within_the_pool(recor
 
 
 @pytest.mark.parametrize(
-    ("text", "finish", "expected"),
+    ("text", "stop", "expected"),
     [
-        ("<think>t</think><search> a:b ", "stop", "<think>t</think><search> a:b </search>"),
-        ("<think>t</think><answer> B ", "stop", "<think>t</think><answer> B </answer>"),
-        ("<think>t</think><answer> B ", "length", "<think>t</think><answer> B "),
-        ("<answer> B </answer>", "stop", "<answer> B </answer>"),
+        # a server stopped on the stop string and removed it: it is put back
+        ("<think>t</think><search> a:b ", "</search>", "<think>t</think><search> a:b </search>"),
+        ("<think>t</think><answer> B ", "</answer>", "<think>t</think><answer> B </answer>"),
+        # end-of-sequence or the token limit: taken as written, an unclosed block stays unclosed
+        ("<think>t</think><search> a:b ", None, "<think>t</think><search> a:b "),
+        ("<think>t</think><answer> B ", None, "<think>t</think><answer> B "),
+        # training keeps the sampled stop string in the text: nothing is added twice
+        ("<answer> B </answer>", "</answer>", "<answer> B </answer>"),
+        ("<think>x</think>", "not a stop string", "<think>x</think>"),
     ],
 )
-def test_stop_string_is_restored(text: str, finish: str, expected: str) -> None:
-    assert restore_stop(text, finish) == expected
+def test_a_turn_is_closed_only_with_the_stop_string_it_ended_on(text: str, stop: str | None, expected: str) -> None:
+    assert close_turn(text, stop) == expected
 
 
 def test_last_answer_block() -> None:
