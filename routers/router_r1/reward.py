@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evals.answers import LETTERS
 from routers.router_r1.parsing import PLACEHOLDERS, last_answer
 
 TAGS = ("search", "answer", "think", "information")
@@ -115,7 +116,7 @@ def f1_score(pred: str, golds: Sequence[str]) -> float:
 
 def answer_letter(answer: str, n_options: int) -> str | None:
     """The option letter an `<answer>` gives: "B", "(B)", "B.", "B) text", "Option B"."""
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:n_options]
+    letters = LETTERS[:n_options]
     a = answer.strip()
     m = re.match(rf"^(?:option\s+)?\(?([{letters}])\)?(?=$|[\s.):,])", a, re.IGNORECASE)
     return m.group(1).upper() if m else None
@@ -126,8 +127,8 @@ def letter_match(answer: str, gold_letter: str, n_options: int, choices: Sequenc
     if answer_letter(answer, n_options) == gold_letter.upper():
         return True
     if choices:
-        idx = "ABCDEFGHIJKLMNOPQRSTUVWXYZ".index(gold_letter.upper())
-        return idx < len(choices) and exact_match(answer, [choices[idx]])
+        idx = LETTERS.find(gold_letter.upper())
+        return 0 <= idx < len(choices) and exact_match(answer, [choices[idx]])
     return False
 
 
