@@ -99,6 +99,9 @@ class GenerationResult(BaseModel):
     # `answer_parsed` says the backend's parse is final, even when it found no answer.
     answer: str | None = None
     answer_parsed: bool = False
+    # What the call cost when the backend knows it (recorded outputs with a logged dollar cost);
+    # None: priced from the tokens and the expert's price per Mtok.
+    cost_usd: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -17,6 +17,8 @@ ROUTER_CLASSES: dict[str, str] = {
     "oracle": "routers.baselines:OracleRouter",
     "symbolic-moe": "routers.symbolic_moe:SymbolicMoERouter",
     "coe": "routers.coe:CoERouter",
+    "cascade": "routers.cascade:CascadeRouter",
+    "calibrated-vote": "routers.cascade:CalibratedVoteRouter",
     "router-r1": "routers.router_r1:RouterR1Router",
     "mot": "routers.mot.router:MoTRouter",
 }

@@ -74,19 +74,31 @@ def bench(
 
 
 def print_bench(report: dict[str, Any]) -> None:
-    """The report as a table of routers, best first, with the paired test and the fit note."""
-    table = Table(title=f"{report['dataset']}: {report['n_questions']} questions, pool of {len(report['pool'])}", title_justify="left")
-    for col in ("router", "accuracy", "95% CI", "calls/q", "agg/q", "cost $/q", "unparsed", "wall s"):
-        table.add_column(col, justify="left" if col == "router" else "right")
+    """The report as a table of routers, best first, with the paired tests and the fit note.
+
+    Fits an 80-column terminal: router names are never cut (a long one wraps), and the columns
+    are those that rank routers (accuracy, interval, calls, cost); report.md has the full table."""
+    from orchestrator.bench.report import cost_axis
+
+    key, header, _ = cost_axis(report)
+    table = Table(title=f"{report['dataset']}: {report['n_questions']} questions, pool of {len(report['pool'])}",
+                  title_justify="left")
+    table.add_column("router", justify="left", overflow="fold", ratio=1)
+    for col in ("acc", "95% CI", "calls/q", header.replace(" units", "")):
+        table.add_column(col, justify="right", no_wrap=True)
     for name, m in sorted(report["routers"].items(), key=lambda kv: -kv[1]["accuracy"]):
+        calls = m["expert_calls_per_question"] + m["aggregator_calls_per_question"]
+        cost = m.get(key)
         table.add_row(
-            name + (" (upper bound)" if m.get("upper_bound") else ""), f"{m['accuracy']:.3f}",
-            f"{m['ci95'][0]:.3f}–{m['ci95'][1]:.3f}", f"{m['expert_calls_per_question']:.2f}",
-            f"{m['aggregator_calls_per_question']:.2f}", f"{m['cost_per_question_usd']:.6f}", str(m["unparsed"]), f"{m['wall_s']:.1f}",
+            name + (" (bound)" if m.get("upper_bound") else ""), f"{m['accuracy']:.3f}",
+            f"{m['ci95'][0]:.3f}–{m['ci95'][1]:.3f}", f"{calls:.2f}",
+            "—" if cost is None else (f"{cost:.6f}" if key.endswith("usd") else f"{cost:.3f}"),
         )
     con = console()
     con.print(table)
-    p = report.get("paired_test")
-    if p:
-        con.print(f"paired {p['test']}: {p['a']} vs {p['b']}: p = {p['p_value']:.3g} ({p['a_only']} vs {p['b_only']} discordant)")
+    for p in (report.get("paired_test"), report.get("paired_test_best_at_3_vs_all_vote")):
+        if p:
+            con.print(f"paired {p['test']}: {p['a']} vs {p['b']}: p = {p['p_value']:.3g} ({p['a_only']} vs {p['b_only']} discordant)")
     con.print(f"fit: {report['fit']}")
+    if report.get("cost_axis") == "price_units":
+        con.print("cost: price units (the called experts' USD/Mtok summed; token counts unknown, not dollars)")
