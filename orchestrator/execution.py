@@ -149,7 +149,7 @@ class Executor:
         agg = plan.aggregation
         calls: list[ExpertCallRecord] = []
         if agg.kind == "llm" and agg.expert and any(o.ok for o in outputs):
-            result = await self.dispatcher.submit_or_error(agg.expert, aggregation.synthesis_request(query, outputs))
+            result = await self.dispatcher.submit_or_error(agg.expert, aggregation.synthesis_request(query, outputs, temperature=agg.temperature))
             self.stats.aggregator_calls += 1
             rec = self.record(agg.expert, result, role="aggregator", answer=extract_answer(query, result))
             rec.seq = AGGREGATE_SEQ

@@ -123,6 +123,7 @@ class Aggregation(BaseModel):
     kind: AggregationKind = "single"
     expert: str | None = None  # the aggregator model for kind == "llm"
     fallback: AggregationKind = "vote"  # used if the aggregator model fails
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)  # the aggregator model's sampling temperature
 
 
 class Plan(BaseModel):
