@@ -19,6 +19,8 @@ ROUTER_CLASSES: dict[str, str] = {
     "coe": "routers.coe:CoERouter",
     "cascade": "routers.cascade:CascadeRouter",
     "calibrated-vote": "routers.cascade:CalibratedVoteRouter",
+    "knn": "routers.learned:KnnRouter",
+    "mlp": "routers.learned:MlpRouter",
     "router-r1": "routers.router_r1:RouterR1Router",
     "mot": "routers.mot.router:MoTRouter",
 }

@@ -160,6 +160,7 @@ class FitOutcome:
     answer: str | None = None
     response: str = ""
     score: float | None = None
+    cost_usd: float | None = None  # what the output cost, when the data logged it
 
     @property
     def quality(self) -> float:

@@ -221,7 +221,7 @@ class BenchmarkRunner:
                 table = registry.recorded_library.table(directory, m)
                 outcomes[m] = {
                     q.question_id: FitOutcome(correct=(r := table[q.question_id]).correct, answer=r.pred, response=r.response,
-                                              score=r.score)
+                                              score=r.score, cost_usd=r.cost_usd)
                     for q in fit_questions if q.question_id in table
                 }
                 if fit_questions and not outcomes[m]:
