@@ -15,7 +15,10 @@ MODES = {"ok": None, "500": "server_error", "malformed": "bad_response", "hang":
 
 
 async def _outcome(up: FaultyUpstream, client: str) -> tuple[str | None, str, int, dict]:
-    spec = ExpertSpec(name="faulty", backend="openai", base_url=up.base_url, model="faulty", timeout_s=0.5, max_retries=1)
+    # only a hang needs a short timeout; the other faults get a roomy one so a busy machine's slow
+    # first attempt cannot use up the retry budget (timeout x attempts) and skip the retry
+    timeout_s = 0.5 if up.mode == "hang" else 10.0
+    spec = ExpertSpec(name="faulty", backend="openai", base_url=up.base_url, model="faulty", timeout_s=timeout_s, max_retries=1)
     b = OpenAIBackend(spec, http_client=client, backoff_base_s=0.01, backoff_max_s=0.02)
     try:
         before = up.requests
