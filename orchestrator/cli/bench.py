@@ -99,6 +99,7 @@ def print_bench(report: dict[str, Any]) -> None:
     for p in (report.get("paired_test"), report.get("paired_test_best_at_3_vs_all_vote")):
         if p:
             con.print(f"paired {p['test']}: {p['a']} vs {p['b']}: p = {p['p_value']:.3g} ({p['a_only']} vs {p['b_only']} discordant)")
+    con.print(f"fit questions: {report['fit_questions']}, evaluated: {report['eval_questions']}")
     con.print(f"fit: {report['fit']}")
     if report.get("cost_axis") == "price_units":
         con.print("cost: price units (the called experts' USD/Mtok summed; token counts unknown, not dollars)")
