@@ -28,7 +28,8 @@ def profile_build(
     seed: Annotated[int, typer.Option()] = 0,
     router_opt: Annotated[list[str] | None, typer.Option("--router-opt", help="KEY=VALUE option of the router (repeat)")] = None,
 ) -> None:
-    """Fit a router on MMLU-Pro fit questions (live experts or recorded outputs) and store it."""
+    """Fit a router on fit questions (live experts, MMLU-Pro recorded outputs, or a generic outcomes
+    directory, whose train split it fits on) and store it."""
     from orchestrator.bench.jobs import fit_profile
     from orchestrator.bench.runner import BenchOptions
     from orchestrator.progress import PhaseProgress

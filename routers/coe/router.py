@@ -12,7 +12,8 @@ fit data.
 Options:
   budget          average cost per query (None = unconstrained); in USD, or in billions of
                   active parameters with budget_kind="params" (the paper's formulation)
-  budget_kind     "params" (default) or "cost"
+  budget_kind     "params" (the paper's), "cost", or "auto" (default): params when every pool
+                  expert has a parameter count, else cost (API models of undisclosed size)
   fallback        the generalist expert (default: the best overall fit accuracy)
   threshold       a fixed confidence threshold, or None to calibrate
   calibrate       "accuracy" (threshold maximising held-out accuracy) or "rate" (fallback share
@@ -73,7 +74,7 @@ class CoERouter(FittedRouter[ExpertScores]):
         ctx: RouterContext,
         *,
         budget: float | None = None,
-        budget_kind: str = "params",
+        budget_kind: str = "auto",
         fallback: str | None = None,
         threshold: float | None = None,
         calibrate: str = "accuracy",
@@ -84,8 +85,10 @@ class CoERouter(FittedRouter[ExpertScores]):
         **options: Any,
     ) -> None:
         super().__init__(ctx, **options)
-        if budget_kind not in ("params", "cost"):
-            raise RoutingError(f"router 'coe': budget_kind must be 'params' or 'cost', got {budget_kind!r}")
+        if budget_kind not in ("auto", "params", "cost"):
+            raise RoutingError(f"router 'coe': budget_kind must be 'auto', 'params' or 'cost', got {budget_kind!r}")
+        if budget_kind == "auto":
+            budget_kind = "params" if all(ctx.registry.spec(e).params_b is not None for e in self.pool) else "cost"
         if calibrate not in ("accuracy", "rate"):
             raise RoutingError(f"router 'coe': calibrate must be 'accuracy' or 'rate', got {calibrate!r}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -109,7 +112,8 @@ class CoERouter(FittedRouter[ExpertScores]):
 
     # ------------------------------------------------------------------ costs
     def expert_costs(self, data: FitData) -> dict[str, float]:
-        """Per-query cost of each expert: active parameters (B), or mean USD on the fit data."""
+        """Per-query cost of each expert: active parameters (B), or mean USD on the fit data (the
+        logged cost of each output when the data has one, else its price × estimated tokens)."""
         out = {}
         for e in self.pool:
             spec = self.ctx.registry.spec(e)
@@ -120,7 +124,8 @@ class CoERouter(FittedRouter[ExpertScores]):
             else:
                 qs = {q.question_id: q for q in data.questions}
                 costs = [
-                    spec.price_per_mtok.cost(len(qs[qid].prompt or qs[qid].text) // 4, len(o.response) // 4)
+                    o.cost_usd if o.cost_usd is not None
+                    else spec.price_per_mtok.cost(len(qs[qid].prompt or qs[qid].text) // 4, len(o.response) // 4)
                     for qid, o in data.outcomes.get(e, {}).items() if qid in qs
                 ]
                 out[e] = float(np.mean(costs)) if costs else 0.0
@@ -146,7 +151,8 @@ class CoERouter(FittedRouter[ExpertScores]):
         self.classifier = CategoryClassifier().fit(await emb.embed(texts), labels, seed=self.ctx.seed)
 
         # Step 2: the category → expert map under the budget, exact.
-        correct = {e: {qid: o.correct for qid, o in data.outcomes.get(e, {}).items()} for e in self.pool}
+        # An outcome's quality: right/wrong, or its partial score (F1, pass rate) as it is.
+        correct = {e: {qid: o.quality for qid, o in data.outcomes.get(e, {}).items()} for e in self.pool}
         acc, freq = per_category_accuracy(correct, {q.question_id: q.category for q in train}, self.pool)
         costs = self.expert_costs(data)
         try:
@@ -181,7 +187,7 @@ class CoERouter(FittedRouter[ExpertScores]):
         await self.save()
         return self.fit_info
 
-    def _calibrate(self, cal: list[Query], cats: list[str], conf: np.ndarray, correct: dict[str, dict[str, bool]]) -> float:
+    def _calibrate(self, cal: list[Query], cats: list[str], conf: np.ndarray, correct: dict[str, dict[str, float]]) -> float:
         if not cal:
             return 0.0
         candidates = np.unique(np.concatenate([[0.0], conf, [1.01]]))
