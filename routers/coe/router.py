@@ -21,7 +21,13 @@ Options:
   labels_path     JSONL of {"text", "label"} to train the classifier on instead of the
                   questions' own categories (any user taxonomy)
   decision        "argmax" (the predicted category's mapped expert, gated by the threshold) or
-                  "expected" (the map's expert with the best expected accuracy, no gate)
+                  "expected" (the map's expert with the best expected accuracy, no gate; under a
+                  budget, minus a cost weight calibrated on held-out fit questions)
+
+The budget holds end to end: the map is solved under it, and the threshold (argmax) or the cost
+weight (expected) is calibrated so that the held-out average cost, fallback calls included, stays
+within it (`expected_cost_held_out` in the fit summary). With `labels_path`, the fit questions'
+categories are the classifier's labels for them, so the map is over the user's taxonomy.
 
 The scoring function is `score_category`; `FittedRouter` turns its scores into plans.
 """
@@ -105,6 +111,8 @@ class CoERouter(FittedRouter[ExpertScores]):
         self.labels_path = labels_path
         self.classifier: CategoryClassifier | None = None
         self.mapping: dict[str, str] = {}
+        self.costs: dict[str, float] = {}  # per-query cost of each expert (budget units), from the fit
+        self.cost_weight = 0.0  # decision="expected": accuracy traded per unit of cost to meet the budget
 
     @property
     def fitted(self) -> bool:
@@ -149,12 +157,20 @@ class CoERouter(FittedRouter[ExpertScores]):
         else:
             texts, labels = [q.text for q in train], [q.category or "" for q in train]
         self.classifier = CategoryClassifier().fit(await emb.embed(texts), labels, seed=self.ctx.seed)
+        # With the user's own taxonomy the map must be over its labels: a fit question's category
+        # is then the label the classifier gives it (the dataset's categories would match no label,
+        # and every query would fall back).
+        if self.labels_path:
+            train_cats, _ = self.classifier.predict(await emb.embed([q.text for q in train]))
+            category_of = {q.question_id: c for q, c in zip(train, train_cats, strict=True)}
+        else:
+            category_of = {q.question_id: q.category for q in train}
 
         # Step 2: the category → expert map under the budget, exact.
         # An outcome's quality: right/wrong, or its partial score (F1, pass rate) as it is.
         correct = {e: {qid: o.quality for qid, o in data.outcomes.get(e, {}).items()} for e in self.pool}
-        acc, freq = per_category_accuracy(correct, {q.question_id: q.category for q in train}, self.pool)
-        costs = self.expert_costs(data)
+        acc, freq = per_category_accuracy(correct, category_of, self.pool)
+        costs = self.costs = self.expert_costs(data)
         try:
             solution = solve_assignment(acc, freq, costs, self.budget)
         except InfeasibleBudget as e:
@@ -165,10 +181,16 @@ class CoERouter(FittedRouter[ExpertScores]):
         if self.fallback is None:
             self.fallback = max(self.pool, key=lambda e: (overall[e], -self.pool.index(e)))
 
-        # Uncertainty fallback: calibrate the confidence threshold on held-out fit questions.
-        cats, conf = self.classifier.predict(await emb.embed([q.text for q in cal])) if cal else ([], np.array([]))
+        # Step 3, on held-out fit questions: the uncertainty threshold (argmax) or the cost weight
+        # (expected), chosen so that the average cost, fallback included, stays within the budget.
+        probs = self.classifier.predict_proba(await emb.embed([q.text for q in cal])) if cal else np.zeros((0, 0))
+        cats, conf = self.classifier.top_category(probs) if cal else ([], np.array([]))
+        if self.decision == "expected":
+            self.cost_weight = self._calibrate_cost_weight(cal, probs, correct)
         if self.threshold is None:
             self.threshold = self._calibrate(cal, cats, conf, correct)
+        held_out_cost = self._held_out_cost(cal, cats, conf, probs)
+
         held_out_cls = float(np.mean([c == q.category for c, q in zip(cats, cal, strict=True)])) if cal else None
         self.fit_info = {
             "classifier": self.classifier.chosen,
@@ -183,6 +205,9 @@ class CoERouter(FittedRouter[ExpertScores]):
             "threshold": round(float(self.threshold), 4),
             "calibration": self.calibrate,
             "fallback_rate_held_out": float(np.mean(conf < self.threshold)) if len(conf) else None,
+            "decision": self.decision,
+            **({"cost_weight": self.cost_weight} if self.decision == "expected" else {}),
+            "expected_cost_held_out": None if held_out_cost is None else round(held_out_cost, 6),
         }
         await self.save()
         return self.fit_info
@@ -191,23 +216,65 @@ class CoERouter(FittedRouter[ExpertScores]):
         if not cal:
             return 0.0
         candidates = np.unique(np.concatenate([[0.0], conf, [1.01]]))
+        assert self.fallback is not None
+        routed_cost = np.array([self.costs.get(self.mapping.get(c, self.fallback), 0.0) for c in cats])
+        fb_cost = self.costs.get(self.fallback, 0.0)
+
+        def within_budget(t: float) -> bool:  # the average cost with the fallback's share counted
+            return self.budget is None or float(np.mean(np.where(conf < t, fb_cost, routed_cost))) <= self.budget + 1e-12
+
+        feasible = [float(t) for t in candidates if within_budget(float(t))]
+        if not feasible:  # even never falling back exceeds it on these questions: the cheapest
+            return float(min(candidates, key=lambda t: float(np.mean(np.where(conf < t, fb_cost, routed_cost)))))
         if self.calibrate == "rate":
-            rates = [(abs(float(np.mean(conf < t)) - self.target_fallback_rate), t) for t in candidates]
-            return float(min(rates)[1])
+            return min(feasible, key=lambda t: (abs(float(np.mean(conf < t)) - self.target_fallback_rate), t))
         routed = np.array([correct[self.mapping.get(c, self.fallback)].get(q.question_id, False) for c, q in zip(cats, cal, strict=True)])
-        fb = np.array([correct[self.fallback].get(q.question_id, False) for q in cal])  # type: ignore[index]
-        best_t, best_acc = 0.0, -1.0
-        for t in candidates:
+        fb = np.array([correct[self.fallback].get(q.question_id, False) for q in cal])
+        best_t, best_acc = feasible[0], -1.0
+        for t in feasible:
             acc = float(np.mean(np.where(conf < t, fb, routed)))
             if acc > best_acc + 1e-12:
-                best_t, best_acc = float(t), acc
+                best_t, best_acc = t, acc
         return best_t
+
+    def _expected_choice(self, probs: np.ndarray, cost_weight: float) -> list[str]:
+        """`decision="expected"`: per row, the candidate with the best Σ_c p(c)·acc[c][e] − w·cost(e)."""
+        assert self.classifier is not None
+        labels = self.classifier.labels
+        candidates = [e for e in dict.fromkeys([*self.mapping.values(), self.fallback]) if e is not None]
+        acc = np.array([[self.category_accuracy.get(c, {}).get(e, 0.0) for e in candidates] for c in labels])
+        cost = np.array([self.costs.get(e, 0.0) for e in candidates])
+        utility = probs @ acc - cost_weight * cost
+        return [candidates[i] for i in utility.argmax(axis=1)]
+
+    def _calibrate_cost_weight(self, cal: list[Query], probs: np.ndarray, correct: dict[str, dict[str, float]]) -> float:
+        """The smallest cost weight whose choices keep the held-out average cost within the budget."""
+        if self.budget is None or not cal:
+            return 0.0
+        top = max(self.costs.values()) or 1.0
+        for w in [0.0, *(float(x) / top for x in np.geomspace(1e-3, 1e3, 61))]:
+            chosen = self._expected_choice(probs, w)
+            if float(np.mean([self.costs.get(e, 0.0) for e in chosen])) <= self.budget + 1e-12:
+                return w
+        return float(1e3 / top)
+
+    def _held_out_cost(self, cal: list[Query], cats: list[str], conf: np.ndarray, probs: np.ndarray) -> float | None:
+        """The average cost per held-out fit question of the fitted router, fallback included."""
+        if not cal:
+            return None
+        if self.decision == "expected":
+            chosen = self._expected_choice(probs, self.cost_weight)
+        else:
+            chosen = [self.fallback if (self.threshold is not None and p < self.threshold) or c not in self.mapping else self.mapping[c]
+                      for c, p in zip(cats, conf, strict=True)]
+        return float(np.mean([self.costs.get(e, 0.0) for e in chosen if e is not None]))
 
     # ------------------------------------------------------------------ persistence
     def dump_state(self) -> bytes:
         assert self.classifier is not None
         meta = {"pool": self.pool, "mapping": self.mapping, "fallback": self.fallback, "threshold": self.threshold,
-                "fit_info": self.fit_info, "category_accuracy": self.category_accuracy, "decision": self.decision}
+                "fit_info": self.fit_info, "category_accuracy": self.category_accuracy, "decision": self.decision,
+                "costs": self.costs, "cost_weight": self.cost_weight}
         return json.dumps({"meta": meta}).encode() + b"\n" + self.classifier.dumps()
 
     def load_state(self, payload: bytes) -> None:
@@ -217,6 +284,10 @@ class CoERouter(FittedRouter[ExpertScores]):
         self.mapping, self.fallback, self.threshold = meta["mapping"], meta["fallback"], meta["threshold"]
         self.category_accuracy = meta.get("category_accuracy", {})
         self.fit_info = meta.get("fit_info", {})
+        # The stored fit's decision rule is part of what was fitted (its calibration depends on it).
+        self.decision = meta.get("decision", self.decision)
+        self.costs = meta.get("costs", {})
+        self.cost_weight = float(meta.get("cost_weight", 0.0))
 
     # ------------------------------------------------------------------ scoring
     async def score_batch(self, queries: Sequence[Query]) -> list[ExpertScores]:
@@ -238,6 +309,7 @@ class CoERouter(FittedRouter[ExpertScores]):
             candidates = dict.fromkeys([*self.mapping.values(), self.fallback])
             expected = {
                 e: float(sum(pc * self.category_accuracy.get(c, {}).get(e, 0.0) for c, pc in zip(labels, probs, strict=True)))
+                - self.cost_weight * self.costs.get(e, 0.0)
                 for e in candidates if e is not None
             }
             return ExpertScores(expected, reason=reason, detail=detail)
