@@ -26,7 +26,9 @@ Options:
 
 The budget holds end to end: the map is solved under it, and the threshold (argmax) or the cost
 weight (expected) is calibrated so that the held-out average cost, fallback calls included, stays
-within it (`expected_cost_held_out` in the fit summary). With `labels_path`, the fit questions'
+within it with 95% confidence (the upper bound of the mean; the map is re-solved under a tighter
+budget when its held-out cost alone would exceed it; `expected_cost_held_out`, `map_budget` in
+the fit summary). With `labels_path`, the fit questions'
 categories are the classifier's labels for them, so the map is over the user's taxonomy.
 
 The scoring function is `score_category`; `FittedRouter` turns its scores into plans.
@@ -113,6 +115,7 @@ class CoERouter(FittedRouter[ExpertScores]):
         self.mapping: dict[str, str] = {}
         self.costs: dict[str, float] = {}  # per-query cost of each expert (budget units), from the fit
         self.cost_weight = 0.0  # decision="expected": accuracy traded per unit of cost to meet the budget
+        self.inner_budget: float | None = None  # argmax: the budget the map was finally solved under
 
     @property
     def fitted(self) -> bool:
@@ -185,6 +188,8 @@ class CoERouter(FittedRouter[ExpertScores]):
         # (expected), chosen so that the average cost, fallback included, stays within the budget.
         probs = self.classifier.predict_proba(await emb.embed([q.text for q in cal])) if cal else np.zeros((0, 0))
         cats, conf = self.classifier.top_category(probs) if cal else ([], np.array([]))
+        if self.budget is not None and self.decision == "argmax" and cal:
+            solution = self._tighten_map(solution, acc, freq, cats)
         if self.decision == "expected":
             self.cost_weight = self._calibrate_cost_weight(cal, probs, correct)
         if self.threshold is None:
@@ -208,6 +213,7 @@ class CoERouter(FittedRouter[ExpertScores]):
             "decision": self.decision,
             **({"cost_weight": self.cost_weight} if self.decision == "expected" else {}),
             "expected_cost_held_out": None if held_out_cost is None else round(held_out_cost, 6),
+            **({"map_budget": round(self.inner_budget, 4)} if self.inner_budget is not None else {}),
         }
         await self.save()
         return self.fit_info
@@ -221,7 +227,7 @@ class CoERouter(FittedRouter[ExpertScores]):
         fb_cost = self.costs.get(self.fallback, 0.0)
 
         def within_budget(t: float) -> bool:  # the average cost with the fallback's share counted
-            return self.budget is None or float(np.mean(np.where(conf < t, fb_cost, routed_cost))) <= self.budget + 1e-12
+            return self._fits_budget(np.where(conf < t, fb_cost, routed_cost))
 
         feasible = [float(t) for t in candidates if within_budget(float(t))]
         if not feasible:  # even never falling back exceeds it on these questions: the cheapest
@@ -236,6 +242,35 @@ class CoERouter(FittedRouter[ExpertScores]):
             if acc > best_acc + 1e-12:
                 best_t, best_acc = t, acc
         return best_t
+
+    def _fits_budget(self, costs: np.ndarray) -> bool:
+        """Held-out per-query costs within the budget: their mean's upper 95% bound (normal
+        approximation), so that the budget also holds on questions the fit never saw."""
+        if self.budget is None:
+            return True
+        n = len(costs)
+        if n == 0:
+            return True
+        half = 1.959964 * float(np.std(costs, ddof=1)) / np.sqrt(n) if n > 1 else 0.0
+        return float(np.mean(costs)) + half <= self.budget + 1e-12
+
+    def _tighten_map(self, solution: Any, acc: dict[str, dict[str, float]], freq: dict[str, float], cats: list[str]) -> Any:
+        """Re-solve the map under a smaller budget while its held-out cost (the classifier's
+        predicted categories, not the true ones) would exceed the budget."""
+        assert self.budget is not None
+        inner = self.budget
+        for _ in range(30):
+            routed = np.array([self.costs.get(solution.mapping.get(c, self.fallback or ""), 0.0) for c in cats])
+            if self._fits_budget(routed):
+                break
+            inner *= 0.97
+            try:
+                solution = solve_assignment(acc, freq, self.costs, inner)
+            except InfeasibleBudget:
+                break
+            self.mapping = solution.mapping
+        self.inner_budget = inner
+        return solution
 
     def _expected_choice(self, probs: np.ndarray, cost_weight: float) -> list[str]:
         """`decision="expected"`: per row, the candidate with the best Σ_c p(c)·acc[c][e] − w·cost(e)."""
@@ -254,7 +289,7 @@ class CoERouter(FittedRouter[ExpertScores]):
         top = max(self.costs.values()) or 1.0
         for w in [0.0, *(float(x) / top for x in np.geomspace(1e-3, 1e3, 61))]:
             chosen = self._expected_choice(probs, w)
-            if float(np.mean([self.costs.get(e, 0.0) for e in chosen])) <= self.budget + 1e-12:
+            if self._fits_budget(np.array([self.costs.get(e, 0.0) for e in chosen])):
                 return w
         return float(1e3 / top)
 
