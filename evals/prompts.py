@@ -206,15 +206,19 @@ def aggregator_prompt(
     question_text: Question | str,
     responses: Sequence[str | None],
     answer_instruction: str = MC_ANSWER_INSTRUCTION,
+    *,
+    keep_empty: bool = False,
 ) -> str:
     """The Mixture-of-Agents synthesis prompt that Symbolic-MoE puts in the user turn.
 
     Instruction, then ``Responses from models:`` and one ``### Model i's response:`` block per
     response given (missing or blank ones are skipped and the rest numbered 1, 2, ... in order,
     not shuffled), each with everything up to its last ``</think>`` removed; then
-    ``Question: <question>`` and the same answer instruction the experts had.
+    ``Question: <question>`` and the same answer instruction the experts had. With
+    `keep_empty` a blank response keeps its (empty) block: the paper's aggregator benchmark fills
+    a missing right or wrong answer with an empty string and still shows three slots.
     """
-    blocks = [strip_reasoning(r).strip() for r in responses if r is not None and r.strip()]
+    blocks = [strip_reasoning(r or "").strip() for r in responses if keep_empty or (r is not None and r.strip())]
     body = "".join(f"### Model {i}'s response:\n{r}\n\n" for i, r in enumerate(blocks, 1))
     return (
         f"{AGGREGATOR_INSTRUCTION}\n\nResponses from models:\n\n{body}"

@@ -134,6 +134,9 @@ class GenerationResult(BaseModel):
     answer_parsed: bool = False
     # The expert's tool calls, exactly as its server sent them (OpenAI's `message.tool_calls`).
     tool_calls: list[dict[str, Any]] | None = None
+    # What the call cost when the backend knows it (recorded outputs with a logged dollar cost);
+    # None: priced from the tokens and the expert's price per Mtok.
+    cost_usd: float | None = None
 
     @property
     def ok(self) -> bool:

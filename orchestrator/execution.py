@@ -206,7 +206,7 @@ class Executor:
         agg = plan.aggregation
         calls: list[ExpertCallRecord] = []
         if agg.kind == "llm" and agg.expert and any(o.ok for o in outputs):
-            request = aggregation.synthesis_request(query, outputs)
+            request = aggregation.synthesis_request(query, outputs, temperature=agg.temperature)
             if self.answer_sink is not None:  # the aggregator's output is the answer: stream it
                 result = await self._stream_call(agg.expert, request, role="aggregator")
             else:

@@ -7,9 +7,10 @@
 Pure functions over plain types: the orchestrator's executor runs them for chat, batch jobs and
 benchmarks alike (and makes the aggregator call for kind "llm"); routers that decide in rounds
 (a cascade) may vote themselves. Answers are extracted per output first
-(`routers.types.extract_answer`). Free-form text that yields no comparable answer is "voted" by
-agreement: the output sharing the most words with the others wins (a medoid), since exact-match
-voting over free text would always tie.
+(`routers.types.extract_answer`). Outputs that yield no comparable answer (free-form text, code)
+cannot be counted: the highest-weighted output wins (the router's strongest recruit), and when
+every weight is equal, the output sharing the most words with the others (a medoid), since
+exact-match voting over free text would always tie.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def vote(outputs: list[ExpertOutput], *, weighted: bool = False) -> FinalAnswer:
         tally[o.answer] += o.weight if weighted else 1.0
         first_seen.setdefault(o.answer, o.index)
     if not tally:
+        if len({o.weight for o in ok}) > 1:
+            rep = max(ok, key=lambda o: (o.weight, -o.index))
+            return FinalAnswer(text=rep.text, answer=None, method=f"{method}:highest-weight", detail={"representative": rep.expert})
         rep = _medoid(ok)
         return FinalAnswer(text=rep.text, answer=None, method=f"{method}:agreement", detail={"representative": rep.expert},
                            finish_reason=rep.finish_reason, tool_calls=rep.tool_calls)

@@ -100,7 +100,8 @@ class OracleRouter(Router):
     uses_gold = True
 
     async def route(self, query: Query) -> Plan:
-        if query.gold is None:
+        # The generic outcomes format has no key: the benchmark scores the best recorded output.
+        if query.gold is None and query.metadata.get("scoring") != "outcomes":
             raise RoutingError("router 'oracle' needs the gold answer: it is a benchmark-only upper bound")
         req = query.expert_request()
         return Plan(

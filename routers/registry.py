@@ -17,6 +17,10 @@ ROUTER_CLASSES: dict[str, str] = {
     "oracle": "routers.baselines:OracleRouter",
     "symbolic-moe": "routers.symbolic_moe:SymbolicMoERouter",
     "coe": "routers.coe:CoERouter",
+    "cascade": "routers.cascade:CascadeRouter",
+    "calibrated-vote": "routers.cascade:CalibratedVoteRouter",
+    "knn": "routers.learned:KnnRouter",
+    "mlp": "routers.learned:MlpRouter",
     "router-r1": "routers.router_r1:RouterR1Router",
     "mot": "routers.mot.router:MoTRouter",
 }

@@ -22,9 +22,9 @@ def call_record(
 ) -> ExpertCallRecord:
     try:
         price = registry.spec(expert).price_per_mtok
-        cost = price.cost(result.prompt_tokens, result.completion_tokens)
+        cost = price.cost(result.prompt_tokens, result.completion_tokens) if result.cost_usd is None else result.cost_usd
     except KeyError:
-        cost = 0.0
+        cost = result.cost_usd or 0.0
     return ExpertCallRecord(
         expert=expert,
         role=role,

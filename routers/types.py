@@ -142,6 +142,7 @@ class Aggregation(BaseModel):
     kind: AggregationKind = "single"
     expert: str | None = None  # the aggregator model for kind == "llm"
     fallback: AggregationKind = "vote"  # used if the aggregator model fails
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)  # the aggregator model's sampling temperature
 
 
 class Plan(BaseModel):
@@ -189,17 +190,27 @@ class Plan(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class FitOutcome:
+    """One expert's outcome on one fit question. `score` is a partial score in [0, 1] (F1, a
+    test pass rate) when the data has one; `quality` is what routers average."""
+
     correct: bool
     answer: str | None = None
     response: str = ""
+    score: float | None = None
+    cost_usd: float | None = None  # what the output cost, when the data logged it
+
+    @property
+    def quality(self) -> float:
+        return float(self.correct) if self.score is None else self.score
 
 
 @dataclass
 class FitData:
     """What routers fit on: questions and every pool expert's outcome on them.
 
-    `outcomes[expert][question_id]` holds whether the expert answered correctly, its parsed
-    answer and (optionally) its response text. Built from recorded outputs or from live runs.
+    `outcomes[expert][question_id]` holds whether the expert answered correctly (and its
+    partial score, if any), its parsed answer and (optionally) its response text. Built from
+    recorded outputs or from live runs.
     """
 
     questions: list[Query]
@@ -209,7 +220,7 @@ class FitData:
     def accuracy(self, expert: str) -> float:
         rows = self.outcomes.get(expert, {})
         qids = [q.question_id for q in self.questions if q.question_id in rows]
-        return sum(rows[q].correct for q in qids) / len(qids) if qids else 0.0
+        return sum(rows[q].quality for q in qids) / len(qids) if qids else 0.0
 
 
 @dataclass

@@ -32,7 +32,6 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-
 def fit_file(router: str) -> str:
     """The file a router's full fit summary is written to, beside report.md."""
     return "fit-" + re.sub(r"[^A-Za-z0-9._@-]+", "_", router) + ".json"
@@ -45,26 +44,49 @@ def _scalars(summary: dict[str, Any]) -> str:
     return "; ".join(flat) + (f"; also {', '.join(nested)}" if nested else "")
 
 
+def cost_axis(r: dict[str, Any]) -> tuple[str, str, str]:
+    """(per-question key, column header, axis label) of the run's cost axis: dollars when every
+    call's cost is known, else price units (the called experts' prices summed)."""
+    if r.get("cost_axis", "usd") == "usd":
+        return "cost_per_question_usd", "cost $/q", "cost per question (USD)"
+    return "cost_units_per_question", "price units/q", "price units per question (Σ called experts' USD/Mtok)"
+
+
+def _cost(m: dict[str, Any], key: str) -> str:
+    v = m.get(key)
+    return "—" if v is None else f"{v:.6f}" if key.endswith("usd") else f"{v:.3f}"
+
+
 def markdown_report(r: dict[str, Any]) -> str:
     routers = r["routers"]
+    key, header, _ = cost_axis(r)
     lines = [
         f"# Benchmark: {r['dataset']}, {r['n_questions']} questions",
         "",
         f"- Pool ({len(r['pool'])}): {', '.join(r['pool'])}",
         f"- Fit: {r['fit']}",
         f"- Prompt: {r['prompt']}; scoring: {r['scoring']}",
+        f"- Cost axis: {r.get('cost_note', 'USD per question')}",
     ]
     info = r.get("pool_info", {})
     if info.get("mode") == "recorded":
-        lines.append(f"- Recorded outputs: {info['directory']}; questions covered by every model: {info['covered_by_every_model']} of {info['questions_in_dataset']}")
-        lines.append(f"- Prices: {info['price_convention']} (a stated convention for a cost axis, not a provider price list)")
-    lines += ["", "## Results", "", "| router | accuracy % | 95% CI | expert calls/q | aggregator calls/q | cost $/q | active params B/q | tokens | unparsed | wall s |",
+        if "covered_by_every_model" in info and "questions_in_dataset" in info:
+            lines.append(f"- Recorded outputs: {info['directory']}; questions covered by every model: {info['covered_by_every_model']} of {info['questions_in_dataset']}")
+        else:
+            lines.append(f"- Recorded outputs: {info['directory']} ({info.get('layout', 'responses')} layout)")
+        sources = info.get("price_sources") or {}
+        if sources:
+            lines.append("- Prices (USD per Mtok, for the cost axis; a stated convention or a list price, not what these runs cost):")
+            lines += [f"  - {m}: {src}" for m, src in sources.items()]
+        elif "price_convention" in info:
+            lines.append(f"- Prices: {info['price_convention']} (a stated convention for a cost axis, not a provider price list)")
+    lines += ["", "## Results", "", f"| router | accuracy % | 95% CI | expert calls/q | aggregator calls/q | {header} | active params B/q | tokens | unparsed | wall s |",
               "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, m in sorted(routers.items(), key=lambda kv: -kv[1]["accuracy"]):
         label = f"{name} (upper bound)" if m.get("upper_bound") else name
         lines.append(
             f"| {label} | {pct(m['accuracy'])} | {pct(m['ci95'][0])}–{pct(m['ci95'][1])} | {m['expert_calls_per_question']:.2f} | "
-            f"{m['aggregator_calls_per_question']:.2f} | {m['cost_per_question_usd']:.6f} | "
+            f"{m['aggregator_calls_per_question']:.2f} | {_cost(m, key)} | "
             f"{m['active_params_b_per_question'] if m.get('active_params_b_per_question') is not None else '—'} | {m['tokens']}{'~' if m.get('tokens_estimated') else ''} | "
             f"{m['unparsed']} | {m['wall_s']:.1f} |"
         )
@@ -74,10 +96,10 @@ def markdown_report(r: dict[str, Any]) -> str:
     if cls:
         lines += ["", "Category classifier (predicted vs. the dataset's category): " + "; ".join(
             f"{n}: accuracy {pct(m['classifier_accuracy'])}%, fallback share {pct(m['fallback_rate'])}%" for n, m in cls.items())]
-    p = r.get("paired_test")
-    if p:
-        lines += ["", f"Paired test, {p['a']} vs {p['b']} on {p['n']} shared questions ({p['test']}): "
-                  f"{p['a']} alone right on {p['a_only']}, {p['b']} alone right on {p['b_only']}, p = {p['p_value']:.3g}."]
+    for p in (r.get("paired_test"), r.get("paired_test_best_at_3_vs_all_vote")):
+        if p:
+            lines += ["", f"Paired test, {p['a']} vs {p['b']} on {p['n']} shared questions ({p['test']}): "
+                      f"{p['a']} alone better on {p['a_only']}, {p['b']} alone better on {p['b_only']}, p = {p['p_value']:.3g}."]
     cats = sorted({c for m in routers.values() for c in m["per_category"]})
     if cats:
         names = list(routers)
@@ -117,6 +139,8 @@ def cost_axis_label(r: dict[str, Any]) -> str:
     convention = r.get("pool_info", {}).get("price_convention")
     if convention:
         return f"cost per question (USD)\nstated convention: {convention}, not provider prices"
+    if r.get("pool_info", {}).get("price_sources"):
+        return "cost per question (USD)\nat the stated convention or list prices in report.md, not what these runs cost"
     return "cost per question (USD, at the prices in the expert config)"
 
 
@@ -132,7 +156,8 @@ def accuracy_limits(routers: dict[str, Any]) -> tuple[float, float]:
 
 def figure(r: dict[str, Any]) -> Figure:
     """The plot as a matplotlib figure: one marker (with its 95% interval) per router, every
-    line in the legend, upper bounds as annotated horizontal lines."""
+    line in the legend, upper bounds as annotated horizontal lines. Configurations of one method
+    (`knn@l0`, `knn@l1`, … a cost-quality sweep) are joined by a line: that method's own frontier."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,9 +165,14 @@ def figure(r: dict[str, Any]) -> Figure:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     routers = r["routers"]
-    use_cost = any(m["cost_per_question_usd"] > 0 for m in routers.values())
-    xkey, xlabel = ("cost_per_question_usd", cost_axis_label(r)) if use_cost else (
+    ckey, _, clabel = cost_axis(r)
+    use_cost = any((m.get(ckey) or 0) > 0 for m in routers.values())
+    xkey, xlabel = (ckey, cost_axis_label(r) if ckey == "cost_per_question_usd" else clabel) if use_cost else (
         "expert_calls_per_question", "expert + aggregator calls per question")
+
+    def x_of(m: dict[str, Any]) -> float:
+        return (m.get(xkey) or 0.0) + (m["aggregator_calls_per_question"] if xkey == "expert_calls_per_question" else 0)
+
     fig, ax = plt.subplots(figsize=(10, 6), dpi=120)
     refs = {"oracle": ("tab:green", "oracle (upper bound)"), "best-single": ("tab:gray", "best single")}
     markers = "osD^vP*Xhp<>"
@@ -150,21 +180,30 @@ def figure(r: dict[str, Any]) -> Figure:
     colours = [c for i, c in enumerate(tab10) if i not in (2, 7)]  # green and grey mark the reference lines
     order = sorted(routers.items(), key=lambda kv: -kv[1]["accuracy"])
     ylim = accuracy_limits(routers)
+    methods: dict[str, list[str]] = {}
+    for name, _ in order:
+        methods.setdefault(name.split("@", 1)[0], []).append(name)
+    sweeps = {b: names for b, names in methods.items() if len(names) > 1}
+    method_colour = {b: colours[i % len(colours)] for i, b in enumerate(methods)}
     for i, (name, m) in enumerate(order):
         y = 100 * m["accuracy"]
-        colour = refs[name][0] if name in refs else colours[i % len(colours)]
+        colour = refs[name][0] if name in refs else method_colour[name.split("@", 1)[0]]
         if m.get("upper_bound"):
             _upper_bound_line(ax, name, y, colour, ylim)
             continue
-        x = m[xkey] + (m["aggregator_calls_per_question"] if xkey == "expert_calls_per_question" else 0)
+        x = x_of(m)
         err = [[y - 100 * m["ci95"][0]], [100 * m["ci95"][1] - y]]
         # One marker per router and a legend entry: labels written beside points collide.
         ax.errorbar([x], [y], yerr=err, fmt=markers[i % len(markers)], color=colour, capsize=4, markersize=8,
                     label=f"{name}: {y:.1f}%")
         if name in refs:
             ax.axhline(y, color=colour, linestyle="--", linewidth=1, alpha=0.6, label=f"{refs[name][1]} level")
+    for base, names in sweeps.items():
+        pts = sorted((x_of(routers[n]), 100 * routers[n]["accuracy"]) for n in names if not routers[n].get("upper_bound"))
+        if len(pts) > 1:
+            ax.plot(*zip(*pts), color=method_colour[base], linewidth=1.2, alpha=0.8, label=f"{base} sweep")
     # The accuracy/cost frontier: routers no other router beats on both axes.
-    pts = sorted(((m[xkey], 100 * m["accuracy"], n) for n, m in routers.items() if not m.get("upper_bound")))
+    pts = sorted(((x_of(m), 100 * m["accuracy"], n) for n, m in routers.items() if not m.get("upper_bound")))
     frontier, best = [], -1.0
     for x, y, _ in pts:
         if y > best:
@@ -173,7 +212,7 @@ def figure(r: dict[str, Any]) -> Figure:
     if len(frontier) > 1:
         ax.plot(*zip(*frontier), color="black", linestyle=":", linewidth=1.2, alpha=0.7, label="frontier")
     if use_cost:
-        xs = [m[xkey] for m in routers.values() if m[xkey] > 0 and not m.get("upper_bound")]
+        xs = [x_of(m) for m in routers.values() if x_of(m) > 0 and not m.get("upper_bound")]
         if xs and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
             # Default minor-tick labels overlap at this width: label 1-2-5 steps in plain numbers.

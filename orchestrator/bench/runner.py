@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experts.backends.recorded import RecordedRow
 from experts.errors import ConfigError
 from experts.registry import ExpertRegistry
 from experts.spec import ExpertSpec
@@ -30,7 +31,8 @@ from evals.splits import split_fit_eval
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.residency import ResidencyManager
 from orchestrator.scheduler import GroupedScheduler
-from routers.types import FitData, FitOutcome, Query, RouterContext, RoutingError
+from routers.base import Router
+from routers.types import FitData, FitOutcome, Query, QueryOutcome, RouterContext, RoutingError
 from routers.registry import build_router
 from store.records import BenchItemRecord
 from store.repository import Store
@@ -82,6 +84,7 @@ class BenchSplit:
     split_note: str
     eval_queries: list[Query]
     fit_queries: list[Query]
+    fit_dir: Path | None = None  # the recorded directory the fit outcomes come from (None: live runs)
 
 
 @dataclass
@@ -100,6 +103,13 @@ def question_query(q: Question, prompt: str | None, max_tokens: int) -> Query:
     )
 
 
+def recorded_query(q: recorded_pool.RecordedQuery, max_tokens: int) -> Query:
+    """A query of the generic outcomes format: no gold answer; each output is scored by its
+    recorded `score` (metadata `scoring="outcomes"` tells the oracle so)."""
+    return Query(text=q.text, choices=q.choices, question_id=q.question_id, category=q.category, max_tokens=max_tokens,
+                 metadata={"scoring": "outcomes"})
+
+
 class BenchmarkRunner:
     def __init__(self, opts: BenchOptions, store: Store, *, registry: ExpertRegistry | None = None, progress: ProgressHook | None = None) -> None:
         self.opts = opts
@@ -109,6 +119,8 @@ class BenchmarkRunner:
         self.notes: list[str] = []
         self.dispatcher: Dispatcher | None = None  # one per run, over the run's registry (set in `run`)
         self.services: dict[str, Any] = {}  # heavy helpers shared by every router of the run (the embedder)
+        self._eval_dir: Path | None = None  # set by `prepare` for recorded runs: where outputs are scored
+        self._tables: dict[str, dict[str, RecordedRow]] = {}  # that directory's rows per expert (set per router run)
 
     # ------------------------------------------------------------------ data
     def load_questions(self) -> tuple[list[Question], list[Question]]:
@@ -147,25 +159,29 @@ class BenchmarkRunner:
 
     # ------------------------------------------------------------------ pools
     def build_pool(self, questions: list[Question]) -> tuple[ExpertRegistry, list[str], list[Question], dict[str, Any]]:
+        """The registry and pool; with recorded outputs, the dataset questions every pool model
+        covers (MMLU-Pro layout) and what the directory holds."""
         o = self.opts
         if o.recorded is not None:
             directory = o.recorded.resolve()
             pool = recorded_pool.resolve_pool(directory, self._named(o.pool))
             registry = ExpertRegistry.from_specs(recorded_pool.recorded_specs(directory, pool))
+            info: dict[str, Any] = {"mode": "recorded", "directory": str(directory), "layout": recorded_pool.layout(directory),
+                                    "price_sources": recorded_pool.price_sources(directory, pool)}
+            if info["layout"] == "outcomes":
+                info["answers"] = "each output's recorded score (partial scores averaged); a vote groups outputs by `pred`"
+                return registry, pool, questions, info
             for i, m in enumerate(pool):  # read each model's table once, visibly (seconds per model)
                 registry.recorded_library.table(directory, m)
                 self._report(f"prepare:read recorded outputs:{m}", i + 1, len(pool))
             ids = [q.id for q in questions]
             cov = recorded_pool.coverage(registry.recorded_library, directory, pool, ids)
-            tables = [registry.recorded_library.table(directory, m) for m in pool]  # once, not per question
-            covered = {q for q in ids if all(q in t for t in tables)}
+            covered = set(recorded_pool.covered_ids(registry.recorded_library, directory, pool, ids))
             kept = [q for q in questions if q.id in covered]
-            info = {
-                "mode": "recorded", "directory": str(directory), "questions_in_dataset": cov.questions,
-                "covered_by_every_model": cov.covered_by_all, "per_model": cov.per_model,
-                "price_convention": f"USD {recorded_pool.PRICE_PER_BILLION_PARAMS} per Mtok per billion parameters",
+            info.update({
+                "questions_in_dataset": cov.questions, "covered_by_every_model": cov.covered_by_all, "per_model": cov.per_model,
                 "answers": "each run's own parsed letter (`pred`); no answer counts as wrong",
-            }
+            })
             if not kept:
                 raise ConfigError(f"no question is covered by every model of the pool in {directory}")
             return registry, pool, kept, info
@@ -183,17 +199,38 @@ class BenchmarkRunner:
             return list(self.opts.named_pools[pool[0]])
         return pool
 
-    async def fit_data(self, registry: ExpertRegistry, pool: list[str], fit_questions: list[Query]) -> FitData:
+    def _fit_ids(self, fit_dir: Path, registry: ExpertRegistry, pool: list[str], candidates: list[str]) -> list[str]:
+        """The candidate ids every pool model has a recorded outcome for in `fit_dir`; refuses a
+        directory that lacks a pool model or covers none of them."""
+        try:
+            available = set(recorded_pool.resolve_pool(fit_dir, None))
+        except ConfigError as e:
+            raise ConfigError(f"--fit-recorded {fit_dir}: {e}") from None
+        missing = [m for m in pool if m not in available]
+        if missing:
+            raise ConfigError(f"--fit-recorded {fit_dir}: no recorded outcomes for pool model(s) {', '.join(missing)}; "
+                              f"it has {', '.join(sorted(available))}")
+        ids = recorded_pool.covered_ids(registry.recorded_library, fit_dir, pool, candidates)
+        if not ids:
+            raise ConfigError(f"--fit-recorded {fit_dir}: covers none of the pool's questions "
+                              f"(no question has an outcome of every pool model: {', '.join(pool)})")
+        return ids
+
+    async def fit_data(self, registry: ExpertRegistry, pool: list[str], fit_questions: list[Query], fit_dir: Path | None = None) -> FitData:
         o = self.opts
-        if o.recorded is not None or o.fit_recorded is not None:
-            directory = (o.fit_recorded or o.recorded).resolve()  # type: ignore[union-attr]
+        directory = fit_dir or (o.fit_recorded or o.recorded)
+        if directory is not None:
+            directory = directory.resolve()
             outcomes: dict[str, dict[str, FitOutcome]] = {}
             for i, m in enumerate(pool):
                 table = registry.recorded_library.table(directory, m)
                 outcomes[m] = {
-                    q.question_id: FitOutcome(correct=table[q.question_id].correct, answer=table[q.question_id].pred, response=table[q.question_id].response)
+                    q.question_id: FitOutcome(correct=(r := table[q.question_id]).correct, answer=r.pred, response=r.response,
+                                              score=r.score, cost_usd=r.cost_usd)
                     for q in fit_questions if q.question_id in table
                 }
+                if fit_questions and not outcomes[m]:
+                    raise RoutingError(f"fit data: {directory} has no outcome of {m!r} for any of the {len(fit_questions)} fit questions")
                 self._report(f"fit:read recorded outputs:{m}", i + 1, len(pool))
             return FitData(questions=fit_questions, outcomes=outcomes, source=f"recorded outputs in {directory}")
         # Live: every pool expert answers every fit question (grouped, each loaded once).
@@ -222,37 +259,95 @@ class BenchmarkRunner:
 
     # ------------------------------------------------------------------ run
     def prepare(self) -> BenchSplit:
-        """The pool and the questions: evaluation queries, and fit queries disjoint from them."""
-        o = self.opts
-        self._report("prepare:load questions", 0, 1)
-        test, val = self.load_questions()
-        self._report("prepare:load questions", 1, 1)
-        registry, pool, questions, pool_info = self.build_pool(test)
-        exemplars: dict[str, list[Question]] = defaultdict(list)
-        for v in val:
-            exemplars[v.category].append(v)
+        """The pool, the evaluation queries and the fit queries, disjoint by question id.
 
-        ids = [q.id for q in questions]
-        if o.fit_recorded is not None and o.fit_recorded.resolve() != (o.recorded.resolve() if o.recorded else None):
-            fit_ids, eval_ids = split_fit_eval(ids, o.fit_fraction, o.seed)
-            split_note = f"fit on {o.fit_recorded} ids disjoint from the evaluated ids (seeded split {o.fit_fraction:.0%}/{1 - o.fit_fraction:.0%})"
+        * `--fit-recorded B` (a directory other than `--recorded A`): fit on every question B
+          covers (an outcome of every pool model), evaluate on every question A covers; refused
+          when the two share a question id or B covers none of the pool's questions.
+        * one directory in the generic format whose queries carry `split`: train fits, test evaluates.
+        * otherwise: the seeded split by question id (`fit_fraction`, `seed`).
+        """
+        o = self.opts
+        eval_dir = o.recorded.resolve() if o.recorded is not None else None
+        fit_dir = o.fit_recorded.resolve() if o.fit_recorded is not None else None
+        separate = fit_dir is not None and fit_dir != eval_dir
+        self._eval_dir = eval_dir
+        generic = eval_dir is not None and recorded_pool.layout(eval_dir) == "outcomes"
+        if fit_dir is not None and separate and (recorded_pool.layout(fit_dir) == "outcomes") != generic:
+            raise ConfigError(f"--fit-recorded {fit_dir} and --recorded {eval_dir} use different layouts "
+                              "(one is the generic outcomes format, the other MMLU-Pro's responses/)")
+
+        # Every candidate question, as (id, query) in dataset order.
+        if generic:
+            assert eval_dir is not None
+            registry, pool, _, pool_info = self.build_pool([])
+            rows = recorded_pool.load_queries(eval_dir)
+            by_id = {q.question_id: q for q in rows}
+            eval_ids = recorded_pool.covered_ids(registry.recorded_library, eval_dir, pool, list(by_id))
+            pool_info.update({"queries": len(rows), "covered_by_every_model": len(eval_ids)})
+            if not eval_ids:
+                raise ConfigError(f"{eval_dir}: no query has an outcome of every pool model ({', '.join(pool)})")
+            queries = {i: recorded_query(by_id[i], o.max_tokens) for i in eval_ids}
+            fit_queries: dict[str, Query] = {}
+            if separate:
+                assert fit_dir is not None
+                fit_rows = {q.question_id: q for q in recorded_pool.load_queries(fit_dir)}
+                fit_queries = {i: recorded_query(fit_rows[i], o.max_tokens) for i in self._fit_ids(fit_dir, registry, pool, list(fit_rows))}
+            splits = {by_id[i].split for i in eval_ids}
         else:
-            fit_ids, eval_ids = split_fit_eval(ids, o.fit_fraction, o.seed)
-            split_note = f"seeded split by question id: {o.fit_fraction:.0%} fit / {1 - o.fit_fraction:.0%} evaluation (seed {o.seed})"
-        assert not fit_ids & eval_ids
-        eval_qs = [q for q in questions if q.id in eval_ids]
-        fit_qs = [q for q in questions if q.id in fit_ids]
+            self._report("prepare:load questions", 0, 1)
+            test, val = self.load_questions()
+            self._report("prepare:load questions", 1, 1)
+            registry, pool, questions, pool_info = self.build_pool(test)
+            exemplars: dict[str, list[Question]] = defaultdict(list)
+            for v in val:
+                exemplars[v.category].append(v)
+            queries = {q.id: question_query(q, self.prompt_for(q, exemplars), o.max_tokens) for q in questions}
+            fit_queries = {}
+            if separate:
+                assert fit_dir is not None
+                by_id = {q.id: q for q in test}
+                fit_queries = {i: question_query(by_id[i], self.prompt_for(by_id[i], exemplars), o.max_tokens)
+                               for i in self._fit_ids(fit_dir, registry, pool, list(by_id))}
+            splits = {None}
+        eval_ids = list(queries)
+
+        if separate:
+            shared = set(fit_queries) & set(queries)
+            if shared:
+                raise ConfigError(
+                    f"--fit-recorded {fit_dir} and --recorded {eval_dir or '(live)'} share {len(shared)} question id(s) "
+                    f"(of {len(fit_queries)} fit and {len(queries)} evaluated): fit and evaluation questions must be "
+                    "disjoint; build disjoint directories with `orchestrator recorded split`"
+                )
+            fit_ids, eval_set = list(fit_queries), eval_ids
+            split_note = (f"fit on every question {fit_dir} covers ({len(fit_ids)}), evaluated on every question "
+                          f"{eval_dir or 'the live pool answers'} covers ({len(eval_set)}); no shared question id")
+            fit_qs = [fit_queries[i] for i in fit_ids]
+        elif generic and splits != {None}:
+            split_of = {q.question_id: q.split for q in rows}
+            fit_ids = [i for i in eval_ids if split_of[i] == "train"]
+            eval_set = [i for i in eval_ids if split_of[i] == "test"]
+            split_note = f"the queries' own split: {len(fit_ids)} train (fit) / {len(eval_set)} test (evaluation)"
+            fit_qs = [queries[i] for i in fit_ids]
+        else:
+            fit_set, eval_side = split_fit_eval(eval_ids, o.fit_fraction, o.seed)
+            fit_qs = [queries[i] for i in eval_ids if i in fit_set]
+            eval_set = [i for i in eval_ids if i in eval_side]
+            split_note = (f"seeded split by question id: {o.fit_fraction:.0%} fit / {1 - o.fit_fraction:.0%} evaluation "
+                          f"(seed {o.seed})")
+        eval_qs = [queries[i] for i in eval_set]
+        assert not {q.question_id for q in fit_qs} & {q.question_id for q in eval_qs}
         rng = random.Random(o.seed)
         if o.limit is not None and o.limit < len(eval_qs):
-            position = {q: i for i, q in enumerate(ids)}
-            eval_qs = sorted(rng.sample(eval_qs, o.limit), key=lambda q: position[q.id])
-        fit_limit = o.fit_limit if o.fit_limit is not None else (None if o.recorded else LIVE_FIT_DEFAULT)
+            position = {q.question_id: i for i, q in enumerate(eval_qs)}
+            eval_qs = sorted(rng.sample(eval_qs, o.limit), key=lambda q: position[q.question_id])
+        fit_limit = o.fit_limit if o.fit_limit is not None else (None if (o.recorded or o.fit_recorded) else LIVE_FIT_DEFAULT)
         if fit_limit is not None and fit_limit < len(fit_qs):
             fit_qs = rng.sample(fit_qs, fit_limit)
         return BenchSplit(
-            registry=registry, pool=pool, pool_info=pool_info, split_note=split_note,
-            eval_queries=[question_query(q, self.prompt_for(q, exemplars), o.max_tokens) for q in eval_qs],
-            fit_queries=[question_query(q, self.prompt_for(q, exemplars), o.max_tokens) for q in fit_qs],
+            registry=registry, pool=pool, pool_info=pool_info, split_note=split_note, eval_queries=eval_qs, fit_queries=fit_qs,
+            fit_dir=fit_dir if separate else eval_dir,
         )
 
     async def run(self) -> dict[str, Any]:
@@ -264,7 +359,7 @@ class BenchmarkRunner:
         resumed = await self.store.start_bench_run(run_id, {"options": _jsonable(vars(o)), "pool": pool})
         async with Dispatcher(registry) as self.dispatcher:
             needs_fit = any(getattr(_router_cls(r), "needs_fit", False) or _has_fit(r) for r in o.routers)
-            fit = (await self.fit_data(registry, pool, split.fit_queries)
+            fit = (await self.fit_data(registry, pool, split.fit_queries, split.fit_dir)
                    if (needs_fit and split.fit_queries) else FitData([], {}, "none"))
             results: dict[str, RouterResult] = {}
             for name in o.routers:
@@ -279,16 +374,18 @@ class BenchmarkRunner:
     async def fit_router(self, name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
         """Fit (and so store) one router on this run's fit questions: `orchestrator profile build`."""
         split = self.prepare()
+        if not split.fit_queries:
+            raise RoutingError(f"router {name!r}: no fit questions (the fit split is empty)")
         async with Dispatcher(split.registry) as self.dispatcher:
-            data = await self.fit_data(split.registry, split.pool, split.fit_queries)
+            data = await self.fit_data(split.registry, split.pool, split.fit_queries, split.fit_dir)
             ctx = RouterContext(pool=split.pool, registry=split.registry, dispatcher=self._caller(name), store=self.store,
                                 seed=self.opts.seed, services=self.services)
             router = build_router(name, ctx, options or {})
             summary = await router.fit(data)
         self.dispatcher = None
         stored = await _stored_version(self.store, router)
-        return {"router": name, "pool": split.pool, "fit_questions": len(split.fit_queries), "source": data.source,
-                **(summary or {}), **({"stored": stored} if stored else {})}
+        return {"router": name, "pool": split.pool, "fit_questions": len(split.fit_queries), "split": split.split_note,
+                "source": data.source, **(summary or {}), **({"stored": stored} if stored else {})}
 
     def _caller(self, step: str) -> Any:
         """The dispatcher as a router's own caller; with a progress hook, its calls are counted."""
@@ -298,6 +395,24 @@ class BenchmarkRunner:
 
         return CountedCalls(self.dispatcher, self.progress, step)
 
+    def _score(self, router: Router, query: Query, outcome: QueryOutcome) -> float:
+        """The outcome's score: 1/0 for the answer against the key, or, in the generic format,
+        the recorded score of the output the answer came from (an upper bound: the best output)."""
+        if query.gold is not None or self._eval_dir is None or recorded_pool.layout(self._eval_dir) != "outcomes":
+            return float(outcome.final.answer is not None and outcome.final.answer == query.gold)
+        table = self._tables.__getitem__  # the evaluated directory's rows, per expert
+        qid = query.question_id or ""
+        oks = [o for o in outcome.outputs if o.ok]
+        if router.uses_gold:
+            return max((table(o.expert)[qid].score for o in oks if qid in table(o.expert)), default=0.0)
+        final = outcome.final
+        rep = final.detail.get("representative") or final.detail.get("expert") or final.detail.get("by")
+        if rep is None:
+            rep = next((o.expert for o in oks if final.answer is not None and o.answer == final.answer), None)
+        if rep is None or qid not in table(rep):
+            return 0.0
+        return table(rep)[qid].score
+
     async def _run_router(self, name: str, registry: ExpertRegistry, pool: list[str], queries: list[Query], fit: FitData, run_id: str) -> RouterResult:
         opts = dict(self.opts.router_options.get(name, {}))
         router_pool = opts.pop("pool", None) or pool
@@ -305,12 +420,14 @@ class BenchmarkRunner:
         ctx = RouterContext(pool=router_pool, registry=registry, dispatcher=caller, store=self.store,
                             seed=self.opts.seed, services=self.services)
         router = build_router(base_router_name(name), ctx, opts)
+        if self._eval_dir is not None:
+            self._tables = {e: registry.recorded_library.table(self._eval_dir, registry.spec(e).model) for e in registry.names}
         fit_summary: dict[str, Any] = {}
         t_fit = time.perf_counter()
+        if router.needs_fit and not fit.questions:
+            raise RoutingError(f"router {name!r} needs fit data, but there are no fit questions ({self.opts.fit_recorded or 'fit split'} is empty)")
         if fit.questions:
             fit_summary = await router.fit(fit) or {}
-        elif router.needs_fit:
-            raise RoutingError(f"router {name!r} needs fit data, but the fit split is empty")
         fit_s = time.perf_counter() - t_fit
         if caller is not self.dispatcher:
             caller.what = "route calls"
@@ -321,6 +438,7 @@ class BenchmarkRunner:
             registry, ResidencyManager(registry, self.opts.residency if self.opts.recorded is None else len(registry)),
             dispatcher=self.dispatcher, progress=self._phase(name), keep_outputs=self.opts.recorded is None,
         )
+        known_cost = self._known_cost_experts(registry)
         if self.progress and done:
             self.progress(f"{name}:resume", len(done), len(queries))
         for start in range(0, len(todo), CHUNK):
@@ -333,11 +451,13 @@ class BenchmarkRunner:
             for q, out in zip(chunk, run.outcomes, strict=True):
                 expert_calls = [c for c in out.calls if c.role in ("expert", "callee")]  # callee: Router-R1's routed calls
                 agg_calls = [c for c in out.calls if c.role == "aggregator"]
+                score = self._score(router, q, out)
                 items.append(
                     BenchItemRecord(
                         router=name, question_id=q.question_id or "", category=q.category or "", pred=out.final.answer,
-                        correct=out.final.answer is not None and out.final.answer == q.gold,
+                        correct=score >= 0.5,
                         detail={
+                            "score": score,
                             "experts": [c.expert for c in expert_calls],
                             "expert_calls": len(expert_calls),
                             "aggregator_calls": len(agg_calls),
@@ -346,6 +466,8 @@ class BenchmarkRunner:
                             "completion_tokens": sum(c.completion_tokens for c in out.calls),
                             "tokens_estimated": any(c.tokens_estimated for c in out.calls),
                             "cost_usd": sum(c.cost_usd for c in out.calls),
+                            "cost_known": all(not c.tokens_estimated or c.expert in known_cost for c in out.calls),
+                            "price_units": sum(_price_units(registry, c.expert) for c in out.calls),
                             "method": out.final.method,
                             "wall_s": share,
                             **({"plan": out.plan.detail} if out.plan.detail and len(json.dumps(out.plan.detail, default=str)) < 2000 else {}),
@@ -362,41 +484,55 @@ class BenchmarkRunner:
         wall = fit_s + sum(float(i.detail.get("wall_s", 0.0)) for i in ordered)
         return RouterResult(name=name, items=ordered, wall_s=wall, fit_summary=fit_summary)
 
+    def _known_cost_experts(self, registry: ExpertRegistry) -> set[str]:
+        """Recorded experts whose every evaluated row carries a dollar cost (their calls' costs are
+        known even though their token counts are estimated)."""
+        if self._eval_dir is None:
+            return set()
+        return {e for e, t in self._tables.items() if t and all(r.cost_usd is not None for r in t.values())}
+
     # ------------------------------------------------------------------ report
     def _summarise(self, results: dict[str, RouterResult], queries: list[Query], registry: ExpertRegistry, pool: list[str],
                    pool_info: dict[str, Any], split_note: str, fit: FitData, run_id: str, resumed: bool) -> dict[str, Any]:
         n = len(queries)
+        usd = all(i.detail.get("cost_known", False) for rr in results.values() for i in rr.items)
         routers: dict[str, Any] = {}
         for name, rr in results.items():
             items = rr.items
-            correct = sum(i.correct for i in items)
-            lo, hi = wilson_interval(correct, len(items))
+            scores = [_item_score(i) for i in items]
+            m = max(len(items), 1)
+            mean = sum(scores) / m
+            lo, hi = score_interval(scores)
             per_cat: dict[str, dict[str, Any]] = {}
-            by_cat: dict[str, list[bool]] = defaultdict(list)
-            for i in items:
-                by_cat[i.category].append(i.correct)
+            by_cat: dict[str, list[float]] = defaultdict(list)
+            for i, sc in zip(items, scores, strict=True):
+                by_cat[i.category].append(sc)
             for cat in sorted(by_cat):
                 per_cat[cat] = {"n": len(by_cat[cat]), "accuracy": round(sum(by_cat[cat]) / len(by_cat[cat]), 4)}
             usage = Counter(e for i in items for e in i.detail.get("experts", []))
             tokens = sum(i.detail.get("prompt_tokens", 0) + i.detail.get("completion_tokens", 0) for i in items)
-            cost = sum(i.detail.get("cost_usd", 0.0) for i in items)
-            m = max(len(items), 1)
             params = {e: registry.spec(e).params_b for e in registry.names}
             used = [params.get(e) for i in items for e in i.detail.get("experts", [])]
             avg_params = round(sum(p for p in used if p) / m, 3) if used and all(p is not None for p in used) else None
+            if usd:
+                cost = sum(i.detail.get("cost_usd", 0.0) for i in items)
+                cost_fields = {"cost_usd": round(cost, 6), "cost_per_question_usd": round(cost / m, 8)}
+            else:
+                units = sum(i.detail.get("price_units", 0.0) for i in items)
+                cost_fields = {"cost_units": round(units, 4), "cost_units_per_question": round(units / m, 6)}
             routers[name] = {
-                "accuracy": round(correct / m, 4),
+                "accuracy": round(mean, 4),
                 "ci95": [round(lo, 4), round(hi, 4)],
                 "n": len(items),
-                "correct": correct,
+                "correct": sum(i.correct for i in items),
                 "unparsed": sum(1 for i in items if i.pred is None),
                 "expert_calls_per_question": round(sum(i.detail.get("expert_calls", 0) for i in items) / m, 3),
                 "aggregator_calls_per_question": round(sum(i.detail.get("aggregator_calls", 0) for i in items) / m, 3),
                 "errors": sum(i.detail.get("errors", 0) for i in items),
                 "tokens": tokens,
                 "tokens_estimated": any(i.detail.get("tokens_estimated") for i in items),
-                "cost_usd": round(cost, 6),
-                "cost_per_question_usd": round(cost / m, 8),
+                **cost_fields,
+                "cost_per_question": cost_fields.get("cost_per_question_usd", cost_fields.get("cost_units_per_question")),
                 "active_params_b_per_question": avg_params,
                 "wall_s": round(rr.wall_s, 3),
                 "per_category": per_cat,
@@ -405,31 +541,89 @@ class BenchmarkRunner:
                 **_category_stats(items),
                 "upper_bound": base_router_name(name) == "oracle",
             }
-        # Paired test between the two most accurate routers that are not upper bounds.
+        # Paired tests: the two most accurate routers that are not upper bounds, and the best router
+        # at ≤ 3 expert calls per question against all-vote.
         ranked = sorted((r for r in routers if not routers[r]["upper_bound"]), key=lambda r: -routers[r]["accuracy"])
-        paired: dict[str, Any] | None = None
-        if len(ranked) >= 2:
-            a, b = ranked[:2]
-            ia = {i.question_id: i.correct for i in results[a].items}
-            ib = {i.question_id: i.correct for i in results[b].items}
-            common = [q for q in ia if q in ib]
-            paired = {"a": a, "b": b, "n": len(common), "test": "exact McNemar (two-sided)",
-                      **mcnemar_exact([ia[q] for q in common], [ib[q] for q in common])}
+        paired = _paired(results, *ranked[:2]) if len(ranked) >= 2 else None
+        vote = next((r for r in ranked if base_router_name(r) == "all-vote"), None)
+        at3 = next((r for r in ranked if routers[r]["expert_calls_per_question"] <= 3.0 and r != vote), None)
+        binary = all(s in (0.0, 1.0) for rr in results.values() for s in map(_item_score, rr.items))
         return {
-            "dataset": self.opts.dataset if self.opts.dataset != "gpqa" else f"gpqa-{self.opts.gpqa_subset}",
+            "dataset": self._dataset_name(pool_info),
             "n_questions": n,
+            "eval_questions": n,
+            "fit_questions": len(fit.questions),
             "pool": pool,
-            "fit": f"{split_note}; {fit.source}; {len(fit.questions)} fit questions",
-            "prompt": "recorded 5-shot CoT outputs (TIGER-Lab format)" if self.opts.recorded else self.opts.prompt,
-            "scoring": "a missing answer counts as wrong (no random guess)",
+            "fit": f"{split_note}; {fit.source}; {len(fit.questions)} fit questions, {n} evaluated",
+            "prompt": self._prompt_note(pool_info),
+            "scoring": ("a missing answer counts as wrong (no random guess)" if binary
+                        else "mean recorded score of the answering output (partial scores averaged)"),
             "pool_info": pool_info,
+            "cost_axis": "usd" if usd else "price_units",
+            "cost_note": ("USD per question, from logged costs or real token counts" if usd else
+                          "price units per question: the sum of the called experts' prices in USD per Mtok (token counts are "
+                          "not known, so this is not a dollar cost)"),
             "prices_usd_per_mtok": {s.name: s.price_per_mtok.input for s in (registry.spec(p) for p in pool)},
             "params_b": {p: registry.spec(p).params_b for p in pool},
             "run_id": run_id,
             "resumed": resumed,
             "routers": routers,
             "paired_test": paired,
+            "paired_test_best_at_3_vs_all_vote": _paired(results, at3, vote) if at3 and vote else None,
         }
+
+    def _dataset_name(self, pool_info: dict[str, Any]) -> str:
+        if pool_info.get("layout") == "outcomes":
+            return f"outcomes:{Path(pool_info['directory']).name}"
+        return self.opts.dataset if self.opts.dataset != "gpqa" else f"gpqa-{self.opts.gpqa_subset}"
+
+    def _prompt_note(self, pool_info: dict[str, Any]) -> str:
+        if pool_info.get("layout") == "outcomes":
+            return "recorded outcomes (the prompts of their own runs)"
+        return "recorded 5-shot CoT outputs (TIGER-Lab format)" if self.opts.recorded else self.opts.prompt
+
+
+def _item_score(item: BenchItemRecord) -> float:
+    return float(item.detail.get("score", float(item.correct)))
+
+
+def score_interval(scores: list[float]) -> tuple[float, float]:
+    """95% interval of a mean score: Wilson for right/wrong scores, else a normal interval."""
+    n = len(scores)
+    if n == 0:
+        return (0.0, 0.0)
+    if all(s in (0.0, 1.0) for s in scores):
+        return wilson_interval(int(sum(scores)), n)
+    mean = sum(scores) / n
+    sd = (sum((s - mean) ** 2 for s in scores) / max(n - 1, 1)) ** 0.5
+    half = 1.959964 * sd / n**0.5
+    return (max(0.0, mean - half), min(1.0, mean + half))
+
+
+def _paired(results: dict[str, RouterResult], a: str, b: str) -> dict[str, Any]:
+    """Paired test of routers a and b on their shared questions: exact McNemar on right/wrong
+    scores, a paired t-test on partial scores."""
+    ia = {i.question_id: _item_score(i) for i in results[a].items}
+    ib = {i.question_id: _item_score(i) for i in results[b].items}
+    common = [q for q in ia if q in ib]
+    xa, xb = [ia[q] for q in common], [ib[q] for q in common]
+    if all(x in (0.0, 1.0) for x in xa + xb):
+        return {"a": a, "b": b, "n": len(common), "test": "exact McNemar (two-sided)",
+                **mcnemar_exact([x == 1.0 for x in xa], [x == 1.0 for x in xb])}
+    from scipy.stats import ttest_rel
+
+    p = float(ttest_rel(xa, xb).pvalue) if len(common) > 1 and xa != xb else 1.0
+    return {"a": a, "b": b, "n": len(common), "test": "paired t-test (two-sided)", "a_only": sum(x > y for x, y in zip(xa, xb)),
+            "b_only": sum(y > x for x, y in zip(xa, xb)), "p_value": p}
+
+
+def _price_units(registry: ExpertRegistry, expert: str) -> float:
+    """One call's price units: the expert's mean of input and output USD per Mtok."""
+    try:
+        price = registry.spec(expert).price_per_mtok
+    except KeyError:
+        return 0.0
+    return (price.input + price.output) / 2
 
 
 def _category_stats(items: list[BenchItemRecord]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli import ask, bench, experts, keys, loadtest, models, profile, serve, train
+from orchestrator.cli import ask, bench, experts, keys, loadtest, models, profile, recorded, serve, train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Compound multi-LLM routing orchestrator.")
 app.command()(ask.ask)
@@ -22,6 +22,7 @@ app.add_typer(experts.app, name="experts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(models.app, name="models")
 app.add_typer(profile.app, name="profile")
+app.add_typer(recorded.app, name="recorded")
 app.add_typer(train.app, name="train")
 
 

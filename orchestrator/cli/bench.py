@@ -95,7 +95,9 @@ def fitted(label: str) -> bool:
 def print_bench(report: dict[str, Any]) -> None:
     """The report as a table of routers, best first, with the paired test and the fit note.
     Accuracy is in percent, as in report.md."""
-    from orchestrator.bench.report import pct
+    from orchestrator.bench.report import cost_axis, pct
+
+    key, header, _ = cost_axis(report)
 
     ranked = sorted(report["routers"].items(), key=lambda kv: -kv[1]["accuracy"])
     labels = [name + (" (upper bound)" if m.get("upper_bound") else "") for name, m in ranked]
@@ -104,7 +106,7 @@ def print_bench(report: dict[str, Any]) -> None:
         "95% CI": lambda m: f"{pct(m['ci95'][0])}–{pct(m['ci95'][1])}",
         "calls/q": lambda m: f"{m['expert_calls_per_question']:.2f}",
         "agg/q": lambda m: f"{m['aggregator_calls_per_question']:.2f}",
-        "$/q": lambda m: f"{m['cost_per_question_usd']:.2g}",
+        ("$/q" if key.endswith("usd") else "units/q"): lambda m: "—" if m.get(key) is None else f"{m[key]:.2g}",
         "no ans": lambda m: str(m["unparsed"]),
         "wall s": lambda m: f"{m['wall_s']:.1f}",
     }
@@ -119,7 +121,10 @@ def print_bench(report: dict[str, Any]) -> None:
         t.add_row(label, *(cell(m) for cell in cells.values()))
     con = console()
     con.print(t)
-    p = report.get("paired_test")
-    if p:
-        con.print(f"paired {p['test']}: {p['a']} vs {p['b']}: p = {p['p_value']:.3g} ({p['a_only']} vs {p['b_only']} discordant)")
+    for p in (report.get("paired_test"), report.get("paired_test_best_at_3_vs_all_vote")):
+        if p:
+            con.print(f"paired {p['test']}: {p['a']} vs {p['b']}: p = {p['p_value']:.3g} ({p['a_only']} vs {p['b_only']} discordant)")
+    con.print(f"fit questions: {report['fit_questions']}, evaluated: {report['eval_questions']}")
     con.print(f"fit: {report['fit']}")
+    if report.get("cost_axis") == "price_units":
+        con.print("cost: price units (the called experts' USD/Mtok summed; token counts unknown, not dollars)")

@@ -38,7 +38,8 @@ def profile_build(
     router_opt: Annotated[list[str] | None, typer.Option("--router-opt", help="KEY=VALUE option of the router (repeat)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole fit summary as JSON on stdout")] = False,
 ) -> None:
-    """Fit a router on MMLU-Pro fit questions (live experts or recorded outputs) and store it."""
+    """Fit a router on fit questions (live experts, MMLU-Pro recorded outputs, or a generic outcomes
+    directory, whose train split it fits on) and store it."""
     from orchestrator.bench.jobs import fit_profile
     from orchestrator.bench.runner import BenchOptions
     from orchestrator.progress import PhaseProgress

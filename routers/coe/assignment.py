@@ -92,9 +92,9 @@ def brute_force_assignment(
 
 
 def per_category_accuracy(
-    correct: Mapping[str, Mapping[str, bool]], categories: Mapping[str, str], experts: Sequence[str]
+    correct: Mapping[str, Mapping[str, float]], categories: Mapping[str, str], experts: Sequence[str]
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """(accuracy[category][expert], frequency[category]) from per-question correctness."""
+    """(accuracy[category][expert], frequency[category]) from per-question correctness (or partial scores)."""
     by_cat: dict[str, list[str]] = {}
     for qid, cat in categories.items():
         by_cat.setdefault(cat, []).append(qid)

@@ -12,7 +12,8 @@ fit data.
 Options:
   budget          average cost per query (None = unconstrained); in USD, or in billions of
                   active parameters with budget_kind="params" (the paper's formulation)
-  budget_kind     "params" (default) or "cost"
+  budget_kind     "params" (the paper's), "cost", or "auto" (default): params when every pool
+                  expert has a parameter count, else cost (API models of undisclosed size)
   fallback        the generalist expert (default: the best overall fit accuracy)
   threshold       a fixed confidence threshold, or None to calibrate
   calibrate       "accuracy" (threshold maximising held-out accuracy) or "rate" (fallback share
@@ -20,7 +21,15 @@ Options:
   labels_path     JSONL of {"text", "label"} to train the classifier on instead of the
                   questions' own categories (any user taxonomy)
   decision        "argmax" (the predicted category's mapped expert, gated by the threshold) or
-                  "expected" (the map's expert with the best expected accuracy, no gate)
+                  "expected" (the map's expert with the best expected accuracy, no gate; under a
+                  budget, minus a cost weight calibrated on held-out fit questions)
+
+The budget holds end to end: the map is solved under it, and the threshold (argmax) or the cost
+weight (expected) is calibrated so that the held-out average cost, fallback calls included, stays
+within it with 95% confidence (the upper bound of the mean; the map is re-solved under a tighter
+budget when its held-out cost alone would exceed it; `expected_cost_held_out`, `map_budget` in
+the fit summary). With `labels_path`, the fit questions'
+categories are the classifier's labels for them, so the map is over the user's taxonomy.
 
 The scoring function is `score_category`; `FittedRouter` turns its scores into plans.
 """
@@ -73,7 +82,7 @@ class CoERouter(FittedRouter[ExpertScores]):
         ctx: RouterContext,
         *,
         budget: float | None = None,
-        budget_kind: str = "params",
+        budget_kind: str = "auto",
         fallback: str | None = None,
         threshold: float | None = None,
         calibrate: str = "accuracy",
@@ -84,8 +93,10 @@ class CoERouter(FittedRouter[ExpertScores]):
         **options: Any,
     ) -> None:
         super().__init__(ctx, **options)
-        if budget_kind not in ("params", "cost"):
-            raise RoutingError(f"router 'coe': budget_kind must be 'params' or 'cost', got {budget_kind!r}")
+        if budget_kind not in ("auto", "params", "cost"):
+            raise RoutingError(f"router 'coe': budget_kind must be 'auto', 'params' or 'cost', got {budget_kind!r}")
+        if budget_kind == "auto":
+            budget_kind = "params" if all(ctx.registry.spec(e).params_b is not None for e in self.pool) else "cost"
         if calibrate not in ("accuracy", "rate"):
             raise RoutingError(f"router 'coe': calibrate must be 'accuracy' or 'rate', got {calibrate!r}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -102,6 +113,9 @@ class CoERouter(FittedRouter[ExpertScores]):
         self.labels_path = labels_path
         self.classifier: CategoryClassifier | None = None
         self.mapping: dict[str, str] = {}
+        self.costs: dict[str, float] = {}  # per-query cost of each expert (budget units), from the fit
+        self.cost_weight = 0.0  # decision="expected": accuracy traded per unit of cost to meet the budget
+        self.inner_budget: float | None = None  # argmax: the budget the map was finally solved under
 
     @property
     def fitted(self) -> bool:
@@ -109,7 +123,8 @@ class CoERouter(FittedRouter[ExpertScores]):
 
     # ------------------------------------------------------------------ costs
     def expert_costs(self, data: FitData) -> dict[str, float]:
-        """Per-query cost of each expert: active parameters (B), or mean USD on the fit data."""
+        """Per-query cost of each expert: active parameters (B), or mean USD on the fit data (the
+        logged cost of each output when the data has one, else its price × estimated tokens)."""
         out = {}
         for e in self.pool:
             spec = self.ctx.registry.spec(e)
@@ -120,7 +135,8 @@ class CoERouter(FittedRouter[ExpertScores]):
             else:
                 qs = {q.question_id: q for q in data.questions}
                 costs = [
-                    spec.price_per_mtok.cost(len(qs[qid].prompt or qs[qid].text) // 4, len(o.response) // 4)
+                    o.cost_usd if o.cost_usd is not None
+                    else spec.price_per_mtok.cost(len(qs[qid].prompt or qs[qid].text) // 4, len(o.response) // 4)
                     for qid, o in data.outcomes.get(e, {}).items() if qid in qs
                 ]
                 out[e] = float(np.mean(costs)) if costs else 0.0
@@ -144,11 +160,20 @@ class CoERouter(FittedRouter[ExpertScores]):
         else:
             texts, labels = [q.text for q in train], [q.category or "" for q in train]
         self.classifier = CategoryClassifier().fit(await emb.embed(texts), labels, seed=self.ctx.seed)
+        # With the user's own taxonomy the map must be over its labels: a fit question's category
+        # is then the label the classifier gives it (the dataset's categories would match no label,
+        # and every query would fall back).
+        if self.labels_path:
+            train_cats, _ = self.classifier.predict(await emb.embed([q.text for q in train]))
+            category_of = {q.question_id: c for q, c in zip(train, train_cats, strict=True)}
+        else:
+            category_of = {q.question_id: q.category for q in train}
 
         # Step 2: the category → expert map under the budget, exact.
-        correct = {e: {qid: o.correct for qid, o in data.outcomes.get(e, {}).items()} for e in self.pool}
-        acc, freq = per_category_accuracy(correct, {q.question_id: q.category for q in train}, self.pool)
-        costs = self.expert_costs(data)
+        # An outcome's quality: right/wrong, or its partial score (F1, pass rate) as it is.
+        correct = {e: {qid: o.quality for qid, o in data.outcomes.get(e, {}).items()} for e in self.pool}
+        acc, freq = per_category_accuracy(correct, category_of, self.pool)
+        costs = self.costs = self.expert_costs(data)
         try:
             solution = solve_assignment(acc, freq, costs, self.budget)
         except InfeasibleBudget as e:
@@ -159,10 +184,18 @@ class CoERouter(FittedRouter[ExpertScores]):
         if self.fallback is None:
             self.fallback = max(self.pool, key=lambda e: (overall[e], -self.pool.index(e)))
 
-        # Uncertainty fallback: calibrate the confidence threshold on held-out fit questions.
-        cats, conf = self.classifier.predict(await emb.embed([q.text for q in cal])) if cal else ([], np.array([]))
+        # Step 3, on held-out fit questions: the uncertainty threshold (argmax) or the cost weight
+        # (expected), chosen so that the average cost, fallback included, stays within the budget.
+        probs = self.classifier.predict_proba(await emb.embed([q.text for q in cal])) if cal else np.zeros((0, 0))
+        cats, conf = self.classifier.top_category(probs) if cal else ([], np.array([]))
+        if self.budget is not None and self.decision == "argmax" and cal:
+            solution = self._tighten_map(solution, acc, freq, cats)
+        if self.decision == "expected":
+            self.cost_weight = self._calibrate_cost_weight(cal, probs, correct)
         if self.threshold is None:
             self.threshold = self._calibrate(cal, cats, conf, correct)
+        held_out_cost = self._held_out_cost(cal, cats, conf, probs)
+
         held_out_cls = float(np.mean([c == q.category for c, q in zip(cats, cal, strict=True)])) if cal else None
         self.fit_info = {
             "classifier": self.classifier.chosen,
@@ -177,31 +210,106 @@ class CoERouter(FittedRouter[ExpertScores]):
             "threshold": round(float(self.threshold), 4),
             "calibration": self.calibrate,
             "fallback_rate_held_out": float(np.mean(conf < self.threshold)) if len(conf) else None,
+            "decision": self.decision,
+            **({"cost_weight": self.cost_weight} if self.decision == "expected" else {}),
+            "expected_cost_held_out": None if held_out_cost is None else round(held_out_cost, 6),
+            **({"map_budget": round(self.inner_budget, 4)} if self.inner_budget is not None else {}),
         }
         await self.save()
         return self.fit_info
 
-    def _calibrate(self, cal: list[Query], cats: list[str], conf: np.ndarray, correct: dict[str, dict[str, bool]]) -> float:
+    def _calibrate(self, cal: list[Query], cats: list[str], conf: np.ndarray, correct: dict[str, dict[str, float]]) -> float:
         if not cal:
             return 0.0
         candidates = np.unique(np.concatenate([[0.0], conf, [1.01]]))
+        assert self.fallback is not None
+        routed_cost = np.array([self.costs.get(self.mapping.get(c, self.fallback), 0.0) for c in cats])
+        fb_cost = self.costs.get(self.fallback, 0.0)
+
+        def within_budget(t: float) -> bool:  # the average cost with the fallback's share counted
+            return self._fits_budget(np.where(conf < t, fb_cost, routed_cost))
+
+        feasible = [float(t) for t in candidates if within_budget(float(t))]
+        if not feasible:  # even never falling back exceeds it on these questions: the cheapest
+            return float(min(candidates, key=lambda t: float(np.mean(np.where(conf < t, fb_cost, routed_cost)))))
         if self.calibrate == "rate":
-            rates = [(abs(float(np.mean(conf < t)) - self.target_fallback_rate), t) for t in candidates]
-            return float(min(rates)[1])
+            return min(feasible, key=lambda t: (abs(float(np.mean(conf < t)) - self.target_fallback_rate), t))
         routed = np.array([correct[self.mapping.get(c, self.fallback)].get(q.question_id, False) for c, q in zip(cats, cal, strict=True)])
-        fb = np.array([correct[self.fallback].get(q.question_id, False) for q in cal])  # type: ignore[index]
-        best_t, best_acc = 0.0, -1.0
-        for t in candidates:
+        fb = np.array([correct[self.fallback].get(q.question_id, False) for q in cal])
+        best_t, best_acc = feasible[0], -1.0
+        for t in feasible:
             acc = float(np.mean(np.where(conf < t, fb, routed)))
             if acc > best_acc + 1e-12:
-                best_t, best_acc = float(t), acc
+                best_t, best_acc = t, acc
         return best_t
+
+    def _fits_budget(self, costs: np.ndarray) -> bool:
+        """Held-out per-query costs within the budget: their mean's upper 95% bound (normal
+        approximation), so that the budget also holds on questions the fit never saw."""
+        if self.budget is None:
+            return True
+        n = len(costs)
+        if n == 0:
+            return True
+        half = 1.959964 * float(np.std(costs, ddof=1)) / np.sqrt(n) if n > 1 else 0.0
+        return float(np.mean(costs)) + half <= self.budget + 1e-12
+
+    def _tighten_map(self, solution: Any, acc: dict[str, dict[str, float]], freq: dict[str, float], cats: list[str]) -> Any:
+        """Re-solve the map under a smaller budget while its held-out cost (the classifier's
+        predicted categories, not the true ones) would exceed the budget."""
+        assert self.budget is not None
+        inner = self.budget
+        for _ in range(30):
+            routed = np.array([self.costs.get(solution.mapping.get(c, self.fallback or ""), 0.0) for c in cats])
+            if self._fits_budget(routed):
+                break
+            inner *= 0.97
+            try:
+                solution = solve_assignment(acc, freq, self.costs, inner)
+            except InfeasibleBudget:
+                break
+            self.mapping = solution.mapping
+        self.inner_budget = inner
+        return solution
+
+    def _expected_choice(self, probs: np.ndarray, cost_weight: float) -> list[str]:
+        """`decision="expected"`: per row, the candidate with the best Σ_c p(c)·acc[c][e] − w·cost(e)."""
+        assert self.classifier is not None
+        labels = self.classifier.labels
+        candidates = [e for e in dict.fromkeys([*self.mapping.values(), self.fallback]) if e is not None]
+        acc = np.array([[self.category_accuracy.get(c, {}).get(e, 0.0) for e in candidates] for c in labels])
+        cost = np.array([self.costs.get(e, 0.0) for e in candidates])
+        utility = probs @ acc - cost_weight * cost
+        return [candidates[i] for i in utility.argmax(axis=1)]
+
+    def _calibrate_cost_weight(self, cal: list[Query], probs: np.ndarray, correct: dict[str, dict[str, float]]) -> float:
+        """The smallest cost weight whose choices keep the held-out average cost within the budget."""
+        if self.budget is None or not cal:
+            return 0.0
+        top = max(self.costs.values()) or 1.0
+        for w in [0.0, *(float(x) / top for x in np.geomspace(1e-3, 1e3, 61))]:
+            chosen = self._expected_choice(probs, w)
+            if self._fits_budget(np.array([self.costs.get(e, 0.0) for e in chosen])):
+                return w
+        return float(1e3 / top)
+
+    def _held_out_cost(self, cal: list[Query], cats: list[str], conf: np.ndarray, probs: np.ndarray) -> float | None:
+        """The average cost per held-out fit question of the fitted router, fallback included."""
+        if not cal:
+            return None
+        if self.decision == "expected":
+            chosen = self._expected_choice(probs, self.cost_weight)
+        else:
+            chosen = [self.fallback if (self.threshold is not None and p < self.threshold) or c not in self.mapping else self.mapping[c]
+                      for c, p in zip(cats, conf, strict=True)]
+        return float(np.mean([self.costs.get(e, 0.0) for e in chosen if e is not None]))
 
     # ------------------------------------------------------------------ persistence
     def dump_state(self) -> bytes:
         assert self.classifier is not None
         meta = {"pool": self.pool, "mapping": self.mapping, "fallback": self.fallback, "threshold": self.threshold,
-                "fit_info": self.fit_info, "category_accuracy": self.category_accuracy, "decision": self.decision}
+                "fit_info": self.fit_info, "category_accuracy": self.category_accuracy, "decision": self.decision,
+                "costs": self.costs, "cost_weight": self.cost_weight}
         return json.dumps({"meta": meta}).encode() + b"\n" + self.classifier.dumps()
 
     def load_state(self, payload: bytes) -> None:
@@ -211,6 +319,10 @@ class CoERouter(FittedRouter[ExpertScores]):
         self.mapping, self.fallback, self.threshold = meta["mapping"], meta["fallback"], meta["threshold"]
         self.category_accuracy = meta.get("category_accuracy", {})
         self.fit_info = meta.get("fit_info", {})
+        # The stored fit's decision rule is part of what was fitted (its calibration depends on it).
+        self.decision = meta.get("decision", self.decision)
+        self.costs = meta.get("costs", {})
+        self.cost_weight = float(meta.get("cost_weight", 0.0))
 
     # ------------------------------------------------------------------ scoring
     async def score_batch(self, queries: Sequence[Query]) -> list[ExpertScores]:
@@ -232,6 +344,7 @@ class CoERouter(FittedRouter[ExpertScores]):
             candidates = dict.fromkeys([*self.mapping.values(), self.fallback])
             expected = {
                 e: float(sum(pc * self.category_accuracy.get(c, {}).get(e, 0.0) for c, pc in zip(labels, probs, strict=True)))
+                - self.cost_weight * self.costs.get(e, 0.0)
                 for e in candidates if e is not None
             }
             return ExpertScores(expected, reason=reason, detail=detail)

@@ -87,6 +87,20 @@ def draw(
     return rng.choices(models, weights=[weights[m] for m in models], k=k)
 
 
+def model_keyword_counts(
+    item_keywords: Mapping[str, Sequence[str]], correctness: Mapping[str, Mapping[str, bool]], models: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """n_m[k]: how many fit items carrying keyword k model m has an outcome for (so that its
+    right count (n_m[k] + P_m[k]) / 2 does not count an unanswered item as half right)."""
+    out: dict[str, dict[str, int]] = {m: {} for m in models}
+    for item, kws in item_keywords.items():
+        for m in models:
+            if item in correctness.get(m, {}):
+                for k in kws:
+                    out[m][k] = out[m].get(k, 0) + 1
+    return out
+
+
 def keyword_counts(item_keywords: Mapping[str, Sequence[str]]) -> dict[str, int]:
     """n_k: how many fit items carry keyword k."""
     out: dict[str, int] = {}

@@ -8,13 +8,17 @@ replacement → experts answer (grouped batch inference) → aggregator synthesi
 
 Deliberate deviations (each one an option, the reference behaviour is the default where it can run):
 * Tagger. The paper's keyword LLM (Qwen2.5-7B, 5 samples at T=0.7, kept if seen ≥2 times,
-  ≤20 characters) is `tagger="llm"`. With no capable keyword LLM (CPU, recorded experts) the
-  default `tagger="embedding"` maps a question to its 3 nearest skills of a built-in vocabulary
-  (`vocabulary.py`); profiles are built over that vocabulary. Reports name the tagger.
+  ≤20 characters) is `tagger="llm"`, the default (`tagger="auto"`) when the pool has live
+  experts (the keyword LLM is `keyword_expert`, else the pool's first expert). With no keyword
+  LLM (recorded experts) `auto` means `tagger="embedding"`: a question's 3 nearest skills of a
+  built-in vocabulary (`vocabulary.py`) by MiniLM similarity; profiles are built over that
+  vocabulary. Reports name the tagger.
 * Aggregation. The paper picks one aggregator model per task with a synthetic 1-right/2-wrong
-  benchmark; we do the same when the pool has live experts. Recorded experts cannot synthesise
-  new text, so with a recorded pool the default is a majority vote over the recruited answers
-  (reported as such); `aggregation="weighted-vote"` weights each vote by its recruiting weight.
+  benchmark over the whole validation set, every model sampled at T=0.7; we do the same (on all
+  fit questions unless `aggregator_fit_limit` caps it, at `temperature`) when the pool has live
+  experts, and the chosen aggregator synthesises at `temperature` too. Recorded experts cannot
+  synthesise new text, so with a recorded pool the default is a majority vote over the recruited
+  answers (reported as such); `aggregation="weighted-vote"` weights each vote by its recruiting weight.
 * Duplicates. Drawing with replacement can recruit one model 2–3 times; live experts then give
   independent samples at T=0.7 as in the paper, recorded experts replay the same answer, which
   simply counts once per draw in the vote.
@@ -28,7 +32,10 @@ Deliberate deviations (each one an option, the reference behaviour is the defaul
   cross-validation (benchmarks/results/mmlu-pro-symbolic-moe/cv.md) it was the best 3-call variant.
 * `vote_weights="log-odds"` weights each recruit's vote by log((K−1)·p/(1−p)) with p its skill
   accuracy (Laplace-smoothed, or shrunk when `shrinkage` > 0): the weighted-majority rule for
-  independent voters of known accuracy.
+  independent voters of known accuracy. It is a weighted vote: with `aggregation="auto"` it
+  selects `weighted-vote`, and any other aggregation with it is refused.
+* Skill accuracy counts, per expert, only the fit items it has an outcome for (an item it never
+  answered is neither right nor wrong).
 
 The scoring function is `score_skills`; `FittedRouter` turns its scores into plans, except that
 `sample` draws its k recruits (`select`).
@@ -81,12 +88,12 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         *,
         k: int = 3,
         mode: str = "sample",
-        tagger: str = "embedding",
+        tagger: str = "auto",
         keyword_expert: str | None = None,
         skills_per_question: int = 3,
         aggregation: str = "auto",
         aggregator: str | None = None,
-        aggregator_fit_limit: int = 40,
+        aggregator_fit_limit: int | None = None,
         vote_weights: str = "recruit",
         temperature: float = 0.7,
         shrinkage: float = 0.0,
@@ -99,12 +106,17 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
             raise RoutingError(f"router 'symbolic-moe': mode must be one of {', '.join(MODES)}, got {mode!r}")
         if shrinkage < 0:
             raise RoutingError(f"router 'symbolic-moe': shrinkage must be ≥ 0, got {shrinkage}")
-        if tagger not in ("embedding", "llm"):
-            raise RoutingError(f"router 'symbolic-moe': tagger must be 'embedding' or 'llm', got {tagger!r}")
+        if tagger not in ("auto", "embedding", "llm"):
+            raise RoutingError(f"router 'symbolic-moe': tagger must be 'auto', 'embedding' or 'llm', got {tagger!r}")
+        if aggregator_fit_limit is not None and aggregator_fit_limit < 1:
+            raise RoutingError(f"router 'symbolic-moe': aggregator_fit_limit must be ≥ 1 (or unset: all fit questions), got {aggregator_fit_limit}")
         if aggregation not in AGGREGATIONS:
             raise RoutingError(f"router 'symbolic-moe': aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
         if vote_weights not in ("recruit", "log-odds"):
             raise RoutingError(f"router 'symbolic-moe': vote_weights must be 'recruit' or 'log-odds', got {vote_weights!r}")
+        if vote_weights == "log-odds" and aggregation not in ("auto", "weighted-vote"):
+            raise RoutingError(f"router 'symbolic-moe': vote_weights='log-odds' weights a vote; it needs aggregation='weighted-vote' "
+                               f"(or 'auto'), not {aggregation!r}")
         self.k, self.mode, self.tagger_kind, self.aggregation_kind = k, mode, tagger, aggregation
         self.vote_weights = vote_weights
         self.temperature = temperature
@@ -117,6 +129,7 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         self.prior: dict[str, float] = {}
         self.profile_keywords: list[str] = []
         self.keyword_counts: dict[str, int] = {}
+        self.model_keyword_counts: dict[str, dict[str, int]] = {}  # n_m[k]: fit items of k that m has an outcome for
         self.global_acc: dict[str, float] = {}
         self._kw_vecs: np.ndarray | None = None
         self._tagger_cache: tuple[Any, Any] | None = None
@@ -127,10 +140,16 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         return self.profiles is not None
 
     # ------------------------------------------------------------------ tagging
+    def resolved_tagger(self) -> str:
+        """`auto`: the keyword LLM when the pool has live experts to run it, else the embedding tagger."""
+        if self.tagger_kind != "auto":
+            return self.tagger_kind
+        return "embedding" if self._recorded_pool() or self.ctx.dispatcher is None else "llm"
+
     def _tagger(self) -> Any:
         # Kept between calls: a new EmbeddingTagger re-embeds the whole skill vocabulary (measured
         # by benchmarks/routing_cost.py: most of the cost of routing one new question).
-        key = (self.tagger_kind, self.keyword_expert, id(self.ctx.services.get("embedder")), self.skills_per_question)
+        key = (self.resolved_tagger(), self.keyword_expert, id(self.ctx.services.get("embedder")), self.skills_per_question)
         cached = self._tagger_cache
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -139,7 +158,7 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         return tagger
 
     def _build_tagger(self) -> Any:
-        if self.tagger_kind == "llm":
+        if self.resolved_tagger() == "llm":
             if self.ctx.dispatcher is None:
                 raise RoutingError("router 'symbolic-moe': the LLM tagger needs a dispatcher (live experts)")
             expert = self.keyword_expert or self.pool[0]
@@ -172,12 +191,15 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         item_kws = {q.question_id: kw for q, kw in zip(qs, keywords, strict=True) if kw}
         correctness = {m: {qid: o.correct for qid, o in data.outcomes.get(m, {}).items()} for m in self.pool}
         self.profiles = prof.build_profiles(item_kws, correctness, self.pool)
+        self.tagger_kind = self.resolved_tagger()  # query keywords must come from the tagger the profiles used
+        self.model_keyword_counts = prof.model_keyword_counts(item_kws, correctness, self.pool)
         self.prior = prof.global_prior(self.profiles)
         self.profile_keywords = sorted({k for kws in item_kws.values() for k in kws})
         self.keyword_counts = prof.keyword_counts(item_kws)
         self._kw_vecs = None
         tagged = list(item_kws)
-        self.global_acc = {m: sum(correctness[m].get(i, False) for i in tagged) / max(len(tagged), 1) for m in self.pool}
+        answered = {m: [i for i in tagged if i in correctness[m]] for m in self.pool}
+        self.global_acc = {m: sum(correctness[m][i] for i in answered[m]) / max(len(answered[m]), 1) for m in self.pool}
         self.fit_info = {}
         self.aggregation = await self._select_aggregation(data)
         self.fit_info = {
@@ -200,10 +222,12 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
 
     async def _select_aggregation(self, data: FitData) -> Aggregation:
         kind = self.aggregation_kind
+        if kind == "auto" and self.vote_weights == "log-odds":
+            kind = "weighted-vote"  # log-odds weights are vote weights
         if kind in ("vote", "weighted-vote"):
             return Aggregation(kind=kind)
         if self.aggregator:
-            return Aggregation(kind="llm", expert=self.ctx.registry.resolve(self.aggregator))
+            return Aggregation(kind="llm", expert=self.ctx.registry.resolve(self.aggregator), temperature=self.temperature)
         if self._recorded_pool() or self.ctx.dispatcher is None:
             if kind == "llm":
                 raise RoutingError("router 'symbolic-moe': recorded experts cannot act as aggregators; use aggregation=vote")
@@ -212,10 +236,13 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         scores = await self.score_aggregators(data)
         best = max(self.pool, key=lambda m: (scores.get(m, 0.0), -self.pool.index(m)))
         self.fit_info["aggregator_scores"] = scores
-        return Aggregation(kind="llm", expert=best)
+        self.fit_info["aggregator_benchmark"] = {"questions": len(self.synthetic_aggregation_set(data, self.aggregator_fit_limit)),
+                                                 "temperature": self.temperature}
+        return Aggregation(kind="llm", expert=best, temperature=self.temperature)
 
-    def synthetic_aggregation_set(self, data: FitData, limit: int) -> list[tuple[Query, list[str]]]:
-        """Per fit question: 1 correct + 2 incorrect responses (empty strings when missing), shuffled."""
+    def synthetic_aggregation_set(self, data: FitData, limit: int | None) -> list[tuple[Query, list[str]]]:
+        """Per fit question (all of them unless `limit`): 1 correct + 2 incorrect responses (empty
+        strings when missing; their slots stay in the prompt), shuffled."""
         rng = self.ctx.rng("aggregator-set")
         out = []
         for q in data.questions[:limit]:
@@ -235,9 +262,10 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
 
         async def run(expert: str) -> float:
             reqs = [
-                GenerationRequest.chat(aggregator_prompt(q.text_with_options(), resp, q.answer_instruction()),
-                                       max_tokens=q.max_tokens or 256, question_id=None)
-                for q, resp in items
+                GenerationRequest.chat(aggregator_prompt(q.text_with_options(), resp, q.answer_instruction(), keep_empty=True),
+                                       max_tokens=q.max_tokens or 256, temperature=self.temperature, seed=self.ctx.seed + i,
+                                       question_id=None)
+                for i, (q, resp) in enumerate(items)
             ]
             results = await asyncio.gather(*(self.ctx.dispatcher.submit_or_error(expert, r) for r in reqs))
             right = sum(
@@ -255,7 +283,7 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
             "keyword_counts": self.keyword_counts,
             "aggregation": self.aggregation.model_dump(), "fit_info": self.fit_info,
             "tagger": self.tagger_kind, "keyword_expert": self.keyword_expert, "k": self.k, "mode": self.mode,
-            "global_acc": self.global_acc,
+            "global_acc": self.global_acc, "model_keyword_counts": self.model_keyword_counts,
         }).encode()
 
     def load_state(self, payload: bytes) -> None:
@@ -267,6 +295,7 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         self.profile_keywords = data["profile_keywords"]
         self.keyword_counts = data.get("keyword_counts", {})
         self.global_acc = data.get("global_acc", {})
+        self.model_keyword_counts = data.get("model_keyword_counts", {})
         self._kw_vecs = None
         self.aggregation = Aggregation(**data["aggregation"])
         self.fit_info = data.get("fit_info", {})
@@ -298,8 +327,9 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         right = (n_k + P[k]) / 2), Laplace-smoothed, or shrunk toward its global fit accuracy
         with `shrinkage` pseudo-items when that is > 0."""
         assert self.profiles is not None
-        n = sum(self.keyword_counts.get(k, 0) for k in mapped)
-        right = sum((self.keyword_counts.get(k, 0) + self.profiles[expert].get(k, 0)) / 2 for k in mapped)
+        counts = self.model_keyword_counts.get(expert, self.keyword_counts)  # older artefacts: every item answered
+        n = sum(counts.get(k, 0) for k in mapped)
+        right = sum((counts.get(k, 0) + self.profiles[expert].get(k, 0)) / 2 for k in mapped)
         if self.shrinkage > 0:
             return prof.shrunk_accuracy(right, n, self.global_acc.get(expert, 0.5), self.shrinkage)
         return (right + 1) / (n + 2)

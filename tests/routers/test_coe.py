@@ -109,3 +109,54 @@ async def test_threshold_calibration_to_a_target_fallback_rate() -> None:
     assert abs(info["fallback_rate_held_out"] - 0.25) <= 0.15
     with pytest.raises(RoutingError, match="decision must be"):
         CoERouter(RouterContext(pool=POOL3, registry=reg), decision="magic")
+
+
+# ---------------------------------------------------------------- defects fixed (issue 17)
+async def test_restore_keeps_the_fitted_decision_rule(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from store import Store
+
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    async with await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}") as store:
+        router = CoERouter(RouterContext(pool=POOL3, registry=reg, store=store), budget_kind="cost", decision="expected")
+        await router.fit(_fit_data())
+        restored = CoERouter(RouterContext(pool=POOL3, registry=reg, store=store))  # default decision: argmax
+        assert await restored.restore()
+        assert restored.decision == "expected"
+        q = [Query(text="What is the molar mass of NaCl?")]
+        assert (await restored.route_batch(q))[0].experts == (await router.route_batch(q))[0].experts
+
+
+async def test_a_user_taxonomy_maps_its_own_labels_instead_of_falling_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """labels_path with labels the dataset does not use: the map is over the user's labels."""
+    names = {"law": "legal", "chemistry": "science", "history": "past"}
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(f'{{"text": "{t} [{i}]", "label": "{names[c]}"}}\n'
+                            for c, ts in LABELLED.items() for t in ts for i in range(2)))
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    router = CoERouter(RouterContext(pool=POOL3, registry=reg, seed=0), budget_kind="cost", threshold=0.0, labels_path=str(path))
+    info = await router.fit(_fit_data())
+    assert info["mapping"] == {"legal": POOL3[0], "science": POOL3[1], "past": POOL3[2]}
+    plans = await router.route_batch([Query(text="What is the molar mass of NaCl?"), Query(text="Who won the Battle of Waterloo?")])
+    assert [p.experts[0] for p in plans] == [POOL3[1], POOL3[2]]
+    assert not any(p.detail["fallback_used"] for p in plans)
+
+
+async def test_the_budget_counts_the_fallback_on_held_out_fit_questions() -> None:
+    """A generalist fallback bigger than the budget: calibration lets it fire only as often as
+    the budget allows (argmax), and the expected rule trades accuracy for size."""
+    from experts import ExpertSpec
+
+    from conftest import RECORDED
+
+    # the first expert (right on law, and on everything in the first repetition: the generalist)
+    # has 10B parameters, the others 1B
+    sizes = {POOL3[0]: 10.0, POOL3[1]: 1.0, POOL3[2]: 1.0}
+    reg = ExpertRegistry.from_specs([ExpertSpec(name=m, backend="recorded", path=str(RECORDED), model=m, params_b=b)
+                                     for m, b in sizes.items()])
+    data = _fit_data()
+    for decision in ("argmax", "expected"):
+        router = CoERouter(RouterContext(pool=POOL3, registry=reg, seed=0), budget=3.0, decision=decision, fallback=POOL3[0])
+        info = await router.fit(data)
+        assert info["budget_kind"] == "params" and info["expected_cost_held_out"] <= 3.0, decision
+        free = await CoERouter(RouterContext(pool=POOL3, registry=reg, seed=0), decision=decision, fallback=POOL3[0]).fit(data)
+        assert free["expected_cost_held_out"] > 3.0, decision  # unconstrained, it would overspend

@@ -190,3 +190,76 @@ def test_extension_options_are_checked() -> None:
         SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), mode="best")
     with pytest.raises(RoutingError, match="shrinkage"):
         SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), shrinkage=-1)
+
+
+# ---------------------------------------------------------------- defects fixed (issue 17)
+async def test_the_aggregator_benchmark_covers_every_fit_question_at_the_papers_temperature() -> None:
+    """The paper benchmarks each candidate aggregator on the whole validation set at T=0.7 and
+    shows three response slots even when a wrong answer is missing (an empty one)."""
+    data = fit_data(50)  # more than the 40 the router used to stop at
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        return httpx.Response(200, json={"choices": [{"index": 0, "message": {"role": "assistant", "content": "The answer is (A)"},
+                                                      "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+
+    reg = ExpertRegistry()
+    for n in ("one", "two"):
+        s = ExpertSpec(name=n, backend="openai", base_url="http://agg.test/v1", model=n)
+        reg.add(s, OpenAIBackend(s, transport=httpx.MockTransport(handler)))
+    outcomes = {"one": data.outcomes[POOL3[0]], "two": data.outcomes[POOL3[1]]}
+    async with Dispatcher(reg) as d:
+        router = SymbolicMoERouter(RouterContext(pool=["one", "two"], registry=reg, dispatcher=d))
+        chosen = await router._select_aggregation(FitData(data.questions, outcomes))
+    assert len(seen) == 2 * 50 and {b["model"] for b in seen} == {"one", "two"}
+    assert all(b["temperature"] == 0.7 for b in seen)
+    prompts = [b["messages"][0]["content"] for b in seen]
+    # two pool models give at most one wrong answer: an empty slot keeps its place
+    assert all("### Model 3's response:" in p for p in prompts)
+    assert chosen.kind == "llm" and chosen.temperature == 0.7
+    assert router.fit_info["aggregator_benchmark"] == {"questions": 50, "temperature": 0.7}
+
+
+def test_log_odds_vote_weights_need_a_weighted_vote() -> None:
+    from routers.types import RoutingError
+
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    with pytest.raises(RoutingError, match="log-odds.*weighted-vote"):
+        SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), vote_weights="log-odds", aggregation="vote")
+
+
+async def test_log_odds_with_auto_aggregation_is_a_weighted_vote() -> None:
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    router = SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), vote_weights="log-odds", mode="accuracy")
+    info = await router.fit(fit_data(60))
+    assert info["aggregation"]["kind"] == "weighted-vote"
+
+
+async def test_an_unanswered_item_is_neither_right_nor_wrong_in_skill_accuracy() -> None:
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    a, b, c = POOL3
+    item_kws = {"i1": ["x"], "i2": ["x"], "i3": ["x"], "i4": ["x"]}
+    # a answered only i1 (right); b answered all four, right on three
+    correctness = {a: {"i1": True}, b: {"i1": True, "i2": True, "i3": True, "i4": False}, c: {}}
+    router = SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), mode="accuracy")
+    router.profiles = prof.build_profiles(item_kws, correctness, POOL3)
+    router.keyword_counts = prof.keyword_counts(item_kws)
+    router.model_keyword_counts = prof.model_keyword_counts(item_kws, correctness, POOL3)
+    assert router.model_keyword_counts[a] == {"x": 1} and router.model_keyword_counts[c] == {}
+    # a: 1 right of 1 answered → (1 + 1) / (1 + 2); counting its 3 unanswered items as half right
+    # would give (1 + 1.5 + 1) / (4 + 2)
+    assert router.skill_accuracy(a, ["x"]) == pytest.approx(2 / 3)
+    assert router.skill_accuracy(b, ["x"]) == pytest.approx(4 / 6)
+    assert router.skill_accuracy(c, ["x"]) == pytest.approx(1 / 2)
+
+
+def test_the_tagger_defaults_to_the_keyword_llm_when_experts_are_live() -> None:
+    reg = ExpertRegistry()
+    s = ExpertSpec(name="live", backend="openai", base_url="http://live.test/v1", model="live")
+    reg.add(s, OpenAIBackend(s, transport=httpx.MockTransport(lambda r: httpx.Response(500))))
+    live = SymbolicMoERouter(RouterContext(pool=["live"], registry=reg, dispatcher=Dispatcher(reg)))
+    assert live.resolved_tagger() == "llm"
+    recorded = SymbolicMoERouter(RouterContext(pool=POOL3, registry=ExpertRegistry.from_specs(recorded_specs(POOL3))))
+    assert recorded.resolved_tagger() == "embedding"
