@@ -134,14 +134,19 @@ def plot(r: dict[str, Any], path: Path) -> None:
 
 
 def cost_axis_label(r: dict[str, Any]) -> str:
-    """The x axis: cost per question, saying where the prices come from (recorded pools price
-    models by a stated convention, not a provider's list)."""
-    convention = r.get("pool_info", {}).get("price_convention")
+    """The x axis: cost per question (USD or price units), saying where the prices come from
+    (recorded pools price models by a stated convention, not a provider's list)."""
+    _, _, base = cost_axis(r)
+    info = r.get("pool_info", {})
+    convention = info.get("price_convention")
+    sources = {s.split(" × ")[0] for s in (info.get("price_sources") or {}).values()}
+    if not convention and len(sources) == 1 and next(iter(sources)).startswith("convention: "):
+        convention = next(iter(sources)).removeprefix("convention: ")
     if convention:
-        return f"cost per question (USD)\nstated convention: {convention}, not provider prices"
-    if r.get("pool_info", {}).get("price_sources"):
-        return "cost per question (USD)\nat the stated convention or list prices in report.md, not what these runs cost"
-    return "cost per question (USD, at the prices in the expert config)"
+        return f"{base}\nstated convention: {convention}, not provider prices"
+    if sources:
+        return f"{base}\nprices: a stated convention or list prices (report.md), not what these runs cost"
+    return f"{base}, at the prices in the expert config"
 
 
 def accuracy_limits(routers: dict[str, Any]) -> tuple[float, float]:
@@ -165,9 +170,9 @@ def figure(r: dict[str, Any]) -> Figure:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     routers = r["routers"]
-    ckey, _, clabel = cost_axis(r)
+    ckey, _, _ = cost_axis(r)
     use_cost = any((m.get(ckey) or 0) > 0 for m in routers.values())
-    xkey, xlabel = (ckey, cost_axis_label(r) if ckey == "cost_per_question_usd" else clabel) if use_cost else (
+    xkey, xlabel = (ckey, cost_axis_label(r)) if use_cost else (
         "expert_calls_per_question", "expert + aggregator calls per question")
 
     def x_of(m: dict[str, Any]) -> float:

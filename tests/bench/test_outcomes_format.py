@@ -180,7 +180,8 @@ def test_profile_build_fits_a_router_on_the_train_split_of_a_generic_directory(t
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"store: sqlite+aiosqlite:///{tmp_path / 'cli.db'}\nexperts: []\n")
-    r = CliRunner().invoke(app, ["profile", "build", "--router", "calibrated-vote", "--recorded", str(FIXTURE), "--config", str(cfg)])
+    r = CliRunner().invoke(app, ["profile", "build", "--router", "calibrated-vote", "--recorded", str(FIXTURE), "--config", str(cfg),
+                                  "--json"])  # the fit summary as JSON on stdout (a closing line goes to stderr)
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     queries, outcomes = read_fixture()
