@@ -421,7 +421,8 @@ class BenchmarkRunner:
                             seed=self.opts.seed, services=self.services)
         router = build_router(base_router_name(name), ctx, opts)
         if self._eval_dir is not None:
-            self._tables = {e: registry.recorded_library.table(self._eval_dir, registry.spec(e).model) for e in registry.names}
+            self._tables = {e: registry.recorded_library.table(self._eval_dir, registry.spec(e).model) for e in registry.names
+                            if registry.spec(e).backend == "recorded"}  # not a policy model a router registered (Router-R1)
         fit_summary: dict[str, Any] = {}
         t_fit = time.perf_counter()
         if router.needs_fit and not fit.questions:
