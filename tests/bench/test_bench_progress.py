@@ -72,7 +72,7 @@ def test_the_live_display_of_five_routers_stays_within_24_rows(five_routers: dic
 def test_plain_progress_lines_arrive_while_the_bench_runs(tmp_path: Path) -> None:
     """`orchestrator bench` with stderr a pipe: each line is timed as it arrives."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "ORCHESTRATOR_STORE": f"sqlite+aiosqlite:///{tmp_path / 'p.db'}",
-           "ORCHESTRATOR_PROGRESS_INTERVAL": "1", "COLUMNS": "80"}
+           "ORCHESTRATOR_PROGRESS_INTERVAL": "0.1", "COLUMNS": "80"}  # short: on a fast machine each phase lasts under a second
     cmd = [sys.executable, "-m", "orchestrator.cli", "bench", "--recorded", str(RECORDED), "--pool", ",".join(POOL),
            "--limit", "200", "--out", str(tmp_path / "out")] + [a for r in ROUTERS for a in ("-r", r)]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
