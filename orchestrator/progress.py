@@ -44,6 +44,9 @@ def clock(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+BURST_S = 1.0  # progress updates this close to the first one belong to the same burst
+
+
 def _eta(done: int, total: int, elapsed: float) -> float | None:
     if total <= 0 or done >= total:
         return 0.0 if total > 0 else None
@@ -143,8 +146,10 @@ class PhaseProgress:
                 lines += self._start_step(new.step, t)
             if self._phase is not None and self._phase.key == new.key:
                 new.started, new.first = self._phase.started, self._phase.first
-            if new.first is None and done > 0:
-                new.first = (t, done)
+            if done > 0 and (new.first is None or t - new.first[0] < BURST_S):
+                # A batch finishing reports its items within milliseconds: the burst is one
+                # mark, else the rate would be measured across it and the ETA read ~0.
+                new.first = (new.first[0] if new.first else t, done)
             new.updated = t
             self._phase = new
             self._last_event = t

@@ -143,3 +143,26 @@ def test_report_zooms_on_the_routers_and_labels_every_line(five_routers: dict) -
         for key, value in summary.items():  # scalar fields in full, not cut mid-string
             if isinstance(value, (str, int, float)):
                 assert f"{key}: {value}" in md
+
+
+def test_eta_after_a_batch_burst_is_the_batch_rate() -> None:
+    """A batch of 8 reports its items within milliseconds: the ETA must come from the time
+    between batches, not from the milliseconds inside one (which read as ~0 s left)."""
+    clock_s = [0.0]
+    con = Console(file=io.StringIO(), width=80, force_terminal=False, color_system=None)
+    display = PhaseProgress(con, title="fit", steps=["fit"], interval_s=3600, now=lambda: clock_s[0])
+    display("fit:generate:tiny", 0, 40)
+    clock_s[0] = 30.0  # model load, then the first batch of 8
+    for i in range(1, 9):
+        display("fit:generate:tiny", i, 40)
+        clock_s[0] += 0.001
+    clock_s[0] = 45.0
+    # 8 done; 32 left: the only rate known is the phase's (8 per 45 s) -> about 180 s
+    assert "ETA 0:03:00" in display.status_line(), display.status_line()
+    clock_s[0] = 50.0
+    for i in range(9, 17):  # the second batch, 20 s after the first
+        display("fit:generate:tiny", i, 40)
+        clock_s[0] += 0.001
+    # 8 per 20 s from batch to batch, 24 left: 60 s
+    line = display.status_line()
+    assert "ETA 0:01:00" in line, line
