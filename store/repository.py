@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, text, update
@@ -30,6 +30,7 @@ from store.models import (
     BenchRunRow,
     ExpertCallRow,
     ExpertRow,
+    FeedbackRow,
     IdempotencyKeyRow,
     FileRow,
     KeywordCacheRow,
@@ -46,11 +47,13 @@ from store.records import (
     BatchRecord,
     BenchItemRecord,
     ExpertCallRecord,
+    FeedbackRecord,
     IdempotencyRecord,
     FileRecord,
     PlanRecord,
     TraceRecord,
     TraceStepRecord,
+    TraceSummaryRecord,
 )
 from store.urls import mask_url
 
@@ -323,6 +326,64 @@ class Store:
             )
             return {e: {"mean_latency_s": float(m or 0.0), "calls": int(n)} for e, m, n in (await s.execute(q)).all()}
 
+    async def list_traces(self, *, owner: str | None = None, router: str | None = None, expert: str | None = None,
+                          status: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                          limit: int = 100) -> list[TraceSummaryRecord]:
+        """The newest traces matching every filter given (`owner`: only that key's), each with the
+        experts it called."""
+        async with self._session() as s:
+            q = select(RequestRow.id, RequestRow.created_at, RequestRow.router, RequestRow.status, RequestRow.latency_s,
+                       RequestRow.cost_usd, RequestRow.owner, func.substr(RequestRow.query_text, 1, 200))
+            if owner is not None:
+                q = q.where(RequestRow.owner == owner)
+            if router:
+                q = q.where(RequestRow.router == router)
+            if status:
+                q = q.where(RequestRow.status == status)
+            if since is not None:
+                q = q.where(RequestRow.created_at >= since)
+            if until is not None:
+                q = q.where(RequestRow.created_at <= until)
+            if expert:
+                q = q.where(RequestRow.id.in_(select(ExpertCallRow.request_id).where(ExpertCallRow.expert == expert)))
+            rows = (await s.execute(q.order_by(RequestRow.created_at.desc()).limit(limit))).all()
+            experts: dict[str, list[str]] = {r[0]: [] for r in rows}
+            if rows:
+                calls = select(ExpertCallRow.request_id, ExpertCallRow.expert).where(ExpertCallRow.request_id.in_(list(experts)))
+                for rid, name in (await s.execute(calls.order_by(ExpertCallRow.seq))).all():
+                    if name not in experts[rid]:
+                        experts[rid].append(name)
+            return [TraceSummaryRecord(id=i, created_at=at, router=rt, status=st, latency_s=lat, cost_usd=cost, owner=own,
+                                       query_text=text_, experts=experts[i]) for i, at, rt, st, lat, cost, own, text_ in rows]
+
+    async def traffic_since(self, since: datetime, *, limit: int = 50_000) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """What was answered since `since`, for the dashboard: (router, status, latency_s, cost_usd,
+        created_at) per request and (expert, error_kind, latency_s, cost_usd, tokens) per expert call,
+        the newest `limit` of each."""
+        async with self._session() as s:
+            reqs = select(RequestRow.router, RequestRow.status, RequestRow.latency_s, RequestRow.cost_usd, RequestRow.created_at) \
+                .where(RequestRow.created_at >= since).order_by(RequestRow.created_at.desc()).limit(limit)
+            calls = select(ExpertCallRow.expert, ExpertCallRow.error_kind, ExpertCallRow.latency_s, ExpertCallRow.cost_usd,
+                           ExpertCallRow.prompt_tokens + ExpertCallRow.completion_tokens) \
+                .join(RequestRow, RequestRow.id == ExpertCallRow.request_id).where(RequestRow.created_at >= since) \
+                .order_by(RequestRow.created_at.desc()).limit(limit)
+            return [tuple(r) for r in (await s.execute(reqs)).all()], [tuple(r) for r in (await s.execute(calls)).all()]
+
+    # ---------------------------------------------------------------- feedback
+    async def add_feedback(self, feedback: FeedbackRecord) -> FeedbackRecord:
+        async with self._session() as s, s.begin():
+            row = FeedbackRow(**feedback.model_dump(exclude={"id", "created_at"}))
+            s.add(row)
+            await s.flush()
+            return FeedbackRecord(id=row.id, trace_id=row.trace_id, owner=row.owner, score=row.score, comment=row.comment,
+                                  created_at=row.created_at)
+
+    async def feedback_for(self, trace_id: str) -> list[FeedbackRecord]:
+        async with self._session() as s:
+            rows = (await s.execute(select(FeedbackRow).where(FeedbackRow.trace_id == trace_id).order_by(FeedbackRow.id))).scalars().all()
+            return [FeedbackRecord(id=r.id, trace_id=r.trace_id, owner=r.owner, score=r.score, comment=r.comment, created_at=r.created_at)
+                    for r in rows]
+
     # ---------------------------------------------------------------- benchmark runs
     async def start_bench_run(self, run_id: str, config: dict[str, Any]) -> bool:
         """Create the run, or find it to resume. Returns True if it already existed."""
@@ -370,6 +431,13 @@ class Store:
         async with self._session() as s:
             q = select(BenchRunRow).where(BenchRunRow.status == "done").order_by(BenchRunRow.updated_at.desc()).limit(limit)
             return [dict(r.results or {}) for r in (await s.execute(q)).scalars().all()]
+
+    async def list_bench_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest runs: id, status, created_at, config and (once done) results."""
+        async with self._session() as s:
+            q = select(BenchRunRow).order_by(BenchRunRow.created_at.desc()).limit(limit)
+            return [{"id": r.id, "status": r.status, "created_at": r.created_at, "config": r.config, "results": r.results}
+                    for r in (await s.execute(q)).scalars().all()]
 
     # ---------------------------------------------------------------- artefacts
     async def save_artefact(self, kind: str, name: str, payload: bytes, meta: dict[str, Any] | None = None) -> int:
