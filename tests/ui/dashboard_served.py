@@ -18,7 +18,10 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).parents[1] / "security"))  # served.py: the attack tests' gateway process
 
 from conftest import POOL3, RECORDED  # noqa: E402
-from served import Served  # noqa: E402
+from served import Served, recorded_experts  # noqa: E402
+
+# list-price-like prices (USD per Mtok) so the pages show costs; the recorded outputs carry none
+PRICES = {"Meta-Llama-3.1-8B-Instruct": (0.18, 0.18), "Phi-3-mini-4k-instruct": (0.1, 0.1), "Yi-34B": (0.8, 0.8)}
 
 
 async def store_bench_runs(store_url: str, out: Path) -> list[str]:
@@ -37,7 +40,8 @@ async def store_bench_runs(store_url: str, out: Path) -> list[str]:
 
 @contextmanager
 def dashboard_gateway(tmp: Path, *, bench_runs: bool = False) -> Iterator[SimpleNamespace]:
-    served = Served(tmp, env={"ORCHESTRATOR_REQUIRE_API_KEY": "true"})
+    experts = [{**e, "price_per_mtok": {"input": PRICES[e["name"]][0], "output": PRICES[e["name"]][1]}} for e in recorded_experts()]
+    served = Served(tmp, env={"ORCHESTRATOR_REQUIRE_API_KEY": "true"}, config={"experts": experts})
     admin_id, admin = served.create_key("ops", admin=True)
     (alice_id, alice), (bob_id, bob) = served.make_keys(["alice", "bob"])
     runs = asyncio.run(store_bench_runs(served.store, tmp)) if bench_runs else []

@@ -178,6 +178,7 @@ def test_the_live_overview_counts_what_was_answered(dashboard) -> None:  # type:
     votes = {w["name"]: w for w in after["routers"]}["all-vote"]
     assert after["total"]["requests"] == before["total"]["requests"] + 1
     assert votes["p50_s"] is not None and votes["p95_s"] >= votes["p50_s"] and votes["per_s"] > 0
+    assert after["total"]["cost_usd"] > before["total"]["cost_usd"]  # the experts have prices (dashboard_served.PRICES)
     assert {"Meta-Llama-3.1-8B-Instruct", "Phi-3-mini-4k-instruct", "Yi-34B"} <= {w["name"] for w in after["experts"]}
     assert after["since_start"]["all-vote"]["200"] >= 1
 
