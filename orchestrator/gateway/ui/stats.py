@@ -3,6 +3,7 @@ second, p50/p95 latency, error rate, cost), and what the gateway's own metrics s
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -39,8 +40,8 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    rank = max(1, math.ceil(q * len(ordered)))  # the smallest value with at least q of them at or below it
+    return ordered[min(rank, len(ordered)) - 1]
 
 
 def _window(name: str, rows: list[tuple[bool, float, float, int]], window_s: float) -> WindowStats:

@@ -1,0 +1,78 @@
+"""The dashboard's pure parts: percentiles and window stats, the waterfall's stages, the login
+redirect's target, the same-origin rule, and the server-drawn plot."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+
+from orchestrator.gateway.ui.plots import accuracy_cost_svg
+from orchestrator.gateway.ui.routes import waterfall
+from orchestrator.gateway.ui.session import SessionSigner, safe_next, same_origin
+from orchestrator.gateway.ui.stats import overview, percentile
+from store.records import ExpertCallRecord, TraceRecord
+
+
+def test_percentiles_by_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0 and percentile(values, 0.95) == 95.0
+    assert percentile([3.0], 0.95) == 3.0 and percentile([], 0.5) is None
+    assert percentile([5.0, 1.0, 3.0], 0.5) == 3.0  # order of arrival does not matter
+
+
+def test_window_stats_per_router_and_expert() -> None:
+    requests = [("all-vote", "ok", 0.1, 0.002, None), ("all-vote", "error", 0.3, 0.0, None), ("coe", "ok", 0.2, 0.001, None)]
+    calls = [("a", None, 0.05, 0.001, 30), ("a", "timeout", 1.0, 0.0, 0), ("b", None, 0.07, 0.001, 40)]
+    o = overview(requests, calls, window_s=100.0)
+    votes = {w.name: w for w in o.routers}["all-vote"]
+    assert votes.requests == 2 and votes.error_rate == 0.5 and votes.per_s == 0.02 and abs(votes.cost_usd - 0.002) < 1e-12
+    assert o.total.requests == 3 and abs(o.total.error_rate - 1 / 3) < 1e-9
+    a = {w.name: w for w in o.experts}["a"]
+    assert a.requests == 2 and a.error_rate == 0.5 and a.tokens == 30 and a.p95_s == 1.0
+
+
+def test_waterfall_starts_a_stage_when_the_previous_ends() -> None:
+    calls = [ExpertCallRecord(seq=0, expert="a", latency_s=0.2), ExpertCallRecord(seq=1, expert="b", latency_s=0.4),
+             ExpertCallRecord(seq=2, expert="agg", role="aggregator", latency_s=0.1),
+             ExpertCallRecord(seq=3, expert="c", role="callee", latency_s=0.3), ExpertCallRecord(seq=4, expert="d", role="callee", latency_s=0.1)]
+    bars = waterfall(TraceRecord(id="t", router="r", query_text="q", latency_s=0.9, calls=calls))
+    assert [round(b["start"], 6) for b in bars] == [0.0, 0.0, 0.4, 0.5, 0.8]  # experts together; aggregator, then each callee in turn
+    assert abs(bars[1]["width_pct"] - 100 * 0.4 / 0.9) < 1e-9
+
+
+def test_login_returns_only_to_a_dashboard_path() -> None:
+    for bad in ("https://evil.example/ui", "//evil.example/ui", "/\\evil.example", "/v1/keys", "", None):
+        assert safe_next(bad) == "/ui", bad
+    assert safe_next("/ui/traces/abc") == "/ui/traces/abc"
+
+
+def _request(headers: dict[str, str]) -> Request:
+    raw = [(k.lower().encode(), v.encode()) for k, v in {"host": "127.0.0.1:8000", **headers}.items()]
+    return Request({"type": "http", "method": "POST", "path": "/ui/playground", "headers": raw})
+
+
+def test_same_origin_refuses_what_the_browser_says_is_cross_site() -> None:
+    assert same_origin(_request({}))  # a client that sends neither header is left to the CSRF token
+    assert same_origin(_request({"origin": "http://127.0.0.1:8000", "sec-fetch-site": "same-origin"}))
+    assert not same_origin(_request({"origin": "http://evil.example"}))
+    assert not same_origin(_request({"origin": "null"}))
+    assert not same_origin(_request({"sec-fetch-site": "cross-site"}))
+    assert not same_origin(_request({"sec-fetch-site": "same-site"}))  # a sibling subdomain is another site's page
+
+
+def test_csrf_tokens_differ_per_key_and_per_secret() -> None:
+    s = SessionSigner(b"k" * 32)
+    assert s.csrf_token("sk-orch-a") != s.csrf_token("sk-orch-b") != s.csrf_token(None)
+    assert s.csrf_token("sk-orch-a") == SessionSigner(b"k" * 32).csrf_token("sk-orch-a")
+    assert s.csrf_token("sk-orch-a") != SessionSigner(b"j" * 32).csrf_token("sk-orch-a")
+
+
+def test_the_plot_is_inline_svg_that_scales() -> None:
+    m = {"accuracy": 0.5, "ci95": [0.4, 0.6], "aggregator_calls_per_question": 0.0, "expert_calls_per_question": 1.0,
+         "cost_units_per_question": 0.2}
+    results = {"dataset": "mmlu-pro", "n_questions": 10, "pool": ["a", "b"], "cost_axis": "units",
+               "routers": {"random": m, "all-vote": {**m, "accuracy": 0.6, "expert_calls_per_question": 2.0, "cost_units_per_question": 0.4}}}
+    svg = accuracy_cost_svg(results)
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and 'width="100%"' in svg.split(">", 1)[0]
+    assert not re.search(r'(href|src)="(https?:)?//|url\((https?:)?//', svg)  # nothing to fetch (namespace URIs are names, not requests)
