@@ -76,3 +76,43 @@ def test_the_plot_is_inline_svg_that_scales() -> None:
     svg = accuracy_cost_svg(results)
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and 'width="100%"' in svg.split(">", 1)[0]
     assert not re.search(r'(href|src)="(https?:)?//|url\((https?:)?//', svg)  # nothing to fetch (namespace URIs are names, not requests)
+
+
+def _render_trace(trace: TraceRecord) -> str:
+    from orchestrator.gateway.auth import Caller
+    from orchestrator.gateway.ui.routes import templates
+    from orchestrator.gateway.ui.session import Session
+
+    return templates.get_template("trace.html").render(session=Session(Caller(role="admin"), "t" * 64), path="/ui/traces/x",
+                                                        trace=trace, bars=waterfall(trace), feedback=[], rated="")
+
+
+def test_the_trace_page_says_why_for_each_kind_of_router() -> None:
+    from store.records import PlanRecord, TraceStepRecord
+
+    coe = TraceRecord(id="c", router="coe", query_text="q", answer="B", answer_text="(B)", plan=PlanRecord(
+        router="coe", experts=["math-expert"], aggregation={"kind": "single"},
+        detail={"reasons": ["category math (confidence 0.91)"], "predicted_category": "math", "confidence": 0.91, "fallback_used": False}))
+    html = _render_trace(coe)
+    assert "CoE category" in html and "<b>math</b>" in html and "0.91" in html and 'data-recruited="math-expert"' in html
+
+    smoe = TraceRecord(id="s", router="symbolic-moe", query_text="q", plan=PlanRecord(
+        router="symbolic-moe", experts=["a", "b"], detail={"reasons": ["skills algebra", "skills algebra"], "keywords": ["quadratic"],
+                                                          "mapped": ["algebra"], "tagger": "keybert"}))
+    html = _render_trace(smoe)
+    assert "Symbolic-MoE skills" in html and "quadratic" in html and "algebra" in html and "keybert" in html
+
+    mot = TraceRecord(id="m", router="mot", query_text="q", plan=PlanRecord(router="mot", experts=["p"], detail={"primary": "p", "peers": ["x", "y"]}))
+    assert "primary <b>p</b>, peers x, y" in _render_trace(mot)
+
+    r1 = TraceRecord(id="r", router="router-r1", query_text="q", steps=[
+        TraceStepRecord(seq=1, kind="think", detail={"turn": 0, "routing": "I should ask the chemist"}),
+        TraceStepRecord(seq=2, kind="route", detail={"turn": 0, "expert": "chemist", "query": "what is a mole?"}),
+        TraceStepRecord(seq=3, kind="information", detail={"turn": 0, "expert": "chemist", "observation": "6.022e23 particles"}),
+        TraceStepRecord(seq=10_000, kind="answer", detail={"policy": "p"})],
+        calls=[ExpertCallRecord(expert="chemist", role="callee", latency_s=0.3, attempts=2, fallback_for="physicist",
+                                error_kind=None, answer="C")])
+    html = _render_trace(r1)
+    for text in ("I should ask the chemist", "→ <b>chemist</b>: what is a mole?", "6.022e23 particles", "step-answer",
+                 "2 attempts", "fallback for physicist"):
+        assert text in html, text
