@@ -166,3 +166,20 @@ class TraceSummaryRecord(BaseModel):
     owner: str | None = None
     query_text: str = ""  # its first 200 characters
     experts: list[str] = Field(default_factory=list)
+
+
+class TrafficGroup(BaseModel):
+    """One router's (or expert's) answers in a window: exact counts and sums, and the latencies
+    of its newest ones (a bounded sample, for percentiles)."""
+
+    name: str
+    requests: int = 0
+    errors: int = 0
+    cost_usd: float = 0.0
+    tokens: int = 0
+    latencies_s: list[float] = Field(default_factory=list)
+
+
+class TrafficRecord(BaseModel):
+    routers: list[TrafficGroup] = Field(default_factory=list)
+    experts: list[TrafficGroup] = Field(default_factory=list)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
@@ -54,6 +54,8 @@ from store.records import (
     TraceRecord,
     TraceStepRecord,
     TraceSummaryRecord,
+    TrafficGroup,
+    TrafficRecord,
 )
 from store.urls import mask_url
 
@@ -356,18 +358,32 @@ class Store:
             return [TraceSummaryRecord(id=i, created_at=at, router=rt, status=st, latency_s=lat, cost_usd=cost, owner=own,
                                        query_text=text_, experts=experts[i]) for i, at, rt, st, lat, cost, own, text_ in rows]
 
-    async def traffic_since(self, since: datetime, *, limit: int = 50_000) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """What was answered since `since`, for the dashboard: (router, status, latency_s, cost_usd,
-        created_at) per request and (expert, error_kind, latency_s, cost_usd, tokens) per expert call,
-        the newest `limit` of each."""
+    async def traffic_since(self, since: datetime, *, latency_sample: int = 5000) -> TrafficRecord:
+        """What was answered since `since`, per router and per expert: counts, errors, cost and
+        tokens summed by the database; latencies of the newest `latency_sample` requests (and
+        calls), so a busy hour costs the caller a bounded read."""
         async with self._session() as s:
-            reqs = select(RequestRow.router, RequestRow.status, RequestRow.latency_s, RequestRow.cost_usd, RequestRow.created_at) \
-                .where(RequestRow.created_at >= since).order_by(RequestRow.created_at.desc()).limit(limit)
-            calls = select(ExpertCallRow.expert, ExpertCallRow.error_kind, ExpertCallRow.latency_s, ExpertCallRow.cost_usd,
-                           ExpertCallRow.prompt_tokens + ExpertCallRow.completion_tokens) \
-                .join(RequestRow, RequestRow.id == ExpertCallRow.request_id).where(RequestRow.created_at >= since) \
-                .order_by(RequestRow.created_at.desc()).limit(limit)
-            return [tuple(r) for r in (await s.execute(reqs)).all()], [tuple(r) for r in (await s.execute(calls)).all()]
+            failed = case((RequestRow.status != "ok", 1), else_=0)
+            reqs = select(RequestRow.router, func.count(), func.sum(failed), func.sum(RequestRow.cost_usd), func.sum(
+                RequestRow.prompt_tokens + RequestRow.completion_tokens)).where(RequestRow.created_at >= since).group_by(RequestRow.router)
+            in_window = ExpertCallRow.request_id.in_(select(RequestRow.id).where(RequestRow.created_at >= since))
+            call_failed = case((ExpertCallRow.error_kind.is_not(None), 1), else_=0)
+            calls = select(ExpertCallRow.expert, func.count(), func.sum(call_failed), func.sum(ExpertCallRow.cost_usd), func.sum(
+                ExpertCallRow.prompt_tokens + ExpertCallRow.completion_tokens)).where(in_window).group_by(ExpertCallRow.expert)
+            routers = {r: TrafficGroup(name=r, requests=n, errors=int(e or 0), cost_usd=float(c or 0), tokens=int(t or 0))
+                       for r, n, e, c, t in (await s.execute(reqs)).all()}
+            experts = {x: TrafficGroup(name=x, requests=n, errors=int(e or 0), cost_usd=float(c or 0), tokens=int(t or 0))
+                       for x, n, e, c, t in (await s.execute(calls)).all()}
+            newest = select(RequestRow.id, RequestRow.router, RequestRow.latency_s).where(RequestRow.created_at >= since) \
+                .order_by(RequestRow.created_at.desc()).limit(latency_sample)
+            for _, router, latency in (await s.execute(newest)).all():
+                routers[router].latencies_s.append(float(latency or 0))
+            q = select(ExpertCallRow.expert, ExpertCallRow.latency_s).where(
+                ExpertCallRow.request_id.in_(select(newest.subquery().c.id)))
+            for expert, latency in (await s.execute(q)).all():
+                experts[expert].latencies_s.append(float(latency or 0))
+            return TrafficRecord(routers=sorted(routers.values(), key=lambda g: g.name),
+                                 experts=sorted(experts.values(), key=lambda g: g.name))
 
     # ---------------------------------------------------------------- feedback
     async def add_feedback(self, feedback: FeedbackRecord) -> FeedbackRecord:

@@ -11,7 +11,7 @@ from orchestrator.gateway.ui.plots import accuracy_cost_svg
 from orchestrator.gateway.ui.routes import waterfall
 from orchestrator.gateway.ui.session import SessionSigner, safe_next, same_origin
 from orchestrator.gateway.ui.stats import overview, percentile
-from store.records import ExpertCallRecord, TraceRecord
+from store.records import ExpertCallRecord, TraceRecord, TrafficGroup, TrafficRecord
 
 
 def test_percentiles_by_nearest_rank() -> None:
@@ -22,14 +22,39 @@ def test_percentiles_by_nearest_rank() -> None:
 
 
 def test_window_stats_per_router_and_expert() -> None:
-    requests = [("all-vote", "ok", 0.1, 0.002, None), ("all-vote", "error", 0.3, 0.0, None), ("coe", "ok", 0.2, 0.001, None)]
-    calls = [("a", None, 0.05, 0.001, 30), ("a", "timeout", 1.0, 0.0, 0), ("b", None, 0.07, 0.001, 40)]
-    o = overview(requests, calls, window_s=100.0)
+    traffic = TrafficRecord(
+        routers=[TrafficGroup(name="all-vote", requests=2, errors=1, cost_usd=0.002, latencies_s=[0.1, 0.3]),
+                 TrafficGroup(name="coe", requests=3, errors=0, cost_usd=0.001, latencies_s=[0.2])],  # a sample of its latencies
+        experts=[TrafficGroup(name="a", requests=2, errors=1, tokens=30, latencies_s=[0.05, 1.0])])
+    o = overview(traffic, window_s=100.0)
     votes = {w.name: w for w in o.routers}["all-vote"]
-    assert votes.requests == 2 and votes.error_rate == 0.5 and votes.per_s == 0.02 and abs(votes.cost_usd - 0.002) < 1e-12
-    assert o.total.requests == 3 and abs(o.total.error_rate - 1 / 3) < 1e-9
-    a = {w.name: w for w in o.experts}["a"]
+    assert votes.requests == 2 and votes.error_rate == 0.5 and votes.per_s == 0.02 and votes.p50_s == 0.1 and votes.p95_s == 0.3
+    assert o.total.requests == 5 and o.total.error_rate == 0.2 and abs(o.total.cost_usd - 0.003) < 1e-12 and o.total.p95_s == 0.3
+    a = o.experts[0]
     assert a.requests == 2 and a.error_rate == 0.5 and a.tokens == 30 and a.p95_s == 1.0
+
+
+async def test_the_store_sums_the_window_and_samples_the_newest_latencies(store_url: str) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from store import Store
+
+    now = datetime.now(timezone.utc)
+    async with await Store.open(store_url) as store:
+        old = TraceRecord(id="old", router="coe", query_text="q", created_at=now - timedelta(hours=2), latency_s=9.0,
+                          calls=[ExpertCallRecord(expert="a", latency_s=9.0)])
+        recent = [TraceRecord(id=f"r{i}", router="coe" if i % 2 else "all-vote", query_text="q", created_at=now - timedelta(seconds=i),
+                              status="error" if i == 3 else "ok", latency_s=0.1 * i, cost_usd=0.01, prompt_tokens=5, completion_tokens=5,
+                              calls=[ExpertCallRecord(expert="a", latency_s=0.01 * i, error_kind="timeout" if i == 3 else None, cost_usd=0.01,
+                                                      prompt_tokens=5, completion_tokens=5)]) for i in range(1, 7)]
+        await store.save_traces([old, *recent])
+        t = await store.traffic_since(now - timedelta(hours=1), latency_sample=4)
+    coe = {g.name: g for g in t.routers}["coe"]
+    assert (coe.requests, coe.errors, round(coe.cost_usd, 6), coe.tokens) == (3, 1, 0.03, 30)  # the 2-hour-old trace is out
+    assert sum(len(g.latencies_s) for g in t.routers) == 4  # the newest four: r1..r4
+    assert sorted(round(v, 6) for g in t.routers for v in g.latencies_s) == [0.1, 0.2, 0.3, 0.4]
+    (a,) = t.experts
+    assert (a.requests, a.errors, a.tokens) == (6, 1, 60) and len(a.latencies_s) == 4
 
 
 def test_waterfall_starts_a_stage_when_the_previous_ends() -> None:

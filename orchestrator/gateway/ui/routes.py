@@ -90,9 +90,9 @@ async def logout(request: Request, session: SessionDep, csrf: str = Form("")) ->
 async def _overview(st: GatewayState) -> stats.Overview:
     since = datetime.now(timezone.utc) - timedelta(seconds=WINDOW_S)
     with E.map_store_exceptions():
-        requests, calls = await st.runtime.store.traffic_since(since)
+        traffic = await st.runtime.store.traffic_since(since)
     backlog = st.runtime.trace_writer.backlog if st.runtime.trace_writer else 0
-    return stats.overview(requests, calls, WINDOW_S, st.metrics, backlog)
+    return stats.overview(traffic, WINDOW_S, st.metrics, backlog)
 
 
 @router.get("", response_class=HTMLResponse)
@@ -111,8 +111,8 @@ async def experts_page(request: Request, st: State, session: AdminSessionDep) ->
     health = {h.name: h for h in await st.expert_health()}
     since = datetime.now(timezone.utc) - timedelta(seconds=WINDOW_S)
     with E.map_store_exceptions():
-        _, calls = await st.runtime.store.traffic_since(since)
-    recent = {w.name: w for w in stats.overview([], calls, WINDOW_S).experts}
+        traffic = await st.runtime.store.traffic_since(since)
+    recent = {w.name: w for w in stats.overview(traffic, WINDOW_S).experts}
     rows = []
     for spec in st.runtime.registry.specs():
         h = health.get(spec.name)

@@ -1,16 +1,17 @@
 """The overview's numbers: per router and per expert over a window of stored traces (requests per
-second, p50/p95 latency, error rate, cost), and what the gateway's own metrics say since start."""
+second, error rate and cost from exact counts; p50/p95 latency over the newest answers, a bounded
+sample), and what the gateway's own metrics say since start."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from pydantic import BaseModel
 
 from orchestrator.gateway.metrics import GatewayMetrics
+from store.records import TrafficGroup, TrafficRecord
 
 
 class WindowStats(BaseModel):
@@ -44,29 +45,20 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def _window(name: str, rows: list[tuple[bool, float, float, int]], window_s: float) -> WindowStats:
-    latencies = [lat for _, lat, _, _ in rows]
-    errors = sum(1 for failed, _, _, _ in rows if failed)
-    return WindowStats(name=name, requests=len(rows), per_s=len(rows) / window_s if window_s > 0 else 0.0,
-                       p50_s=percentile(latencies, 0.5), p95_s=percentile(latencies, 0.95),
-                       error_rate=errors / len(rows) if rows else 0.0, cost_usd=sum(c for _, _, c, _ in rows),
-                       tokens=sum(t for _, _, _, t in rows))
+def _window(g: TrafficGroup, window_s: float) -> WindowStats:
+    return WindowStats(name=g.name, requests=g.requests, per_s=g.requests / window_s if window_s > 0 else 0.0,
+                       p50_s=percentile(g.latencies_s, 0.5), p95_s=percentile(g.latencies_s, 0.95),
+                       error_rate=g.errors / g.requests if g.requests else 0.0, cost_usd=g.cost_usd, tokens=g.tokens)
 
 
-def overview(requests: Iterable[tuple[Any, ...]], calls: Iterable[tuple[Any, ...]], window_s: float,
-             metrics: GatewayMetrics | None = None, in_flight: int = 0) -> Overview:
-    """`requests`: (router, status, latency_s, cost_usd, ...); `calls`: (expert, error_kind, latency_s, cost_usd, tokens)."""
-    by_router: dict[str, list[tuple[bool, float, float, int]]] = defaultdict(list)
-    for router, status, latency, cost, *_ in requests:
-        by_router[router].append((status != "ok", float(latency or 0), float(cost or 0), 0))
-    by_expert: dict[str, list[tuple[bool, float, float, int]]] = defaultdict(list)
-    for expert, error_kind, latency, cost, tokens in calls:
-        by_expert[expert].append((error_kind is not None, float(latency or 0), float(cost or 0), int(tokens or 0)))
-    every = [r for rows in by_router.values() for r in rows]
+def overview(traffic: TrafficRecord, window_s: float, metrics: GatewayMetrics | None = None, in_flight: int = 0) -> Overview:
+    """The window's stats from the store's `traffic` (percentiles over its latency sample)."""
+    total = TrafficGroup(name="all", requests=sum(g.requests for g in traffic.routers), errors=sum(g.errors for g in traffic.routers),
+                         cost_usd=sum(g.cost_usd for g in traffic.routers), tokens=sum(g.tokens for g in traffic.routers),
+                         latencies_s=[v for g in traffic.routers for v in g.latencies_s])
     return Overview(
-        window_s=window_s, total=_window("all", every, window_s),
-        routers=[_window(n, by_router[n], window_s) for n in sorted(by_router)],
-        experts=[_window(n, by_expert[n], window_s) for n in sorted(by_expert)],
+        window_s=window_s, total=_window(total, window_s),
+        routers=[_window(g, window_s) for g in traffic.routers], experts=[_window(g, window_s) for g in traffic.experts],
         since_start=since_start(metrics) if metrics is not None else {}, in_flight_traces=in_flight,
     )
 
