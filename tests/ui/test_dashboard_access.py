@@ -192,3 +192,19 @@ def test_an_open_gateway_needs_no_key_for_its_pages(tmp_path: Path) -> None:
         r = play(c, csrf_of(c))
         assert r.status_code == 200 and len(trace_ids(r.text)) == 1
         assert play(c, None).status_code == 403  # a cross-site POST still needs the token
+
+
+def test_markup_in_a_chat_is_shown_as_text_and_pages_forbid_foreign_scripts(dashboard) -> None:  # type: ignore[no-untyped-def]
+    """A message (or an expert's output) carrying markup must not run in the admin's dashboard."""
+    c = logged_in(dashboard.url, dashboard.alice)
+    q = mmlu_questions(1, offset=6)[0]
+    evil = '<script>window.pwned=1</script><img src=x onerror="alert(1)">'
+    r = c.post("/ui/playground", data={"csrf": csrf_of(c), "model": "all-vote", "message": evil + q.text, "question_id": q.question_id})
+    assert r.status_code == 200 and evil not in r.text and "&lt;script&gt;window.pwned=1&lt;/script&gt;" in r.text
+    tid = trace_ids(r.text)[0]
+    admin = logged_in(dashboard.url, dashboard.admin)
+    listed(admin, tid)
+    for html in (admin.get(f"/ui/traces/{tid}").text, admin.get("/ui/traces").text):
+        assert "<script>window.pwned" not in html and "onerror=\"alert" not in html
+    csp = admin.get("/ui/traces").headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "default-src 'self'" in csp

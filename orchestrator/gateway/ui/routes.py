@@ -48,9 +48,21 @@ WINDOW_S = 3600.0  # the overview's window: the last hour
 TRACE_LIST_LIMIT = 200
 
 
+# The browser enforces what the pages promise: scripts and everything else from this origin only
+# (no CDN, and injected markup cannot run), no framing by another site, forms post back here.
+# Inline styles stay allowed: the waterfall's bar offsets and the server-drawn SVG plot use them.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",  # pages show traces and answers: not for shared caches or the back button
+}
+
+
 def page(request: Request, name: str, session: Session | None, status_code: int = 200, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, name, {"session": session, "path": request.url.path, **context},
-                                      status_code=status_code)
+                                      status_code=status_code, headers=PAGE_HEADERS)
 
 
 # ---------------------------------------------------------------- login
