@@ -86,11 +86,11 @@ def test_same_origin_refuses_what_the_browser_says_is_cross_site() -> None:
     assert not same_origin(_request({"sec-fetch-site": "same-site"}))  # a sibling subdomain is another site's page
 
 
-def test_csrf_tokens_differ_per_key_and_per_secret() -> None:
+def test_csrf_tokens_differ_per_key_and_hold_on_every_replica() -> None:
     s = SessionSigner(b"k" * 32)
-    assert s.csrf_token("sk-orch-a") != s.csrf_token("sk-orch-b") != s.csrf_token(None)
-    assert s.csrf_token("sk-orch-a") == SessionSigner(b"k" * 32).csrf_token("sk-orch-a")
-    assert s.csrf_token("sk-orch-a") != SessionSigner(b"j" * 32).csrf_token("sk-orch-a")
+    assert len({s.csrf_token("sk-orch-a"), s.csrf_token("sk-orch-b"), s.csrf_token(None)}) == 3
+    assert s.csrf_token("sk-orch-a") == SessionSigner(b"j" * 32).csrf_token("sk-orch-a")  # another replica's signer agrees
+    assert s.csrf_token(None) != SessionSigner(b"j" * 32).csrf_token(None)  # an open gateway's: its own secret
 
 
 def test_the_plot_is_inline_svg_that_scales() -> None:

@@ -7,9 +7,10 @@ revoking a key logs its dashboard out, and roles mean the same thing (admin page
 
 Forms that change or cost something (playground, feedback, logout) are refused unless they carry
 the session's CSRF token and, when the browser says where they come from (`Origin`,
-`Sec-Fetch-Site`), come from this origin. The token is an HMAC of the key with a per-process
-secret (an open gateway, which has no key, signs a constant): a page on another site can neither
-read it nor compute it.
+`Sec-Fetch-Site`), come from this origin. The token is an HMAC keyed by the session's API key, so
+every replica behind a load balancer accepts it and a page on another site, which can neither
+read the cookie nor the page, cannot compute it; an open gateway (no key) keys it with a
+per-process secret instead.
 """
 
 from __future__ import annotations
@@ -55,13 +56,14 @@ class Session:
 
 
 class SessionSigner:
-    """Signs CSRF tokens with a per-process secret (one per app, built by `install`)."""
+    """Makes CSRF tokens: keyed by the session's API key, or by a per-process secret on an open
+    gateway (one signer per app, built by `install`)."""
 
     def __init__(self, secret: bytes | None = None) -> None:
         self._secret = secret or secrets.token_bytes(32)
 
     def csrf_token(self, key: str | None) -> str:
-        return hmac.new(self._secret, f"csrf:{key or '(open gateway)'}".encode(), hashlib.sha256).hexdigest()
+        return hmac.new(key.encode() if key else self._secret, b"orchestrator-ui-csrf", hashlib.sha256).hexdigest()
 
 
 def safe_next(path: str | None) -> str:
