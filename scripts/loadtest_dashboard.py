@@ -35,7 +35,7 @@ async def main() -> None:
                         if state == "open":
                             page = await browser.new_page()
                             await page.goto(f"{gw}/ui")
-                            await page.wait_for_function("document.querySelector('[data-poll]').dataset.updates >= '1'")
+                            await page.wait_for_function("() => Number(document.querySelector('[data-poll]').dataset.updates || 0) >= 1")
                         for c in LEVELS:
                             d = await drive(f"http://127.0.0.1:{up}/v1/chat/completions", _body(MODEL), concurrency=c, seconds=SECONDS)
                             o = await drive(f"{gw}/v1/chat/completions", _body("single"), concurrency=c, seconds=SECONDS)
