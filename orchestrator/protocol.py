@@ -496,3 +496,21 @@ class KeyObject(BaseModel):
 class KeyList(BaseModel):
     object: Literal["list"] = "list"
     data: list[KeyObject]
+
+
+# ------------------------------------------------------------------ feedback (`/v1/feedback`)
+class FeedbackCreate(OpenAIBaseModel):
+    """A rating of one answered request: a key may rate its own traces (an admin key any)."""
+
+    trace_id: str = Field(min_length=1, max_length=64, description="the `trace_id` a chat completion returned")
+    score: float = Field(ge=-1.0, le=1.0, description="-1 (bad) to 1 (good); thumbs down / up are -1 / 1")
+    comment: str | None = Field(default=None, max_length=4000)
+
+
+class FeedbackObject(BaseModel):
+    id: int
+    object: Literal["feedback"] = "feedback"
+    trace_id: str
+    score: float
+    comment: str | None = None
+    created_at: int = 0

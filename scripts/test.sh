@@ -46,6 +46,13 @@ if ! command -v wrk >/dev/null; then
   bash .ci/apt.sh wrk
 fi
 
+# The dashboard's browser tests (tests/ui): Debian's chromium, driven by Playwright (a test
+# dependency in pyproject.toml; its own browser download, `playwright install`, is never used).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Debian chromium..." >&2
+  bash .ci/apt.sh chromium
+fi
+
 eval "$(bash .ci/postgres.sh start | grep '^POSTGRES_URL=' | sed 's/^/export /')"
 eval "$(bash .ci/vllm.sh start | grep '^VLLM_BASE_URL=' | sed 's/^/export /')"
 : "${POSTGRES_URL:?postgres did not start}" "${VLLM_BASE_URL:?vLLM did not start}"

@@ -141,3 +141,45 @@ class FileRecord(BaseModel):
     size: int = 0  # bytes
     created_at: datetime | None = None
     content: bytes | None = None
+
+
+class FeedbackRecord(BaseModel):
+    """A rating of one trace: `score` in [-1, 1] (thumbs down -1, up 1), by the key `owner`."""
+
+    id: int | None = None
+    trace_id: str
+    owner: str | None = None
+    score: float
+    comment: str | None = None
+    created_at: datetime | None = None
+
+
+class TraceSummaryRecord(BaseModel):
+    """A trace as listed (no plan, steps or outputs): what a search result shows."""
+
+    id: str
+    created_at: datetime | None = None
+    router: str
+    status: str = "ok"
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    owner: str | None = None
+    query_text: str = ""  # its first 200 characters
+    experts: list[str] = Field(default_factory=list)
+
+
+class TrafficGroup(BaseModel):
+    """One router's (or expert's) answers in a window: exact counts and sums, and the latencies
+    of its newest ones (a bounded sample, for percentiles)."""
+
+    name: str
+    requests: int = 0
+    errors: int = 0
+    cost_usd: float = 0.0
+    tokens: int = 0
+    latencies_s: list[float] = Field(default_factory=list)
+
+
+class TrafficRecord(BaseModel):
+    routers: list[TrafficGroup] = Field(default_factory=list)
+    experts: list[TrafficGroup] = Field(default_factory=list)

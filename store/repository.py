@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
@@ -30,6 +30,7 @@ from store.models import (
     BenchRunRow,
     ExpertCallRow,
     ExpertRow,
+    FeedbackRow,
     IdempotencyKeyRow,
     FileRow,
     KeywordCacheRow,
@@ -46,11 +47,15 @@ from store.records import (
     BatchRecord,
     BenchItemRecord,
     ExpertCallRecord,
+    FeedbackRecord,
     IdempotencyRecord,
     FileRecord,
     PlanRecord,
     TraceRecord,
     TraceStepRecord,
+    TraceSummaryRecord,
+    TrafficGroup,
+    TrafficRecord,
 )
 from store.urls import mask_url
 
@@ -323,6 +328,78 @@ class Store:
             )
             return {e: {"mean_latency_s": float(m or 0.0), "calls": int(n)} for e, m, n in (await s.execute(q)).all()}
 
+    async def list_traces(self, *, owner: str | None = None, router: str | None = None, expert: str | None = None,
+                          status: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                          limit: int = 100) -> list[TraceSummaryRecord]:
+        """The newest traces matching every filter given (`owner`: only that key's), each with the
+        experts it called."""
+        async with self._session() as s:
+            q = select(RequestRow.id, RequestRow.created_at, RequestRow.router, RequestRow.status, RequestRow.latency_s,
+                       RequestRow.cost_usd, RequestRow.owner, func.substr(RequestRow.query_text, 1, 200))
+            if owner is not None:
+                q = q.where(RequestRow.owner == owner)
+            if router:
+                q = q.where(RequestRow.router == router)
+            if status:
+                q = q.where(RequestRow.status == status)
+            if since is not None:
+                q = q.where(RequestRow.created_at >= since)
+            if until is not None:
+                q = q.where(RequestRow.created_at <= until)
+            if expert:
+                q = q.where(RequestRow.id.in_(select(ExpertCallRow.request_id).where(ExpertCallRow.expert == expert)))
+            rows = (await s.execute(q.order_by(RequestRow.created_at.desc()).limit(limit))).all()
+            experts: dict[str, list[str]] = {r[0]: [] for r in rows}
+            if rows:
+                calls = select(ExpertCallRow.request_id, ExpertCallRow.expert).where(ExpertCallRow.request_id.in_(list(experts)))
+                for rid, name in (await s.execute(calls.order_by(ExpertCallRow.seq))).all():
+                    if name not in experts[rid]:
+                        experts[rid].append(name)
+            return [TraceSummaryRecord(id=i, created_at=at, router=rt, status=st, latency_s=lat, cost_usd=cost, owner=own,
+                                       query_text=text_, experts=experts[i]) for i, at, rt, st, lat, cost, own, text_ in rows]
+
+    async def traffic_since(self, since: datetime, *, latency_sample: int = 5000) -> TrafficRecord:
+        """What was answered since `since`, per router and per expert: counts, errors, cost and
+        tokens summed by the database; latencies of the newest `latency_sample` requests (and
+        calls), so a busy hour costs the caller a bounded read."""
+        async with self._session() as s:
+            failed = case((RequestRow.status != "ok", 1), else_=0)
+            reqs = select(RequestRow.router, func.count(), func.sum(failed), func.sum(RequestRow.cost_usd), func.sum(
+                RequestRow.prompt_tokens + RequestRow.completion_tokens)).where(RequestRow.created_at >= since).group_by(RequestRow.router)
+            in_window = ExpertCallRow.request_id.in_(select(RequestRow.id).where(RequestRow.created_at >= since))
+            call_failed = case((ExpertCallRow.error_kind.is_not(None), 1), else_=0)
+            calls = select(ExpertCallRow.expert, func.count(), func.sum(call_failed), func.sum(ExpertCallRow.cost_usd), func.sum(
+                ExpertCallRow.prompt_tokens + ExpertCallRow.completion_tokens)).where(in_window).group_by(ExpertCallRow.expert)
+            routers = {r: TrafficGroup(name=r, requests=n, errors=int(e or 0), cost_usd=float(c or 0), tokens=int(t or 0))
+                       for r, n, e, c, t in (await s.execute(reqs)).all()}
+            experts = {x: TrafficGroup(name=x, requests=n, errors=int(e or 0), cost_usd=float(c or 0), tokens=int(t or 0))
+                       for x, n, e, c, t in (await s.execute(calls)).all()}
+            newest = select(RequestRow.id, RequestRow.router, RequestRow.latency_s).where(RequestRow.created_at >= since) \
+                .order_by(RequestRow.created_at.desc()).limit(latency_sample)
+            for _, router, latency in (await s.execute(newest)).all():
+                routers[router].latencies_s.append(float(latency or 0))
+            q = select(ExpertCallRow.expert, ExpertCallRow.latency_s).where(
+                ExpertCallRow.request_id.in_(select(newest.subquery().c.id)))
+            for expert, latency in (await s.execute(q)).all():
+                experts[expert].latencies_s.append(float(latency or 0))
+            return TrafficRecord(routers=sorted(routers.values(), key=lambda g: g.name),
+                                 experts=sorted(experts.values(), key=lambda g: g.name))
+
+    # ---------------------------------------------------------------- feedback
+    async def add_feedback(self, feedback: FeedbackRecord) -> FeedbackRecord:
+        async with self._session() as s, s.begin():
+            row = FeedbackRow(**feedback.model_dump(exclude={"id", "created_at"}))
+            s.add(row)
+            await s.flush()
+            return FeedbackRecord(id=row.id, trace_id=row.trace_id, owner=row.owner, score=row.score, comment=row.comment,
+                                  created_at=row.created_at)
+
+    async def feedback_for(self, trace_id: str) -> list[FeedbackRecord]:
+        async with self._session() as s:
+            rows = (await s.execute(select(FeedbackRow).where(FeedbackRow.trace_id == trace_id).order_by(FeedbackRow.id))).scalars().all()
+            return [FeedbackRecord(id=r.id, trace_id=r.trace_id, owner=r.owner, score=r.score, comment=r.comment, created_at=r.created_at)
+                    for r in rows]
+
     # ---------------------------------------------------------------- benchmark runs
     async def start_bench_run(self, run_id: str, config: dict[str, Any]) -> bool:
         """Create the run, or find it to resume. Returns True if it already existed."""
@@ -370,6 +447,13 @@ class Store:
         async with self._session() as s:
             q = select(BenchRunRow).where(BenchRunRow.status == "done").order_by(BenchRunRow.updated_at.desc()).limit(limit)
             return [dict(r.results or {}) for r in (await s.execute(q)).scalars().all()]
+
+    async def list_bench_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest runs: id, status, created_at, config and (once done) results."""
+        async with self._session() as s:
+            q = select(BenchRunRow).order_by(BenchRunRow.created_at.desc()).limit(limit)
+            return [{"id": r.id, "status": r.status, "created_at": r.created_at, "config": r.config, "results": r.results}
+                    for r in (await s.execute(q)).scalars().all()]
 
     # ---------------------------------------------------------------- artefacts
     async def save_artefact(self, kind: str, name: str, payload: bytes, meta: dict[str, Any] | None = None) -> int:

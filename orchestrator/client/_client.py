@@ -53,6 +53,8 @@ from orchestrator.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatMessageIn,
+    FeedbackCreate,
+    FeedbackObject,
     ModelCard,
     ModelList,
 )
@@ -216,6 +218,14 @@ class AsyncOrchestratorClient:
     # ------------------------------------------------------------------ traces and health
     async def trace(self, trace_id: str) -> TraceRecord:
         return TraceRecord.model_validate(await self._json("GET", f"/v1/traces/{trace_id}"))
+
+    async def feedback(self, trace_id: str, score: float, comment: str | None = None) -> FeedbackObject:
+        """Rate an answer (its `trace_id`): `score` from -1 (bad) to 1 (good), with an optional comment."""
+        try:
+            body = FeedbackCreate(trace_id=trace_id, score=score, comment=comment)
+        except ValidationError as e:
+            raise invalid_arguments(e) from None
+        return FeedbackObject.model_validate(await self._json("POST", "/v1/feedback", json_body=body.model_dump(exclude_none=True)))
 
     async def health(self) -> bool:
         return (await self._json("GET", "/health")).get("status") == "ok"

@@ -19,6 +19,7 @@ from orchestrator.gateway import errors as E
 from orchestrator.gateway.lifespan import lifespan
 from orchestrator.gateway.middleware import BodySizeLimit, RequestMetrics
 from orchestrator.gateway.routes import include_routes
+from orchestrator.gateway.ui import install as install_dashboard
 from orchestrator.settings import GatewaySettings
 
 
@@ -29,6 +30,7 @@ def create_app(config: OrchestratorConfig, settings: GatewaySettings | None = No
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, streamed={"/v1/files": settings.max_file_bytes})
     app.add_middleware(RequestMetrics)
     include_routes(app)
+    install_dashboard(app)  # /ui
     return app
 
 

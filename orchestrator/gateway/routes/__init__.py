@@ -8,6 +8,7 @@
     batches.py      /v1/batches
     files.py        /v1/files (batch input files and batch results)
     keys.py         /v1/keys (admin keys)
+    feedback.py     POST /v1/feedback (ratings of answered requests)
 
 Any other /v1 path is an OpenAI-shaped 404, or 405 when another method serves it (the catch-all
 below, mounted last so it shadows nothing).
@@ -19,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.routing import APIRoute
 
 from orchestrator.gateway import errors as E
-from orchestrator.gateway.routes import batches, chat, completions, experts, files, keys, ops, traces
+from orchestrator.gateway.routes import batches, chat, completions, experts, feedback, files, keys, ops, traces
 
 unknown = APIRouter()
 
@@ -42,6 +43,6 @@ def include_routes(app: FastAPI) -> None:
     # through an included router twice, ~25 us per level of inclusion, and chat is the hot path.
     # They need nothing included routers add (chat resolves its dependencies by hand).
     app.router.routes.extend(chat.router.routes)
-    for resource in (completions, experts, traces, ops, batches, files, keys):
+    for resource in (completions, experts, traces, ops, batches, files, keys, feedback):
         app.include_router(resource.router)
     app.include_router(unknown)

@@ -92,5 +92,8 @@ async def _run_chat(st: GatewayState, req: ChatCompletionRequest, caller: Caller
     return result
 
 
+run_chat = _run_chat  # the dashboard's playground answers through this same path
+
+
 def _experts_header(result: QueryResult) -> str:
     return ",".join(result.experts_used)
