@@ -7,7 +7,7 @@
         ...
         spans = sink.wait_for(lambda spans: any(s.name.startswith("invoke_workflow") for s in spans))
 
-The acceptance test against a receiver a user would run (Arize Phoenix) is tests/gateway/test_otel_phoenix.py;
+The acceptance test against a receiver a user would run (Arize Phoenix) is tests/telemetry/test_otel_phoenix.py;
 this one is for the quick tests, where starting Phoenix (~25 s) would cost too much.
 """
 
