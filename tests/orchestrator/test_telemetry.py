@@ -149,3 +149,43 @@ async def test_off_the_runtime_has_no_telemetry_and_answers_as_before(tmp_path: 
         assert rt.telemetry is None
         result = await rt.answer(q, "all-vote")
         assert await rt.store.get_trace(result.trace_id) is not None
+
+
+class Received:
+    """A streaming caller's end: what `Runtime.answer(..., sink=...)` sends it."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+
+    @property
+    def started(self) -> bool:
+        return bool(self.pieces)
+
+    def send(self, text: str, tool_calls: object = None, *, expert: str | None = None) -> None:
+        self.pieces.append(text)
+
+
+async def test_a_cancelled_stream_is_exported_with_its_cancelled_call(tmp_path: Path) -> None:
+    import asyncio
+
+    from faulty_upstream import FaultyUpstream
+
+    exporter = InMemorySpanExporter()
+    with FaultyUpstream("slow") as up:
+        up.delay_s = 30.0
+        cfg = parse_config({"store": f"sqlite+aiosqlite:///{tmp_path / 'o.db'}", "experts": [
+            {"name": "slow", "backend": "openai", "base_url": up.base_url, "model": "slow-model", "max_retries": 0}]})
+        async with await Runtime.create(cfg) as rt:
+            rt.telemetry = Telemetry.with_exporter(exporter, batch=False)
+            task = asyncio.create_task(rt.answer(Query(text="What is 2+2?"), "single", sink=Received()))
+            while not up.requests:  # the call reached the upstream
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    (root,) = by_op(exporter.get_finished_spans(), "invoke_workflow")
+    (chat,) = by_op(exporter.get_finished_spans(), "chat")
+    assert root.attributes["orchestrator.status"] == root.attributes["error.type"] == "cancelled"
+    assert root.status.status_code is StatusCode.ERROR
+    assert chat.attributes["error.type"] == "cancelled" and chat.attributes["gen_ai.request.model"] == "slow-model"
+    assert chat.kind is SpanKind.CLIENT and chat.attributes["server.port"] == up.port
