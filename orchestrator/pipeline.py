@@ -278,9 +278,12 @@ class Runtime:
         result.interrupted = executor.interrupted
         if record:
             trace = self.trace_record(query, result, owner=owner)
-            if self.telemetry is not None:
-                self.telemetry.export(trace, self.registry)
-            await self._save(trace)
+            if self.telemetry is None:
+                await self._save(trace)
+            else:  # spans for a recorded trace only (a refused save fails the request), ending as the query did
+                ended_ns = time.time_ns()
+                await self._save(trace)
+                self.telemetry.export(trace, self.registry, end_ns=ended_ns)
         return result
 
     async def _save(self, trace: TraceRecord) -> None:

@@ -68,9 +68,10 @@ async def lifespan(app: FastAPI, *, config: OrchestratorConfig, settings: Gatewa
     runtime = await Runtime.create(config, on_batch=metrics.on_batch, store_command_timeout_s=settings.store_command_timeout_s)
     replica = Replica(settings.replica_id or default_replica_id(), runtime, settings)
     batches: BatchRunner | None = None
-    # OTel spans only when OTEL_EXPORTER_OTLP_ENDPOINT asks for them (the SDK's own variables)
-    runtime.telemetry = telemetry = Telemetry.from_env(os.environ)
+    telemetry: Telemetry | None = None
     try:
+        # OTel spans only when OTEL_EXPORTER_OTLP_ENDPOINT asks for them (the SDK's own variables)
+        runtime.telemetry = telemetry = Telemetry.from_env(os.environ)
         try:
             await replica.replay_journals()
         except Exception as e:  # noqa: BLE001 - the store is away: the replay loop tries again
