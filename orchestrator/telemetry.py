@@ -1,7 +1,7 @@
 """OpenTelemetry spans for answered queries, following the GenAI semantic conventions.
 
     telemetry = Telemetry.from_env(os.environ)   # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
-    runtime.telemetry = telemetry                 # the runtime hands it every trace it records
+    runtime.telemetry = telemetry                 # the runtime hands it every trace the store took
     ...
     telemetry.shutdown()                          # flushes what is still queued
 
@@ -20,9 +20,9 @@ per query:
   model, input and output tokens, finish reason, cost, attempts, fallback, error kind.
 
 The record keeps durations, not start times, so start times are laid out from them: the route
-decision first, a plan's expert calls together after it (the executor runs them concurrently), a
-fallback after the call it replaces, an aggregator after the calls it combines, and the calls of
-routers that make their own (Router-R1, MoT, keyword taggers) one after another.
+decision first (a keyword tagger's calls inside it), a plan's expert calls together after it (the
+executor runs them concurrently), a fallback after the call it replaces, an aggregator after the
+calls it combines, and the calls of routers that make their own (Router-R1, MoT) one after another.
 
 What a span never holds: API keys (neither the gateway's nor an upstream's), an upstream's address
 beyond host and port, an upstream's error message (it can echo a request or a credential). Prompt
@@ -32,7 +32,8 @@ and the routers' full step details.
 
 Export is the SDK's own: OTLP over HTTP/protobuf to `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), with the SDK's `OTEL_EXPORTER_OTLP_*`, `OTEL_BSP_*`,
-`OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`; `OTEL_SDK_DISABLED=true` turns it off.
+`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_TRACES_SAMPLER(_ARG)`;
+`OTEL_SDK_DISABLED=true` turns it off.
 """
 
 from __future__ import annotations

@@ -189,3 +189,13 @@ async def test_a_cancelled_stream_is_exported_with_its_cancelled_call(tmp_path: 
     assert root.status.status_code is StatusCode.ERROR
     assert chat.attributes["error.type"] == "cancelled" and chat.attributes["gen_ai.request.model"] == "slow-model"
     assert chat.kind is SpanKind.CLIENT and chat.attributes["server.port"] == up.port
+
+
+async def test_the_sdk_sampler_from_the_environment_decides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    q = mmlu_questions(1)[0]
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    spans, trace = await answered(tmp_path / "off", q, "single")
+    assert trace is not None and spans == []
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    spans, _ = await answered(tmp_path / "on", q, "single")
+    assert len(spans) == 3  # workflow, plan, chat
