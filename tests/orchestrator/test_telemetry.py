@@ -199,3 +199,37 @@ async def test_the_sdk_sampler_from_the_environment_decides(tmp_path: Path, monk
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
     spans, _ = await answered(tmp_path / "on", q, "single")
     assert len(spans) == 3  # workflow, plan, chat
+
+
+def plan_attributes(detail: dict, *, content: bool = False) -> dict:
+    from store.records import TraceStepRecord
+
+    return Telemetry.with_exporter(InMemorySpanExporter(), batch=False, content=content)._plan_attributes(
+        "r", TraceStepRecord(kind="route", detail=detail))
+
+
+def test_plan_spans_say_why_with_the_routers_labels_and_not_the_query_words() -> None:
+    # the step details as the routers write them (Plan.summary(), Router-R1's route node, the cascade)
+    coe = plan_attributes({"experts": [{"expert": "bio", "weight": 0.83, "reason": "category biology (p=0.83) → bio", "fallback": None}],
+                           "aggregation": {"kind": "single"},
+                           "detail": {"predicted_category": "biology", "confidence": 0.83, "fallback_used": False}})
+    assert coe["orchestrator.route.experts"] == ["bio"] and coe["orchestrator.route.weights"] == [0.83]
+    assert coe["orchestrator.route.predicted_category"] == "biology" and coe["orchestrator.route.confidence"] == 0.83
+    assert coe["orchestrator.route.reasons"] == ["category biology (p=0.83) → bio"] and coe["orchestrator.aggregation"] == "single"
+
+    smoe = plan_attributes({"experts": [{"expert": "a", "weight": 0.6, "reason": "skills genetics", "fallback": None}],
+                            "aggregation": {"kind": "weighted-vote"},
+                            "detail": {"keywords": ["helicase unwinds"], "mapped": ["genetics"], "tagger": "embedding"}})
+    assert smoe["orchestrator.route.mapped"] == ["genetics"] and smoe["orchestrator.route.tagger"] == "embedding"
+    assert "helicase" not in repr(smoe)  # the raw keywords are words of the query
+
+    r1 = plan_attributes({"turn": 1, "outcome": "route", "name": "bio", "query": "what does helicase do?", "valid": True,
+                          "reason": None, "expert": "bio"})
+    assert r1["orchestrator.route.experts"] == ["bio"] and r1["orchestrator.route.outcome"] == "route"
+    assert "helicase" not in repr(r1)  # the policy's sub-query to its expert is content
+
+    cascade = plan_attributes({"router": "cascade", "order": ["b", "a"], "scores": {"b": 0.7, "a": 0.6}, "k_min": 1})
+    assert cascade["orchestrator.route.experts"] == ["b", "a"]
+    assert cascade["orchestrator.route.scored_experts"] == ["b", "a"] and cascade["orchestrator.route.scores"] == [0.7, 0.6]
+
+    assert "helicase" in plan_attributes({"expert": "bio", "query": "what does helicase do?"}, content=True)["orchestrator.route.detail"]
