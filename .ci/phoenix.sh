@@ -3,7 +3,7 @@
 # (tests/telemetry/test_otel_phoenix.py, which starts and stops its own server on free ports):
 #   bash .ci/phoenix.sh        # installs it when missing, prints PHOENIX_BIN=...
 # It lives in its own venv (~850 MB of dependencies the project must not share), installed once
-# into $ORCH_CI_CACHE (about 2 min on a fresh machine) and shared by every run.
+# into $ORCH_CI_CACHE (2–3 min on a fresh machine, without a pip cache) and shared by every run.
 set -euo pipefail
 CACHE="${ORCH_CI_CACHE:-$HOME/.cache/llm-orchestrator-ci}"
 VENV="$CACHE/phoenix-venv"
@@ -18,7 +18,7 @@ if ! phoenix_ok; then
   exec 9>"$CACHE/phoenix-venv.lock"  # another test run may be installing it right now
   flock 9
   if ! phoenix_ok; then
-    echo "installing arize-phoenix $VERSION into $VENV (about 2 minutes)..." >&2
+    echo "installing arize-phoenix $VERSION into $VENV (2–3 minutes)..." >&2
     rm -rf "$VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --upgrade pip
