@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from experts.backends.base import ExpertBackend
 from experts.registry import ExpertRegistry
@@ -50,6 +50,9 @@ from routers.registry import build_router
 from store.records import ExpertCallRecord, PlanRecord, TraceRecord, TraceStepRecord
 from store.repository import Store
 from store.trace_writer import TraceWriter
+
+if TYPE_CHECKING:
+    from orchestrator.telemetry import Telemetry
 
 logger = logging.getLogger("orchestrator.runtime")
 
@@ -116,6 +119,9 @@ class Runtime:
         self.services: dict[str, Any] = {}
         # Set by the gateway: traces then go through a batched background writer (store/trace_writer.py).
         self.trace_writer: TraceWriter | None = None
+        # Set by the gateway when OTLP export is configured: every recorded trace also becomes
+        # OTel spans (orchestrator/telemetry.py). None costs one attribute test per query.
+        self.telemetry: Telemetry | None = None
         self._routers: dict[str, Router] = {}
         # What each cached router depends on: expert names, or None for the whole registry.
         self._router_deps: dict[str, frozenset[str] | None] = {}
@@ -271,7 +277,13 @@ class Runtime:
         result = self.result(router, outcome, time.perf_counter() - t0, trace_id=trace_id)
         result.interrupted = executor.interrupted
         if record:
-            await self._save(self.trace_record(query, result, owner=owner))
+            trace = self.trace_record(query, result, owner=owner)
+            if self.telemetry is None:
+                await self._save(trace)
+            else:  # spans for a recorded trace only (a refused save fails the request), ending as the query did
+                ended_ns = time.time_ns()
+                await self._save(trace)
+                self.telemetry.export(trace, self.registry, end_ns=ended_ns)
         return result
 
     async def _save(self, trace: TraceRecord) -> None:
@@ -304,6 +316,8 @@ class Runtime:
             "status": "cancelled",
             "error": "cancelled before the answer was complete (the client went away or the request timed out); "
                      "its expert calls were cancelled"})
+        if self.telemetry is not None:
+            self.telemetry.export(trace, self.registry)
         if self.trace_writer is not None:
             self.trace_writer.put_nowait(trace)  # no awaiting inside a cancelled task
         else:  # no writer (CLI): write it from a task of its own

@@ -53,6 +53,11 @@ if [ ! -x /usr/bin/chromium ]; then
   bash .ci/apt.sh chromium
 fi
 
+# The OpenTelemetry test's trace receiver: Arize Phoenix from PyPI, in its own cached venv (the
+# test starts and stops it on free ports).
+eval "$(bash .ci/phoenix.sh | grep '^PHOENIX_BIN=' | sed 's/^/export /')"
+: "${PHOENIX_BIN:?phoenix did not install}"
+
 eval "$(bash .ci/postgres.sh start | grep '^POSTGRES_URL=' | sed 's/^/export /')"
 eval "$(bash .ci/vllm.sh start | grep '^VLLM_BASE_URL=' | sed 's/^/export /')"
 : "${POSTGRES_URL:?postgres did not start}" "${VLLM_BASE_URL:?vLLM did not start}"

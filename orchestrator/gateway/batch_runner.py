@@ -296,6 +296,9 @@ class BatchRunner:
             async with self._renewing(batch_id):
                 results, traces = await self._execute(chunk, items, rec.owner)
             await self._save(batch_id, results, traces)
+            if self.runtime.telemetry is not None:  # stored items become OTel spans too, as chat requests do
+                for trace in traces:
+                    self.runtime.telemetry.export(trace, self.runtime.registry)
             for r in results:
                 self.items_done.labels("ok" if r.ok else "error").inc()
             if self.pause_s:

@@ -6,12 +6,16 @@ Start-up, in order: open the store; write the traces stopped replicas left in th
 directory; start the supervised trace writer (journaling under this replica's id); write the
 config's experts to the shared registry and load it (API-registered experts included); take over
 batch jobs nobody holds; then start the background loops (orchestrator/gateway/replica.py).
+With `OTEL_EXPORTER_OTLP_ENDPOINT` set, traces are also exported as OTel spans
+(orchestrator/telemetry.py), flushed on exit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -24,6 +28,7 @@ from orchestrator.gateway.metrics import GatewayMetrics
 from orchestrator.gateway.replica import Replica, default_replica_id
 from orchestrator.pipeline import Runtime
 from orchestrator.settings import GatewaySettings
+from orchestrator.telemetry import Telemetry
 from routers.registry import router_names
 from store.trace_journal import TraceJournal
 from store.trace_writer import TraceWriter
@@ -63,7 +68,10 @@ async def lifespan(app: FastAPI, *, config: OrchestratorConfig, settings: Gatewa
     runtime = await Runtime.create(config, on_batch=metrics.on_batch, store_command_timeout_s=settings.store_command_timeout_s)
     replica = Replica(settings.replica_id or default_replica_id(), runtime, settings)
     batches: BatchRunner | None = None
+    telemetry: Telemetry | None = None
     try:
+        # OTel spans only when OTEL_EXPORTER_OTLP_ENDPOINT asks for them (the SDK's own variables)
+        runtime.telemetry = telemetry = Telemetry.from_env(os.environ)
         try:
             await replica.replay_journals()
         except Exception as e:  # noqa: BLE001 - the store is away: the replay loop tries again
@@ -91,3 +99,5 @@ async def lifespan(app: FastAPI, *, config: OrchestratorConfig, settings: Gatewa
         if batches is not None:
             await batches.aclose()
         await runtime.aclose()
+        if telemetry is not None:  # flush the queued spans; the exporter's HTTP calls block, so off the loop
+            await asyncio.to_thread(telemetry.shutdown)
