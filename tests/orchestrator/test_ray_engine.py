@@ -13,6 +13,9 @@ one CPU each, so every expert group runs on a worker node and one of them can be
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -25,7 +28,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="never skipped in CI: `ray` is in the test extra (pyproject.toml)")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from conftest import POOL3, RECORDED, mmlu_questions  # noqa: E402
+from conftest import POOL3, RECORDED, REPO, mmlu_questions  # noqa: E402
 from experts import parse_config  # noqa: E402
 from experts.backends.base import ExpertBackend  # noqa: E402
 from experts.backends.recorded import available_models  # noqa: E402
@@ -178,6 +181,53 @@ async def test_batch_job_of_local_and_recorded_experts_on_ray_equals_in_process(
     done = finished_once(engine.ledger_events())
     assert done == Counter({("generate", e): 1 for e in [*POOL3, "smol"]})  # each expert group ran exactly once
     engine.close()
+
+
+def test_the_cli_bench_runs_its_groups_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    """`orchestrator bench --engine ray --ray-address ADDR`: a second driver on the same cluster;
+    the same report as the in-process bench of the same options."""
+    pool = POOL3
+    args = ["--recorded", str(RECORDED), "--pool", ",".join(pool), "--limit", "30", "--seed", "5", "-r", "all-vote", "-r", "best-single"]
+
+    def bench(name: str, *extra: str) -> dict[str, Any]:
+        env = {**os.environ, "ORCHESTRATOR_STORE": f"sqlite+aiosqlite:///{tmp_path / name}.db", "PYTHONPATH": str(REPO)}
+        out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "bench", *args, "--json", *extra], capture_output=True,
+                             text=True, env=env, timeout=300, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout)
+
+    here, on_ray = bench("inproc"), bench("ray", "--engine", "ray", "--ray-address", cluster.address)
+    for r in ("all-vote", "best-single"):
+        assert on_ray["routers"][r]["accuracy"] == here["routers"][r]["accuracy"]
+        assert on_ray["routers"][r]["expert_calls_per_question"] == here["routers"][r]["expert_calls_per_question"]
+    assert on_ray["n_questions"] == here["n_questions"] == 30
+
+
+def test_a_gateway_with_orchestrator_batch_engine_ray_runs_batch_jobs_there(cluster: Cluster, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from orchestrator.gateway.app import create_app
+    from orchestrator.settings import GatewaySettings
+
+    monkeypatch.setenv("ORCHESTRATOR_BATCH_ENGINE", "ray")
+    monkeypatch.setenv("ORCHESTRATOR_RAY_ADDRESS", cluster.address)
+    config = parse_config({"store": f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
+                           "experts": [{"name": m, "backend": "recorded", "path": str(RECORDED), "model": m} for m in POOL3]})
+    app = create_app(config, GatewaySettings())
+    with TestClient(app) as client:
+        created = client.post("/v1/batches", json=_requests(4).model_dump(mode="json", exclude_none=True))
+        assert created.status_code == 200, created.text
+        batch_id = created.json()["id"]
+        deadline = time.monotonic() + 120
+        while (status := client.get(f"/v1/batches/{batch_id}").json()["status"]) != "completed":
+            assert time.monotonic() < deadline and status == "in_progress", status
+            time.sleep(0.2)
+        engine = app.state.gateway.batches.engine
+        assert isinstance(engine, RayEngine)
+        events = engine.ledger_events()
+    assert finished_once(events) == Counter({("generate", m): 1 for m in POOL3})
+    assert {e["node_id"] for e in events} <= {n.node_id for n in cluster.worker_nodes}
 
 
 async def test_killing_a_worker_node_mid_job_still_stores_every_result_once(
