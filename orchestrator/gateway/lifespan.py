@@ -76,7 +76,7 @@ async def lifespan(app: FastAPI, *, config: OrchestratorConfig, settings: Gatewa
         if settings.batch_engine == "ray":  # batch jobs' expert groups as Ray tasks (orchestrator/ray_engine.py)
             from orchestrator.ray_engine import RayEngine
 
-            engine = RayEngine.connect(settings.ray_address)
+            engine = RayEngine.connect(settings.ray_address or None)
         batches = BatchRunner(runtime, replica_id=replica.id, chunk_size=settings.batch_chunk_size, pause_s=settings.batch_pause_s,
                               default_max_tokens=settings.default_max_tokens, lease_s=settings.batch_lease_s,
                               max_jobs=settings.batch_max_jobs, on_calls=metrics.record_calls, registry=metrics.registry,
