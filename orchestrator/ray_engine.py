@@ -101,9 +101,9 @@ def run_group_task(task: GroupTask, ledger: Any, factory: BackendFactory) -> Gro
     """The body of one Ray task (in a worker process on some node)."""
     node = ray.get_runtime_context().get_node_id()
     base = {"group_id": task.group_id, "phase": task.phase, "expert": task.spec.name, "node_id": node, "pid": os.getpid()}
-    ray.get(ledger.record.remote({**base, "event": "started", "n": len(task.requests)}))
+    ray.get(ledger.record.remote({**base, "event": "started", "n": len(task.requests), "t": time.time()}))
     run = asyncio.run(_answer_group(task, factory, node))
-    ray.get(ledger.record.remote({**base, "event": "finished", "n": len(run.results)}))
+    ray.get(ledger.record.remote({**base, "event": "finished", "n": len(run.results), "t": time.time()}))
     return run
 
 

@@ -24,22 +24,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray  # in the test extra (pyproject.toml): a missing Ray fails this module, never skips it
+from ray.cluster_utils import Cluster
 
-ray = pytest.importorskip("ray", reason="never skipped in CI: `ray` is in the test extra (pyproject.toml)")
-from ray.cluster_utils import Cluster  # noqa: E402
-
-from conftest import POOL3, RECORDED, REPO, mmlu_questions  # noqa: E402
-from experts import parse_config  # noqa: E402
-from experts.backends.base import ExpertBackend  # noqa: E402
-from experts.backends.recorded import available_models  # noqa: E402
-from experts.spec import ExpertSpec  # noqa: E402
-from experts.types import GenerationRequest, GenerationResult, HealthStatus  # noqa: E402
-from orchestrator.bench.runner import BenchOptions, run_benchmark  # noqa: E402
-from orchestrator.gateway.batch_runner import BatchRunner  # noqa: E402
-from orchestrator.pipeline import Runtime  # noqa: E402
-from orchestrator.protocol import BatchCreate  # noqa: E402
-from orchestrator.ray_engine import RayEngine, default_backend  # noqa: E402
-from store import Store  # noqa: E402
+from conftest import POOL3, RECORDED, REPO, mmlu_questions
+from experts import parse_config
+from experts.backends.base import ExpertBackend
+from experts.backends.recorded import available_models
+from experts.spec import ExpertSpec
+from experts.types import GenerationRequest, GenerationResult, HealthStatus
+from orchestrator.bench.runner import BenchOptions, run_benchmark
+from orchestrator.gateway.batch_runner import BatchRunner
+from orchestrator.pipeline import Runtime
+from orchestrator.protocol import BatchCreate
+from orchestrator.ray_engine import RayEngine, default_backend
+from store import Store
 
 NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024**2}
 SLOW = POOL3[2]  # the recorded expert whose group is slowed down, to be caught mid-run
