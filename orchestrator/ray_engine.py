@@ -29,7 +29,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,19 +39,25 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from experts.backends.base import ExpertBackend
 from experts.errors import ExpertUnavailable
 from experts.registry import ExpertRegistry, build_backend
-from experts.spec import BackendKind, ExpertSpec
+from experts.spec import BackendKind, ExpertSpec, resolve_api_key
 from experts.types import GenerationRequest, GenerationResult
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.execution import Executor
 
-BackendFactory = Callable[[ExpertSpec, Mapping[str, str]], ExpertBackend]
+BackendFactory = Callable[[ExpertSpec, "str | None"], ExpertBackend]  # (spec, its upstream API key)
 
 # CPU share of one group task by backend kind: recorded replays and HTTP clients mostly wait.
 CPUS = {BackendKind.LOCAL: 1.0, BackendKind.RECORDED: 0.5, BackendKind.OPENAI: 0.25}
 
 
-def default_backend(spec: ExpertSpec, secrets: Mapping[str, str]) -> ExpertBackend:
-    return build_backend(spec, secrets=secrets)
+def default_backend(spec: ExpertSpec, api_key: str | None) -> ExpertBackend:
+    """The backend `build_backend` makes, with the API key the driver resolved (a worker node
+    does not have the driver's environment)."""
+    if spec.backend is BackendKind.OPENAI:
+        from experts.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(spec, api_key=api_key)
+    return build_backend(spec)
 
 
 def resources_for(spec: ExpertSpec, *, cluster_gpus: float) -> dict[str, float]:
@@ -69,7 +75,9 @@ class GroupTask:
     phase: str
     spec: ExpertSpec
     requests: list[GenerationRequest]
-    secrets: dict[str, str] = field(default_factory=dict)  # secret name -> environment variable (resolved on the node)
+    # the upstream API key, resolved in the driver; it travels inside the cluster only (Ray's
+    # object transfer), and never into a record
+    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -109,8 +117,8 @@ def run_group_task(task: GroupTask, ledger: Any, factory: BackendFactory) -> Gro
 
 async def _answer_group(task: GroupTask, factory: BackendFactory, node: str) -> GroupRun:
     spec = task.spec
-    registry = ExpertRegistry(secrets=task.secrets)
-    registry.add(spec, factory(spec, task.secrets))
+    registry = ExpertRegistry()
+    registry.add(spec, factory(spec, task.api_key))
     t0 = time.perf_counter()
     try:
         async with Dispatcher(registry) as dispatcher:
@@ -184,7 +192,8 @@ class RayEngine:
 
         async def one(expert: str, requests: list[GenerationRequest]) -> list[GenerationResult]:
             spec = registry.spec(expert)
-            task = GroupTask(f"{phase}:{expert}:{uuid.uuid4().hex[:8]}", phase, spec, requests, dict(registry.secrets))
+            key = resolve_api_key(spec, registry.secrets) if spec.backend is BackendKind.OPENAI else None
+            task = GroupTask(f"{phase}:{expert}:{uuid.uuid4().hex[:8]}", phase, spec, requests, key)
             ref = self._task.options(max_retries=self.max_retries, retry_exceptions=False,
                                      **resources_for(spec, cluster_gpus=gpus)).remote(task, ledger, self.backend_factory)
             if progress:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,8 @@ class DelayedBackendForTest(ExpertBackend):
         await self.inner.aclose()
 
 
-def slow_backend_for_test(spec: ExpertSpec, secrets: Mapping[str, str]) -> ExpertBackend:
-    backend = default_backend(spec, secrets)
+def slow_backend_for_test(spec: ExpertSpec, api_key: str | None) -> ExpertBackend:
+    backend = default_backend(spec, api_key)
     return DelayedBackendForTest(backend) if spec.name == SLOW else backend
 
 
@@ -179,6 +179,33 @@ async def test_batch_job_of_local_and_recorded_experts_on_ray_equals_in_process(
     assert traces == N_BATCH  # one trace per item
     done = finished_once(engine.ledger_events())
     assert done == Counter({("generate", e): 1 for e in [*POOL3, "smol"]})  # each expert group ran exactly once
+    engine.close()
+
+
+async def test_an_http_expert_group_uses_the_key_the_driver_resolved(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker nodes started before the key was set: only the driver has it, the task carries it."""
+    from experts.backends.openai import MODEL_HEADER
+    from experts.registry import ExpertRegistry
+    from orchestrator.scheduler import GroupedScheduler
+    from recording_upstream import RecordingUpstream
+    from routers.registry import build_router
+    from routers.types import Query, RouterContext
+
+    monkeypatch.setenv("RAY_TEST_FLEET_KEY", "sk-driver-only")
+    engine = RayEngine()
+    with RecordingUpstream() as up:
+        config = parse_config({"secrets": {"fleet": "RAY_TEST_FLEET_KEY"}, "experts": [
+            {"name": "fleet-small", "backend": "openai", "base_url": up.base_url, "model": "fleet/small", "api_key_secret": "fleet"}]})
+        registry = ExpertRegistry.from_specs(config.experts, secrets=config.secrets)
+        router = build_router("all-vote", RouterContext(pool=["fleet-small"], registry=registry), {})
+        run = await GroupedScheduler(registry, engine=engine).run(router, [Query(text="2+2?"), Query(text="3+3?")])
+        await registry.aclose()
+    assert all(o.final.text == "The answer is 4." for o in run.outcomes)
+    posts = [h for h in up.hits if h.path.endswith("/chat/completions")]
+    assert len(posts) == 2 and all(h.headers["authorization"] == "Bearer sk-driver-only" for h in posts)
+    assert all(h.headers[MODEL_HEADER.lower()] == "fleet/small" for h in posts)
+    [done] = [e for e in engine.ledger_events() if e["event"] == "finished"]
+    assert done["node_id"] in {n.node_id for n in cluster.worker_nodes} and "sk-driver-only" not in repr(engine.ledger_events())
     engine.close()
 
 
