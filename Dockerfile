@@ -8,7 +8,8 @@ COPY orchestrator ./orchestrator
 COPY routers ./routers
 COPY store ./store
 # torch is pinned to 2.13.0; PyTorch's CPU index gives its CPU wheel (PyPI's is a CUDA build).
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
+# the ray extra: ORCHESTRATOR_BATCH_ENGINE=ray (batch jobs' expert groups on a Ray cluster)
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[ray]" \
  && useradd --create-home --uid 1000 orchestrator \
  && install -d -o orchestrator -g orchestrator /home/orchestrator/trace-journal
 COPY deploy ./deploy

@@ -33,7 +33,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from experts.backends.streaming import tool_call_deltas
 from experts.registry import ExpertRegistry
@@ -57,6 +57,17 @@ from routers.types import (
 from store.records import ExpertCallRecord, TraceStepRecord
 
 ProgressHook = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+class GroupEngine(Protocol):
+    """Runs the expert groups of one grouped phase ("generate", "fallback"): each group is all of
+    one expert's requests; the answer is one result list per group, in order. The default (no
+    engine) runs them here, one after another, through the executor's dispatcher; the Ray engine
+    (orchestrator/ray_engine.py) runs each group as one Ray task on a cluster. Routing before and
+    aggregation after stay with the executor either way."""
+
+    async def run_groups(self, executor: "Executor", groups: list[tuple[str, list[GenerationRequest]]],
+                         phase: str) -> list[list[GenerationResult]]: ...
 
 AGGREGATE_SEQ = 10_000  # call and step order: assignments by index, then attempts, aggregation last
 
@@ -110,8 +121,10 @@ class Executor:
         keep_outputs: bool = True,
         stats: SchedulerStats | None = None,
         resident_first: bool = True,
+        engine: GroupEngine | None = None,
     ) -> None:
         self.registry = registry
+        self.engine = engine  # grouped: where expert groups run (None: here, through the dispatcher)
         self.dispatcher = dispatcher
         self.grouped = grouped
         self.residency = residency
@@ -325,8 +338,9 @@ class Executor:
             for ai, a in enumerate(plan.assignments):
                 groups[self.registry.resolve(a.expert)].append((qi, ai))
         attempts: dict[tuple[int, int], list[CallAttempt]] = defaultdict(list)
-        for expert, pairs in self._ordered(groups):
-            results = await self._run_group(expert, [plans[qi].assignments[ai].request for qi, ai in pairs], "generate")
+        ordered = self._ordered(groups)
+        ran = await self._run_groups([(e, [plans[qi].assignments[ai].request for qi, ai in pairs]) for e, pairs in ordered], "generate")
+        for (expert, pairs), results in zip(ordered, ran, strict=True):
             for pair, r in zip(pairs, results, strict=True):
                 attempts[pair].append(CallAttempt(expert, r))
 
@@ -336,8 +350,9 @@ class Executor:
             a = plans[qi].assignments[ai]
             if not tried[-1].result.ok and a.fallback and a.fallback in self.registry and self.registry.resolve(a.fallback) != tried[-1].expert:
                 retry[self.registry.resolve(a.fallback)].append((qi, ai))
-        for expert, pairs in self._ordered(retry):
-            results = await self._run_group(expert, [plans[qi].assignments[ai].request for qi, ai in pairs], "fallback")
+        ordered = self._ordered(retry)
+        ran = await self._run_groups([(e, [plans[qi].assignments[ai].request for qi, ai in pairs]) for e, pairs in ordered], "fallback")
+        for (expert, pairs), results in zip(ordered, ran, strict=True):
             for (qi, ai), r in zip(pairs, results, strict=True):
                 attempts[(qi, ai)].append(CallAttempt(expert, r, fallback_for=plans[qi].assignments[ai].expert))
 
@@ -376,6 +391,13 @@ class Executor:
             self._busy(expert, time.perf_counter() - t0)
         return [self.outcome(queries[qi], plans[qi], parts[qi], aggregated[qi]) for qi in range(len(plans))]
 
+    async def _run_groups(self, groups: list[tuple[str, list[GenerationRequest]]], phase: str) -> list[list[GenerationResult]]:
+        if not groups:
+            return []
+        if self.engine is not None:
+            return await self.engine.run_groups(self, groups, phase)
+        return [await self._run_group(expert, requests, phase) for expert, requests in groups]
+
     async def _run_group(self, expert: str, requests: list[GenerationRequest], phase: str) -> list[GenerationResult]:
         """All of one expert's requests, the expert resident once, through its dispatcher queue."""
         await self._acquire(expert)
@@ -398,6 +420,11 @@ class Executor:
     async def _acquire(self, expert: str) -> None:
         if self.residency is not None:
             await self.residency.acquire(expert)
+
+    def record_group(self, expert: str, seconds: float, backend_calls: int) -> None:
+        """What a group run elsewhere (a `GroupEngine`) did, in this run's stats."""
+        self.stats.backend_calls += backend_calls
+        self._busy(expert, seconds)
 
     def _busy(self, expert: str, seconds: float) -> None:
         self.stats.busy_s_per_expert[expert] = self.stats.busy_s_per_expert.get(expert, 0.0) + seconds

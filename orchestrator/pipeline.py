@@ -30,7 +30,7 @@ from experts.backends.base import ExpertBackend
 from experts.registry import ExpertRegistry
 from experts.spec import ExpertSpec, OrchestratorConfig
 from orchestrator.dispatcher import BatchObserver, Dispatcher
-from orchestrator.execution import Executor
+from orchestrator.execution import Executor, GroupEngine
 from orchestrator.residency import ResidencyManager
 from orchestrator.scheduler import GroupedScheduler
 from routers.base import Router
@@ -333,15 +333,16 @@ class Runtime:
 
     async def answer_batch(
         self, queries: list[Query], router: str, *, options: dict[str, Any] | None = None,
-        residency: ResidencyManager | None = None,
+        residency: ResidencyManager | None = None, engine: GroupEngine | None = None,
     ) -> list["QueryResult"]:
         """Answer many queries with one router in grouped mode, through this runtime's dispatcher
-        (the bounds and breakers chat traffic uses); not recorded (the caller stores them)."""
+        (the bounds and breakers chat traffic uses), or with the expert groups on `engine` (a Ray
+        cluster); not recorded (the caller stores them)."""
         r = await self.router(router, options)
         for q in queries:
             self.check_passthrough(r, q)
         t0 = time.perf_counter()
-        run = await GroupedScheduler(self.registry, residency, dispatcher=self.dispatcher).run(r, queries)
+        run = await GroupedScheduler(self.registry, residency, dispatcher=self.dispatcher, engine=engine).run(r, queries)
         share = (time.perf_counter() - t0) / max(1, len(queries))
         return [self.result(router, o, share) for o in run.outcomes]
 

@@ -9,7 +9,9 @@ Grouped: the router plans ALL queries first, the (query, expert) pairs are group
 each expert runs once over all of its pairs (loaded once), fallbacks are grouped by fallback
 expert, aggregations by aggregator model. Routers that decide in rounds (Router-R1) or run
 in-process (MoT) answer the whole set through their own `run`, with every call going through
-the same dispatcher. Without a `dispatcher`, the run makes its own for its registry.
+the same dispatcher. Without a `dispatcher`, the run makes its own for its registry. With an
+`engine` (orchestrator/ray_engine.py: `RayEngine`), the expert groups run there instead, one
+Ray task per group; routing and aggregation stay here.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 from experts.registry import ExpertRegistry
 from orchestrator.dispatcher import Dispatcher
-from orchestrator.execution import Executor, ProgressHook, SchedulerStats
+from orchestrator.execution import Executor, GroupEngine, ProgressHook, SchedulerStats
 from orchestrator.residency import ResidencyManager
 from routers.base import Router
 from routers.types import Plan, Query, QueryOutcome
@@ -42,8 +44,10 @@ class GroupedScheduler:
         dispatcher: Dispatcher | None = None,
         progress: ProgressHook | None = None,
         keep_outputs: bool = True,
+        engine: GroupEngine | None = None,
     ) -> None:
         self.registry = registry
+        self.engine = engine  # None: expert groups run in this process (the default); else e.g. RayEngine
         self.residency = residency or ResidencyManager(registry, capacity=len(registry) or 1)
         self.dispatcher = dispatcher
         self.progress = progress
@@ -59,7 +63,7 @@ class GroupedScheduler:
             if dispatcher is None:
                 dispatcher = await stack.enter_async_context(Dispatcher(self.registry))
             executor = Executor(self.registry, dispatcher, grouped=True, residency=self.residency, progress=self.progress,
-                                keep_outputs=self.keep_outputs, stats=stats)
+                                keep_outputs=self.keep_outputs, stats=stats, engine=self.engine)
             if plans is not None:
                 outcomes = await executor.execute(list(queries), list(plans))
             else:

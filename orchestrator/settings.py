@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -87,6 +87,9 @@ class GatewaySettings(_FromEnvironment):
     request_timeout_s: float = 600.0
     batch_chunk_size: int = 32  # batch items answered (and stored) together
     batch_pause_s: float = 0.0  # pause between batch chunks, leaving room for interactive traffic
+    # Where batch jobs run their expert groups: here, or one Ray task per group (README "Scaling out")
+    batch_engine: Literal["in-process", "ray"] = "in-process"
+    ray_address: str | None = None  # ray: the cluster to join ("auto", "ray://head:10001"); unset: a local Ray instance
     # Replicas sharing one store (README "Many replicas"): batch leases, the registry follower,
     # the trace journal and the store's statement timeout.
     replica_id: str | None = None  # default: <host>-<pid>-<random>, new at every start

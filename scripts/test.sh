@@ -58,6 +58,13 @@ fi
 eval "$(bash .ci/phoenix.sh | grep '^PHOENIX_BIN=' | sed 's/^/export /')"
 : "${PHOENIX_BIN:?phoenix did not install}"
 
+# `kubectl kustomize` for the deploy/k8s tests: Debian's kubernetes-client (kubectl 1.20, its
+# built-in kustomize v2; the manifests render alike with v5) when no kubectl is on PATH.
+if ! command -v kubectl >/dev/null; then
+  echo "installing Debian kubernetes-client (kubectl)..." >&2
+  bash .ci/apt.sh kubernetes-client
+fi
+
 eval "$(bash .ci/postgres.sh start | grep '^POSTGRES_URL=' | sed 's/^/export /')"
 eval "$(bash .ci/vllm.sh start | grep '^VLLM_BASE_URL=' | sed 's/^/export /')"
 : "${POSTGRES_URL:?postgres did not start}" "${VLLM_BASE_URL:?vLLM did not start}"

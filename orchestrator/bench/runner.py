@@ -10,12 +10,13 @@ killed run continues where it stopped when the same command is run again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from evals.datasets import Question
 from evals.metrics import mcnemar_exact, wilson_interval
 from evals.splits import split_fit_eval
 from orchestrator.dispatcher import Dispatcher
+from orchestrator.execution import GroupEngine
 from orchestrator.residency import ResidencyManager
 from orchestrator.scheduler import GroupedScheduler
 from routers.base import Router
@@ -63,6 +65,10 @@ class BenchOptions:
     residency: int = 1
     fresh: bool = False
     named_pools: dict[str, list[str]] = field(default_factory=dict)
+    # Where expert groups run: "in-process", or "ray" (one Ray task per group at `ray_address`;
+    # None: a local Ray instance). Not part of the run id: both give the same results.
+    engine: str = "in-process"
+    ray_address: str | None = None
 
     def run_id(self, pool: list[str]) -> str:
         key = {
@@ -111,8 +117,10 @@ def recorded_query(q: recorded_pool.RecordedQuery, max_tokens: int) -> Query:
 
 
 class BenchmarkRunner:
-    def __init__(self, opts: BenchOptions, store: Store, *, registry: ExpertRegistry | None = None, progress: ProgressHook | None = None) -> None:
+    def __init__(self, opts: BenchOptions, store: Store, *, registry: ExpertRegistry | None = None, progress: ProgressHook | None = None,
+                 engine: GroupEngine | None = None) -> None:
         self.opts = opts
+        self.engine = engine  # set: expert groups run there (else `opts.engine` decides, in `run`)
         self.store = store
         self.live_registry = registry
         self.progress = progress
@@ -237,7 +245,7 @@ class BenchmarkRunner:
         from routers.baselines import AllVoteRouter
 
         scheduler = GroupedScheduler(registry, ResidencyManager(registry, o.residency), dispatcher=self.dispatcher,
-                                     progress=self._phase("fit"))
+                                     progress=self._phase("fit"), engine=self.engine)
         run = await scheduler.run(AllVoteRouter(RouterContext(pool=pool, registry=registry)), fit_questions)
         outcomes = defaultdict(dict)
         for out in run.outcomes:
@@ -357,7 +365,7 @@ class BenchmarkRunner:
         registry, pool = split.registry, split.pool
         run_id = o.run_id(pool)
         resumed = await self.store.start_bench_run(run_id, {"options": _jsonable(vars(o)), "pool": pool})
-        async with Dispatcher(registry) as self.dispatcher:
+        async with Dispatcher(registry) as self.dispatcher, self._engine():
             needs_fit = any(getattr(_router_cls(r), "needs_fit", False) or _has_fit(r) for r in o.routers)
             fit = (await self.fit_data(registry, pool, split.fit_queries, split.fit_dir)
                    if (needs_fit and split.fit_queries) else FitData([], {}, "none"))
@@ -386,6 +394,22 @@ class BenchmarkRunner:
         stored = await _stored_version(self.store, router)
         return {"router": name, "pool": split.pool, "fit_questions": len(split.fit_queries), "split": split.split_note,
                 "source": data.source, **(summary or {}), **({"stored": stored} if stored else {})}
+
+    @contextlib.asynccontextmanager
+    async def _engine(self) -> AsyncIterator[None]:
+        """`opts.engine == "ray"` (and no engine given): a RayEngine for the run, closed after it."""
+        if self.engine is not None or self.opts.engine == "in-process":
+            yield
+            return
+        if self.opts.engine != "ray":
+            raise ValueError(f"unknown engine {self.opts.engine!r}: in-process or ray")
+        from orchestrator.ray_engine import RayEngine
+
+        with RayEngine.connect(self.opts.ray_address) as self.engine:
+            try:
+                yield
+            finally:
+                self.engine = None
 
     def _caller(self, step: str) -> Any:
         """The dispatcher as a router's own caller; with a progress hook, its calls are counted."""
@@ -437,7 +461,7 @@ class BenchmarkRunner:
         todo = [q for q in queries if q.question_id not in done]
         scheduler = GroupedScheduler(
             registry, ResidencyManager(registry, self.opts.residency if self.opts.recorded is None else len(registry)),
-            dispatcher=self.dispatcher, progress=self._phase(name), keep_outputs=self.opts.recorded is None,
+            dispatcher=self.dispatcher, progress=self._phase(name), keep_outputs=self.opts.recorded is None, engine=self.engine,
         )
         known_cost = self._known_cost_experts(registry)
         if self.progress and done:
@@ -670,8 +694,8 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run_benchmark(opts: BenchOptions, store: Store, *, registry: ExpertRegistry | None = None,
-                        progress: ProgressHook | None = None) -> dict[str, Any]:
-    report = await BenchmarkRunner(opts, store, registry=registry, progress=progress).run()
+                        progress: ProgressHook | None = None, engine: GroupEngine | None = None) -> dict[str, Any]:
+    report = await BenchmarkRunner(opts, store, registry=registry, progress=progress, engine=engine).run()
     if opts.out is not None:
         from orchestrator.bench.report import write_reports
 

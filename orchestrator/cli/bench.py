@@ -1,6 +1,7 @@
 """`orchestrator bench`: compare routers on MMLU-Pro or GPQA, live or on recorded outputs.
 
     orchestrator bench --recorded ../shared/data/recorded/mmlu_pro_tiger -r best-single -r all-vote --out out/bench
+    orchestrator bench --recorded ... --engine ray --ray-address auto     # expert groups as Ray tasks
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def bench(
     residency: Annotated[int, typer.Option(min=1, help="Live: models resident at once")] = 1,
     fresh: Annotated[bool, typer.Option(help="Start a new run instead of resuming the same one")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout")] = False,
+    engine: Annotated[str, typer.Option(help="Where expert groups run: in-process, or ray (one Ray task per expert group)")] = "in-process",
+    ray_address: Annotated[str | None, typer.Option(help="--engine ray: the cluster to join (auto, ray://HOST:10001); unset: a local Ray instance")] = None,
 ) -> None:
     """Compare routers on MMLU-Pro or GPQA, live or on recorded outputs (resumable)."""
     from orchestrator.bench.jobs import benchmark
@@ -50,6 +53,13 @@ def bench(
     unknown = [r for r in routers if r.split("@", 1)[0] not in router_names()]
     if unknown:
         fail(f"unknown router(s) {', '.join(unknown)}; available: {', '.join(router_names())}")
+    if engine not in ("in-process", "ray"):
+        fail(f"--engine must be in-process or ray, got {engine!r}")
+    if engine == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            fail("--engine ray needs Ray: pip install 'llm-orchestrator[ray]'")
     if dataset not in ("mmlu-pro", "gpqa"):
         fail(f"--dataset must be mmlu-pro or gpqa, got {dataset!r}")
     for p, flag in ((recorded, "--recorded"), (fit_recorded, "--fit-recorded"), (data, "--data")):
@@ -66,7 +76,7 @@ def bench(
         pool=comma_names(pool), data=data, limit=limit, seed=seed,
         out=out, fit_fraction=fit_fraction, fit_limit=fit_limit, prompt=prompt, max_tokens=max_tokens,
         gpqa_subset=gpqa_subset, gpqa_password=gpqa_password, router_options=parse_router_options(router_opt),
-        residency=residency, fresh=fresh, named_pools=cfg.pools,
+        residency=residency, fresh=fresh, named_pools=cfg.pools, engine=engine, ray_address=ray_address,
     )
     if recorded is None:
         prepare_models(cfg)

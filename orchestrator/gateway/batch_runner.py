@@ -29,6 +29,10 @@ A request that cannot be answered (an unknown model, a router not fitted, a bad 
 file) fails alone: its error result is stored with the batch, the other requests are answered.
 A request carrying tools or response_format is answered on its own, so a route that cannot honour
 them fails that request only.
+
+With an `engine` (ORCHESTRATOR_BATCH_ENGINE=ray: orchestrator/ray_engine.py), each chunk's expert
+groups run as Ray tasks on a cluster; routing, aggregation and the store writes stay here, so a
+group Ray re-runs after losing a node still gives one result per item, stored once.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from experts.errors import ConfigError
 from experts.registry import UnknownExpert
+from orchestrator.execution import GroupEngine
 from orchestrator.gateway import errors as E
 from orchestrator.gateway.batch_files import BatchLine
 from orchestrator.gateway.queries import chat_completion, failure_error, query_from, resolve_model
@@ -100,8 +105,10 @@ class BatchRunner:
         retry_max_s: float = 10.0,
         on_calls: CallsHook | None = None,
         registry: CollectorRegistry | None = None,
+        engine: GroupEngine | None = None,
     ) -> None:
         self.runtime = runtime
+        self.engine = engine  # where expert groups run (None: in this process; a RayEngine: on a Ray cluster)
         self.replica_id = replica_id or f"batch-runner-{secrets.token_hex(4)}"
         self.chunk_size = max(1, chunk_size)
         self.pause_s = pause_s
@@ -384,7 +391,7 @@ class BatchRunner:
         # batch jobs share the process with interactive traffic, which loads the same backends.
         residency = ResidencyManager(self.runtime.registry, capacity=max(1, len(self.runtime.registry)))
         try:
-            results = await self.runtime.answer_batch(queries, name, options=options, residency=residency)
+            results = await self.runtime.answer_batch(queries, name, options=options, residency=residency, engine=self.engine)
         except UnsupportedRequest as e:  # tools on a route that cannot honour them
             raise E.BadRequest(str(e), param="body.tools", code="unsupported_for_route") from None
         return list(zip(queries, results, strict=True))

@@ -69,6 +69,7 @@ async def lifespan(app: FastAPI, *, config: OrchestratorConfig, settings: Gatewa
     replica = Replica(settings.replica_id or default_replica_id(), runtime, settings)
     batches: BatchRunner | None = None
     telemetry: Telemetry | None = None
+    engine = None
     try:
         # OTel spans only when OTEL_EXPORTER_OTLP_ENDPOINT asks for them (the SDK's own variables)
         runtime.telemetry = telemetry = Telemetry.from_env(os.environ)
@@ -80,9 +81,14 @@ async def lifespan(app: FastAPI, *, config: OrchestratorConfig, settings: Gatewa
         await runtime.trace_writer.start()
         await replica.follower.seed(config.experts)
         await replica.follower.sync()
+        if settings.batch_engine == "ray":  # batch jobs' expert groups as Ray tasks (orchestrator/ray_engine.py)
+            from orchestrator.ray_engine import RayEngine
+
+            engine = RayEngine.connect(settings.ray_address or None)
         batches = BatchRunner(runtime, replica_id=replica.id, chunk_size=settings.batch_chunk_size, pause_s=settings.batch_pause_s,
                               default_max_tokens=settings.default_max_tokens, lease_s=settings.batch_lease_s,
-                              max_jobs=settings.batch_max_jobs, on_calls=metrics.record_calls, registry=metrics.registry)
+                              max_jobs=settings.batch_max_jobs, on_calls=metrics.record_calls, registry=metrics.registry,
+                              engine=engine)
         state = GatewayState(config, settings, runtime, metrics, batches)
         replica.follower.on_change = state.forget_health
         app.state.gateway, app.state.replica = state, replica
@@ -98,6 +104,8 @@ async def lifespan(app: FastAPI, *, config: OrchestratorConfig, settings: Gatewa
         await replica.aclose()
         if batches is not None:
             await batches.aclose()
+        if engine is not None:
+            engine.close()
         await runtime.aclose()
         if telemetry is not None:  # flush the queued spans; the exporter's HTTP calls block, so off the loop
             await asyncio.to_thread(telemetry.shutdown)
