@@ -16,6 +16,9 @@ Aggregation happens back in the driver. The actors of a job are killed when it e
 or `close`), which releases their models and resources. Each actor asks for the resources its
 backend needs (`resources_for`) and holds them while resident: a GPU per in-process model where
 the cluster has GPUs, a CPU share for recorded and HTTP experts; actors are spread over nodes.
+Because a resident actor keeps its GPU until the job ends, a job needs a GPU per in-process model
+it uses (more models than GPUs: the extra actors wait for a GPU that is freed only at the job's
+end); aggregator calls (kind "llm") still run in the driver, through its own dispatcher.
 
 A node that dies takes its actors with it; Ray makes each again on another node
 (`max_restarts`: the constructor runs again, so that model loads a second time, there) and sends
