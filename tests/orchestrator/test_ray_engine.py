@@ -131,6 +131,7 @@ async def test_recorded_16_model_bench_on_two_nodes_equals_in_process(cluster: C
     # all-vote and oracle: one group per pool expert; best-single: one group, its chosen expert
     assert sum(done.values()) == 33 and all(done[("generate", m)] in (2, 3) for m in pool)
     assert sum(1 for e in events if e["event"] == "started") == 33  # nothing ran twice
+    print(f"bench: {sum(done.values())} groups, {sum(loads(events).values())} model loads for {len(pool)} models")
     assert loads(events) == Counter({m: 1 for m in pool})  # each model once for the run: 2-3 groups, fit and eval
     workers = {n.node_id for n in cluster.worker_nodes}
     assert {e["node_id"] for e in events} <= workers and len({e["node_id"] for e in events}) == 2  # both worker nodes worked
@@ -191,6 +192,7 @@ async def test_batch_job_of_local_and_recorded_experts_on_ray_equals_in_process(
     events = engine.ledger_events()
     done = finished_once(events)
     assert done == Counter({("generate", e): N_BATCH // CHUNK for e in [*POOL3, "smol"]})  # each group (one per chunk) once
+    print(f"batch job, {N_BATCH // CHUNK} chunks: groups finished {dict(done)}, model loads {dict(loads(events))}")
     assert loads(events) == Counter({e: 1 for e in [*POOL3, "smol"]})  # the local model too: once per job, not per chunk
     engine.close()
 
@@ -308,5 +310,6 @@ async def test_killing_a_worker_node_mid_job_still_stores_every_result_once(
     # the restarted actor loaded its model once more, on the surviving node, and kept it for the
     # later chunks; no model loaded twice on one node
     assert [e["node_id"] for e in events if e["expert"] == SLOW and e["event"] == "loaded"] == [killed[0], first[1]["node_id"]]
+    print(f"node killed mid-job: model loads {dict(loads(events))}")
     assert all(n == 1 for n in Counter((e["expert"], e["node_id"]) for e in events if e["event"] == "loaded").values())
     engine.close()
