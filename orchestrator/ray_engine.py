@@ -46,7 +46,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from experts.backends.base import ExpertBackend
-from experts.errors import ExpertUnavailable
+from experts.errors import ConfigError, ExpertUnavailable
 from experts.registry import ExpertRegistry, build_backend
 from experts.spec import BackendKind, ExpertSpec, resolve_api_key
 from experts.types import GenerationRequest, GenerationResult
@@ -55,8 +55,9 @@ from orchestrator.execution import Executor
 
 BackendFactory = Callable[[ExpertSpec, "str | None"], ExpertBackend]  # (spec, its upstream API key)
 
-# CPU share of one expert actor by backend kind: recorded replays and HTTP clients mostly wait.
-CPUS = {BackendKind.LOCAL: 1.0, BackendKind.RECORDED: 0.5, BackendKind.OPENAI: 0.25}
+# CPU share of one expert actor by backend kind. Actors hold it while resident (the whole job),
+# so recorded replays and HTTP clients, which mostly wait, take a sliver: 16 of them fit a 1-CPU node.
+CPUS = {BackendKind.LOCAL: 1.0, BackendKind.RECORDED: 0.05, BackendKind.OPENAI: 0.05}
 
 
 def default_backend(spec: ExpertSpec, api_key: str | None) -> ExpertBackend:
@@ -157,7 +158,7 @@ class RayEngine:
         self._ledger: Any = None
         self._owns_ledger = True
         self._actor_cls = ray.remote(ExpertActor)
-        self._actors: dict[str, tuple[str, Any]] = {}  # expert -> (what it was built from, its actor)
+        self._actors: dict[str, tuple[str, Any, dict[str, float]]] = {}  # expert -> (built from, actor, its resources)
         self._owns_ray = False
         self.runs: list[GroupRun] = []  # every group this engine ran, in completion order
 
@@ -203,6 +204,8 @@ class RayEngine:
             return known[1]
         if known is not None:
             ray.kill(known[1])
+            del self._actors[spec.name]
+        self._check_capacity(spec, gpus)
         # max_restarts: a lost node's actor is made again elsewhere; max_task_retries: the group
         # it was running is sent to the new one (expert errors never raise: they are results).
         # Unbounded (-1) because until the cluster declares the node dead (seconds) each retry
@@ -212,11 +215,25 @@ class RayEngine:
             max_restarts=self.max_restarts, max_task_retries=self.max_task_retries, scheduling_strategy="SPREAD",
             **resources_for(spec, cluster_gpus=gpus),
         ).remote(spec, api_key, self.backend_factory, self.ledger())
-        self._actors[spec.name] = (built_from, actor)
+        self._actors[spec.name] = (built_from, actor, resources_for(spec, cluster_gpus=gpus))
         return actor
 
+    def _check_capacity(self, spec: ExpertSpec, gpus: float) -> None:
+        """Refuse a job whose resident actors can never all fit the cluster: Ray would queue the
+        last ones for good (each holds its resources until the job ends), and the job would hang."""
+        need = resources_for(spec, cluster_gpus=gpus)
+        total = ray.cluster_resources()
+        for key, ray_key in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
+            held = sum(r[key] for _, _, r in self._actors.values())
+            have = float(total.get(ray_key, 0.0))
+            if need[key] and held + need[key] > have + 1e-9:
+                raise ConfigError(
+                    f"--engine ray: expert {spec.name!r} needs {need[key]:g} {ray_key} for the whole job, and this "
+                    f"job's other experts already hold {held:g} of the cluster's {have:g}; add nodes, or use fewer "
+                    "in-process experts per job")
+
     def close(self) -> None:
-        for _, actor in self._actors.values():  # the job is over: its models leave the cluster
+        for _, actor, _ in self._actors.values():  # the job is over: its models leave the cluster
             ray.kill(actor)
         self._actors.clear()
         if self._ledger is not None and self._owns_ledger:

@@ -313,3 +313,30 @@ async def test_killing_a_worker_node_mid_job_still_stores_every_result_once(
     print(f"node killed mid-job: model loads {dict(loads(events))}")
     assert all(n == 1 for n in Counter((e["expert"], e["node_id"]) for e in events if e["event"] == "loaded").values())
     engine.close()
+
+
+def test_a_job_whose_resident_experts_cannot_all_fit_is_refused_not_left_hanging(cluster: Cluster) -> None:
+    """Each expert's actor holds its CPU (or GPU) for the whole job: a job needing more than the
+    cluster has would wait for ever on the last actor. It is refused with a reason instead."""
+    from experts.errors import ConfigError
+    from orchestrator.ray_engine import resources_for
+
+    local = ExpertSpec(name="local-extra", backend="local", model="smollm2")  # type: ignore[arg-type]
+    recorded = ExpertSpec(name="recorded-extra", backend="recorded", path=str(RECORDED), model="Yi-34B")  # type: ignore[arg-type]
+    cpus = int(ray.cluster_resources()["CPU"])
+    held = resources_for(local, cluster_gpus=0)
+    engine = RayEngine()
+    try:
+        # resident local experts of this job already hold all the cluster's CPUs but one (entries
+        # without actors: the check runs before an actor is made)
+        engine._actors = {f"held-{i}": ("spec", None, held) for i in range(cpus - 1)}
+        engine._check_capacity(local, 0.0)  # the last CPU: fits
+        engine._check_capacity(recorded, 0.0)  # a recorded expert's sliver fits too
+        engine._actors["held-last"] = ("spec", None, held)  # now every CPU is held
+        with pytest.raises(ConfigError, match=r"'local-extra' needs 1 CPU .* hold %d of the cluster's %d" % (cpus, cpus)):
+            engine._check_capacity(local, 0.0)
+        with pytest.raises(ConfigError, match=r"'recorded-extra' needs 0.05 CPU"):
+            engine._check_capacity(recorded, 0.0)
+    finally:
+        engine._actors.clear()
+        engine.close()
