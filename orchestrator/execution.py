@@ -32,6 +32,7 @@ import copy
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,11 +64,14 @@ class GroupEngine(Protocol):
     """Runs the expert groups of one grouped phase ("generate", "fallback"): each group is all of
     one expert's requests; the answer is one result list per group, in order. The default (no
     engine) runs them here, one after another, through the executor's dispatcher; the Ray engine
-    (orchestrator/ray_engine.py) runs each group as one Ray task on a cluster. Routing before and
-    aggregation after stay with the executor either way."""
+    (orchestrator/ray_engine.py) runs each group on its expert's Ray actor on a cluster. Routing
+    before and aggregation after stay with the executor either way. `job()` scopes what the
+    engine keeps resident (loaded models) to one job."""
 
     async def run_groups(self, executor: "Executor", groups: list[tuple[str, list[GenerationRequest]]],
                          phase: str) -> list[list[GenerationResult]]: ...
+
+    def job(self) -> AbstractContextManager["GroupEngine"]: ...
 
 AGGREGATE_SEQ = 10_000  # call and step order: assignments by index, then attempts, aggregation last
 

@@ -1,23 +1,31 @@
-"""Grouped work on a Ray cluster: each expert group of a grouped run is one Ray task.
+"""Grouped work on a Ray cluster: each expert a Ray actor for the job, each expert group one call.
 
     async with RayEngine.connect(address="auto") as engine:          # or None: a local Ray instance
-        run = await GroupedScheduler(registry, engine=engine).run(router, queries)
-    engine.ledger_events()   # which group started and finished on which node
+        with engine.job() as job:                                     # actors live for this job
+            run = await GroupedScheduler(registry, engine=job).run(router, queries)
+    engine.ledger_events()   # which model loaded, which group started and finished, on which node
 
 The plan is made once, in the driver (the process that calls the router); only the "run one
-expert's whole group" step (`GroupEngine.run_groups`, orchestrator/execution.py) moves: every
-group of a phase is submitted at once as a task that builds the expert's backend from its
-serialisable `ExpertSpec` (loaded once per task: Symbolic-MoE's "each model once per job"),
-answers the group through a one-expert `Dispatcher` (the same batching, retries and breaker as
-in-process), and returns the results. Aggregation happens back in the driver. Each task asks for
-the resources its backend needs (`resources_for`): a GPU per in-process model where the cluster
-has GPUs, a CPU share for recorded and HTTP experts.
+expert's whole group" step (`GroupEngine.run_groups`, orchestrator/execution.py) moves. Each
+expert gets one long-lived actor (`ExpertActor`) at its first group of a job: it builds the
+backend from the expert's serialisable `ExpertSpec`, loads the model at that first group and
+keeps it resident for every later group of the job (every chunk of a batch job, every phase and
+router of a bench run): Symbolic-MoE's "each model loaded once per job". A group is answered
+through a one-expert `Dispatcher` (the same batching, retries and breaker as in-process).
+Aggregation happens back in the driver. The actors of a job are killed when it ends (`job()`,
+or `close`), which releases their models and resources. Each actor asks for the resources its
+backend needs (`resources_for`) and holds them while resident: a GPU per in-process model where
+the cluster has GPUs, a CPU share for recorded and HTTP experts; actors are spread over nodes.
+Because a resident actor keeps its GPU until the job ends, a job needs a GPU per in-process model
+it uses (more models than GPUs: the extra actors wait for a GPU that is freed only at the job's
+end); aggregator calls (kind "llm") still run in the driver, through its own dispatcher.
 
-A node that dies mid-group loses that task; Ray runs it again elsewhere (`max_retries`: Ray's
-retry of tasks whose worker or node died). Expert errors never raise in the task (they come back
-in the results, as in-process), so `retry_exceptions` stays off: a group is re-run for a lost
-node only. The driver gets exactly one result list per group, whatever ran twice, and stores
-each item once (batch jobs: keyed by batch id and index).
+A node that dies takes its actors with it; Ray makes each again on another node
+(`max_restarts`: the constructor runs again, so that model loads a second time, there) and sends
+the group a lost actor was running to the new one (`max_task_retries`, unbounded: see `_actor`). Expert errors never
+raise in the actor (they come back in the results, as in-process), so a group is re-run for a
+lost node only. The driver gets exactly one result list per group, whatever ran twice, and
+stores each item once (batch jobs: keyed by batch id and index).
 
 The worker processes import this project, so every node needs it installed (the same image as
 the gateway) and, for recorded experts, the recorded directory at the same path.
@@ -26,18 +34,19 @@ the gateway) and, for recorded experts, the recorded directory at the same path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from experts.backends.base import ExpertBackend
-from experts.errors import ExpertUnavailable
+from experts.errors import ConfigError, ExpertUnavailable
 from experts.registry import ExpertRegistry, build_backend
 from experts.spec import BackendKind, ExpertSpec, resolve_api_key
 from experts.types import GenerationRequest, GenerationResult
@@ -46,8 +55,9 @@ from orchestrator.execution import Executor
 
 BackendFactory = Callable[[ExpertSpec, "str | None"], ExpertBackend]  # (spec, its upstream API key)
 
-# CPU share of one group task by backend kind: recorded replays and HTTP clients mostly wait.
-CPUS = {BackendKind.LOCAL: 1.0, BackendKind.RECORDED: 0.5, BackendKind.OPENAI: 0.25}
+# CPU share of one expert actor by backend kind. Actors hold it while resident (the whole job),
+# so recorded replays and HTTP clients, which mostly wait, take a sliver: 16 of them fit a 1-CPU node.
+CPUS = {BackendKind.LOCAL: 1.0, BackendKind.RECORDED: 0.05, BackendKind.OPENAI: 0.05}
 
 
 def default_backend(spec: ExpertSpec, api_key: str | None) -> ExpertBackend:
@@ -61,28 +71,15 @@ def default_backend(spec: ExpertSpec, api_key: str | None) -> ExpertBackend:
 
 
 def resources_for(spec: ExpertSpec, *, cluster_gpus: float) -> dict[str, float]:
-    """Ray task resources of one expert group: an in-process model takes a whole GPU when the
-    cluster has any (its weights live there for the task), else a CPU; others a CPU share."""
+    """Ray resources of one expert's actor: an in-process model takes a whole GPU when the
+    cluster has any (its weights live there for the job), else a CPU; others a CPU share."""
     gpus = 1.0 if spec.backend is BackendKind.LOCAL and cluster_gpus > 0 else 0.0
     return {"num_cpus": CPUS[spec.backend], "num_gpus": gpus}
 
 
 @dataclass
-class GroupTask:
-    """What one Ray task needs: the expert as a spec (never a live backend), its requests."""
-
-    group_id: str
-    phase: str
-    spec: ExpertSpec
-    requests: list[GenerationRequest]
-    # the upstream API key, resolved in the driver; it travels inside the cluster only (Ray's
-    # object transfer), and never into a record
-    api_key: str | None = field(default=None, repr=False)
-
-
-@dataclass
 class GroupRun:
-    """One finished group: its results in request order, and what the task did."""
+    """One finished group: its results in request order, and what the actor did for it."""
 
     group_id: str
     results: list[GenerationResult]
@@ -92,8 +89,9 @@ class GroupRun:
 
 
 class GroupLedger:
-    """Every group task's start and finish, with the node it ran on (a Ray actor pinned to the
-    driver's node, so it outlives worker nodes): a retried group shows two starts, one finish."""
+    """Every expert actor's model loads and every group's start and finish, with the node each
+    happened on (a Ray actor pinned to the driver's node, so it outlives worker nodes): a group
+    re-run after its node died shows two starts and one finish, its restarted actor a second load."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
@@ -105,40 +103,62 @@ class GroupLedger:
         return list(self.events)
 
 
-def run_group_task(task: GroupTask, ledger: Any, factory: BackendFactory) -> GroupRun:
-    """The body of one Ray task (in a worker process on some node)."""
-    node = ray.get_runtime_context().get_node_id()
-    base = {"group_id": task.group_id, "phase": task.phase, "expert": task.spec.name, "node_id": node, "pid": os.getpid()}
-    ray.get(ledger.record.remote({**base, "event": "started", "n": len(task.requests), "t": time.time()}))
-    run = asyncio.run(_answer_group(task, factory, node))
-    ray.get(ledger.record.remote({**base, "event": "finished", "n": len(run.results), "t": time.time()}))
-    return run
+class ExpertActor:
+    """One expert, resident on one node for a whole job (a Ray actor): its backend is built from
+    the spec, loaded at its first group, and kept for every later group of every chunk and phase.
+    A restart (its node died) runs this constructor again elsewhere: a fresh backend, loaded anew."""
 
+    def __init__(self, spec: ExpertSpec, api_key: str | None, factory: BackendFactory, ledger: Any) -> None:
+        self.spec = spec
+        self.ledger = ledger
+        self.registry = ExpertRegistry()
+        self.registry.add(spec, factory(spec, api_key))
+        self.loads = 0
+        self._load_lock: asyncio.Lock | None = None  # made in the actor's event loop, at first use
 
-async def _answer_group(task: GroupTask, factory: BackendFactory, node: str) -> GroupRun:
-    spec = task.spec
-    registry = ExpertRegistry()
-    registry.add(spec, factory(spec, task.api_key))
-    t0 = time.perf_counter()
-    try:
-        async with Dispatcher(registry) as dispatcher:
-            await registry.backend(spec.name).load()  # once for the whole group
-            results = await dispatcher.submit_many(spec.name, task.requests)
-            stats = dispatcher.stats.get(spec.name)
+    def _event(self, **kw: Any) -> dict[str, Any]:
+        return {"expert": self.spec.name, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "t": time.time(), **kw}
+
+    async def _ensure_loaded(self) -> None:
+        if self._load_lock is None:
+            self._load_lock = asyncio.Lock()
+        async with self._load_lock:  # groups of two jobs' chunks may arrive together
+            if self.loads == 0:
+                await self.registry.backend(self.spec.name).load()
+                self.loads += 1
+                await self.ledger.record.remote(self._event(event="loaded", loads=self.loads))
+
+    async def run_group(self, group_id: str, phase: str, requests: list[GenerationRequest]) -> GroupRun:
+        base = {"group_id": group_id, "phase": phase}
+        await self.ledger.record.remote(self._event(**base, event="started", n=len(requests)))
+        t0 = time.perf_counter()
+        await self._ensure_loaded()
+        # a Dispatcher per group (the same batching, retries and breaker as in-process; exact
+        # per-group stats); the backend it calls stays loaded across groups
+        async with Dispatcher(self.registry) as dispatcher:
+            results = await dispatcher.submit_many(self.spec.name, requests)
+            stats = dispatcher.stats.get(self.spec.name)
             calls = stats.backend_calls if stats else 0
-    finally:
-        await registry.aclose()
-    return GroupRun(task.group_id, results, node, calls, time.perf_counter() - t0)
+        run = GroupRun(group_id, results, ray.get_runtime_context().get_node_id(), calls, time.perf_counter() - t0)
+        await self.ledger.record.remote(self._event(**base, event="finished", n=len(results)))
+        return run
 
 
 class RayEngine:
-    """A `GroupEngine` that runs each expert group as one Ray task (see the module docstring)."""
+    """A `GroupEngine` that runs each expert group on that expert's Ray actor (see the module
+    docstring). `job()` scopes actors to one job; groups run on the engine itself keep theirs
+    until `close`."""
 
-    def __init__(self, *, max_retries: int = 3, backend_factory: BackendFactory = default_backend) -> None:
-        self.max_retries = max_retries
+    def __init__(self, *, max_restarts: int = 3, max_task_retries: int = -1,
+                 backend_factory: BackendFactory = default_backend) -> None:
+        self.max_restarts = max_restarts
+        self.max_task_retries = max_task_retries
         self.backend_factory = backend_factory
         self._ledger: Any = None
-        self._task = ray.remote(run_group_task)
+        self._owns_ledger = True
+        self._actor_cls = ray.remote(ExpertActor)
+        self._actors: dict[str, tuple[str, Any, dict[str, float]]] = {}  # expert -> (built from, actor, its resources)
         self._owns_ray = False
         self.runs: list[GroupRun] = []  # every group this engine ran, in completion order
 
@@ -152,6 +172,19 @@ class RayEngine:
             engine._owns_ray = True
         return engine
 
+    @contextlib.contextmanager
+    def job(self) -> Iterator["RayEngine"]:
+        """An engine for one job (a batch job, a bench run): its own expert actors, each model
+        loaded once for the job and released (the actors killed) when it ends; the same ledger."""
+        sub = RayEngine(max_restarts=self.max_restarts, max_task_retries=self.max_task_retries,
+                        backend_factory=self.backend_factory)
+        sub._ledger, sub._owns_ledger = self.ledger(), False
+        try:
+            yield sub
+        finally:
+            sub.close()
+            self.runs.extend(sub.runs)
+
     def ledger(self) -> Any:
         if self._ledger is None:
             here = ray.get_runtime_context().get_node_id()
@@ -163,10 +196,49 @@ class RayEngine:
     def ledger_events(self) -> list[dict[str, Any]]:
         return ray.get(self.ledger().all.remote()) if self._ledger is not None else []
 
+    def _actor(self, spec: ExpertSpec, api_key: str | None, gpus: float) -> Any:
+        """The expert's actor, made at its first group; remade if the expert's spec changed."""
+        built_from = spec.model_dump_json() + (api_key or "")
+        known = self._actors.get(spec.name)
+        if known is not None and known[0] == built_from:
+            return known[1]
+        if known is not None:
+            ray.kill(known[1])
+            del self._actors[spec.name]
+        self._check_capacity(spec, gpus)
+        # max_restarts: a lost node's actor is made again elsewhere; max_task_retries: the group
+        # it was running is sent to the new one (expert errors never raise: they are results).
+        # Unbounded (-1) because until the cluster declares the node dead (seconds) each retry
+        # fails at once as "temporarily unavailable": a count of 3 is gone before the restart.
+        # `max_restarts` still bounds it: an actor dead for good fails its calls (RayActorError).
+        actor = self._actor_cls.options(
+            max_restarts=self.max_restarts, max_task_retries=self.max_task_retries, scheduling_strategy="SPREAD",
+            **resources_for(spec, cluster_gpus=gpus),
+        ).remote(spec, api_key, self.backend_factory, self.ledger())
+        self._actors[spec.name] = (built_from, actor, resources_for(spec, cluster_gpus=gpus))
+        return actor
+
+    def _check_capacity(self, spec: ExpertSpec, gpus: float) -> None:
+        """Refuse a job whose resident actors can never all fit the cluster: Ray would queue the
+        last ones for good (each holds its resources until the job ends), and the job would hang."""
+        need = resources_for(spec, cluster_gpus=gpus)
+        total = ray.cluster_resources()
+        for key, ray_key in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
+            held = sum(r[key] for _, _, r in self._actors.values())
+            have = float(total.get(ray_key, 0.0))
+            if need[key] and held + need[key] > have + 1e-9:
+                raise ConfigError(
+                    f"--engine ray: expert {spec.name!r} needs {need[key]:g} {ray_key} for the whole job, and this "
+                    f"job's other experts already hold {held:g} of the cluster's {have:g}; add nodes, or use fewer "
+                    "in-process experts per job")
+
     def close(self) -> None:
-        if self._ledger is not None:
+        for _, actor, _ in self._actors.values():  # the job is over: its models leave the cluster
+            ray.kill(actor)
+        self._actors.clear()
+        if self._ledger is not None and self._owns_ledger:
             ray.kill(self._ledger)
-            self._ledger = None
+        self._ledger = None
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False
@@ -187,21 +259,19 @@ class RayEngine:
                          phase: str) -> list[list[GenerationResult]]:
         registry = executor.registry
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
-        ledger = self.ledger()
         progress = executor.progress
 
         async def one(expert: str, requests: list[GenerationRequest]) -> list[GenerationResult]:
             spec = registry.spec(expert)
             key = resolve_api_key(spec, registry.secrets) if spec.backend is BackendKind.OPENAI else None
-            task = GroupTask(f"{phase}:{expert}:{uuid.uuid4().hex[:8]}", phase, spec, requests, key)
-            ref = self._task.options(max_retries=self.max_retries, retry_exceptions=False,
-                                     **resources_for(spec, cluster_gpus=gpus)).remote(task, ledger, self.backend_factory)
+            actor = self._actor(spec, key, gpus)
+            ref = actor.run_group.remote(f"{phase}:{expert}:{uuid.uuid4().hex[:8]}", phase, requests)
             if progress:
                 progress(f"{phase}:{expert}", 0, len(requests))
             try:
                 run: GroupRun = await asyncio.wrap_future(ref.future())
-            except ray.exceptions.RayError as e:  # retries used up (or the task could not run): the group failed
-                err = ExpertUnavailable(f"expert {expert!r}: its Ray task failed ({type(e).__name__}: {str(e)[:300]})", expert=expert)
+            except ray.exceptions.RayError as e:  # restarts or retries used up: the group failed
+                err = ExpertUnavailable(f"expert {expert!r}: its Ray actor failed ({type(e).__name__}: {str(e)[:300]})", expert=expert)
                 return [GenerationResult.failed(err) for _ in requests]
             self.runs.append(run)
             executor.record_group(expert, run.busy_s, run.backend_calls)

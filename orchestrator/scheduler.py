@@ -11,7 +11,7 @@ expert, aggregations by aggregator model. Routers that decide in rounds (Router-
 in-process (MoT) answer the whole set through their own `run`, with every call going through
 the same dispatcher. Without a `dispatcher`, the run makes its own for its registry. With an
 `engine` (orchestrator/ray_engine.py: `RayEngine`), the expert groups run there instead, one
-Ray task per group; routing and aggregation stay here.
+Ray actor per expert; routing and aggregation stay here.
 """
 
 from __future__ import annotations

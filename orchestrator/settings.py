@@ -87,7 +87,7 @@ class GatewaySettings(_FromEnvironment):
     request_timeout_s: float = 600.0
     batch_chunk_size: int = 32  # batch items answered (and stored) together
     batch_pause_s: float = 0.0  # pause between batch chunks, leaving room for interactive traffic
-    # Where batch jobs run their expert groups: here, or one Ray task per group (README "Scaling out")
+    # Where batch jobs run their expert groups: here, or on one Ray actor per expert for the job (README "Scaling out")
     batch_engine: Literal["in-process", "ray"] = "in-process"
     ray_address: str | None = None  # ray: the cluster to join ("auto", "ray://head:10001"); unset: a local Ray instance
     # Replicas sharing one store (README "Many replicas"): batch leases, the registry follower,

@@ -65,7 +65,7 @@ class BenchOptions:
     residency: int = 1
     fresh: bool = False
     named_pools: dict[str, list[str]] = field(default_factory=dict)
-    # Where expert groups run: "in-process", or "ray" (one Ray task per group at `ray_address`;
+    # Where expert groups run: "in-process", or "ray" (one Ray actor per expert at `ray_address`;
     # None: a local Ray instance). Not part of the run id: both give the same results.
     engine: str = "in-process"
     ray_address: str | None = None
@@ -397,19 +397,26 @@ class BenchmarkRunner:
 
     @contextlib.asynccontextmanager
     async def _engine(self) -> AsyncIterator[None]:
-        """`opts.engine == "ray"` (and no engine given): a RayEngine for the run, closed after it."""
-        if self.engine is not None or self.opts.engine == "in-process":
+        """The run is one job of the engine (each model loaded once for all its phases and
+        routers); `opts.engine == "ray"` and no engine given: a RayEngine for the run, closed after it."""
+        given = self.engine
+        if given is None and self.opts.engine == "in-process":
             yield
             return
-        if self.opts.engine != "ray":
-            raise ValueError(f"unknown engine {self.opts.engine!r}: in-process or ray")
-        from orchestrator.ray_engine import RayEngine
+        async with contextlib.AsyncExitStack() as stack:
+            if given is None:
+                if self.opts.engine != "ray":
+                    raise ValueError(f"unknown engine {self.opts.engine!r}: in-process or ray")
+                from orchestrator.ray_engine import RayEngine
 
-        with RayEngine.connect(self.opts.ray_address) as self.engine:
+                outer: GroupEngine = stack.enter_context(RayEngine.connect(self.opts.ray_address))
+            else:
+                outer = given
+            self.engine = stack.enter_context(outer.job())
             try:
                 yield
             finally:
-                self.engine = None
+                self.engine = given
 
     def _caller(self, step: str) -> Any:
         """The dispatcher as a router's own caller; with a progress hook, its calls are counted."""

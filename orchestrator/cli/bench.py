@@ -1,7 +1,7 @@
 """`orchestrator bench`: compare routers on MMLU-Pro or GPQA, live or on recorded outputs.
 
     orchestrator bench --recorded ../shared/data/recorded/mmlu_pro_tiger -r best-single -r all-vote --out out/bench
-    orchestrator bench --recorded ... --engine ray --ray-address auto     # expert groups as Ray tasks
+    orchestrator bench --recorded ... --engine ray --ray-address auto     # expert groups on Ray actors (one per expert)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def bench(
     residency: Annotated[int, typer.Option(min=1, help="Live: models resident at once")] = 1,
     fresh: Annotated[bool, typer.Option(help="Start a new run instead of resuming the same one")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout")] = False,
-    engine: Annotated[str, typer.Option(help="Where expert groups run: in-process, or ray (one Ray task per expert group)")] = "in-process",
+    engine: Annotated[str, typer.Option(help="Where expert groups run: in-process, or ray (one Ray actor per expert, each model loaded once per run)")] = "in-process",
     ray_address: Annotated[str | None, typer.Option(help="--engine ray: the cluster to join (auto, ray://HOST:10001); unset: a local Ray instance")] = None,
 ) -> None:
     """Compare routers on MMLU-Pro or GPQA, live or on recorded outputs (resumable)."""

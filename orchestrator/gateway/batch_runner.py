@@ -31,18 +31,21 @@ A request carrying tools or response_format is answered on its own, so a route t
 them fails that request only.
 
 With an `engine` (ORCHESTRATOR_BATCH_ENGINE=ray: orchestrator/ray_engine.py), each chunk's expert
-groups run as Ray tasks on a cluster; routing, aggregation and the store writes stay here, so a
+groups run on a Ray cluster, on one actor per expert that lives for the job (`engine.job()`: each
+model loaded once per job, not per chunk); routing, aggregation and the store writes stay here, so a
 group Ray re-runs after losing a node still gives one result per item, stored once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -249,11 +252,15 @@ class BatchRunner:
     # ------------------------------------------------------------------ the work
     async def _run(self, batch_id: str) -> None:
         """Run a job this replica holds the lease of, until done, cancelled, or the lease is lost."""
+        with self._job_engine() as engine:  # a Ray engine: each expert's actor lives for this job (all passes)
+            await self._run_passes(batch_id, engine)
+
+    async def _run_passes(self, batch_id: str, engine: GroupEngine | None) -> None:
         delay = self.retry_min_s
         unexpected = 0
         while True:
             try:
-                if await self._run_chunks(batch_id):
+                if await self._run_chunks(batch_id, engine):
                     return
                 delay, unexpected = self.retry_min_s, 0
             except asyncio.CancelledError:
@@ -281,7 +288,10 @@ class BatchRunner:
         except Exception:  # noqa: BLE001 - the lease expires and another replica tries again
             logger.exception("could not mark batch %s failed", batch_id)
 
-    async def _run_chunks(self, batch_id: str) -> bool:
+    def _job_engine(self) -> AbstractContextManager[GroupEngine | None]:
+        return self.engine.job() if self.engine is not None else contextlib.nullcontext()
+
+    async def _run_chunks(self, batch_id: str, engine: GroupEngine | None = None) -> bool:
         """One pass over the job's pending items; True when the job needs nothing more from this
         replica (finished, cancelled, gone or leased to another), False to run it again."""
         store = self.runtime.store
@@ -301,7 +311,7 @@ class BatchRunner:
                 return True
             chunk = pending[start : start + self.chunk_size]
             async with self._renewing(batch_id):
-                results, traces = await self._execute(chunk, items, rec.owner)
+                results, traces = await self._execute(chunk, items, rec.owner, engine)
             await self._save(batch_id, results, traces)
             if self.runtime.telemetry is not None:  # stored items become OTel spans too, as chat requests do
                 for trace in traces:
@@ -346,7 +356,8 @@ class BatchRunner:
                 await store.save_batch_items(batch_id, [BatchItemRecord(idx=item.idx, custom_id=item.custom_id, ok=False,
                                                                          status_code=err.status_code, body=E.error_body(err))])
 
-    async def _execute(self, chunk: Sequence[int], items: dict[int, BatchRequestItem], owner: str | None) -> tuple[list[BatchItemRecord], list[TraceRecord]]:
+    async def _execute(self, chunk: Sequence[int], items: dict[int, BatchRequestItem], owner: str | None,
+                       engine: GroupEngine | None = None) -> tuple[list[BatchItemRecord], list[TraceRecord]]:
         by_model: dict[tuple[str, int], list[int]] = defaultdict(list)
         for i in chunk:
             # a request with tools is a group of its own: a route that cannot honour them fails it alone
@@ -355,7 +366,7 @@ class BatchRunner:
         traces: list[TraceRecord] = []
         for (model, _), idxs in by_model.items():
             try:
-                answered = await self._answer_group(model, [items[i] for i in idxs])
+                answered = await self._answer_group(model, [items[i] for i in idxs], engine)
             except E.APIError as err:
                 out += [_error_item(i, items[i].custom_id, err) for i in idxs]
                 continue
@@ -382,7 +393,8 @@ class BatchRunner:
         except (UnknownExpert, ConfigError) as e:
             raise E.BadRequest(str(e), param="model") from None
 
-    async def _answer_group(self, model: str, group: list[BatchRequestItem]) -> list[tuple[Query, QueryResult]]:
+    async def _answer_group(self, model: str, group: list[BatchRequestItem],
+                            engine: GroupEngine | None = None) -> list[tuple[Query, QueryResult]]:
         """Answer the requests of one model together (grouped mode, through the runtime's
         dispatcher and aggregation: the path chat requests take); every item gets a QueryResult."""
         name, _router, options = await self._router_for(model)
@@ -391,7 +403,7 @@ class BatchRunner:
         # batch jobs share the process with interactive traffic, which loads the same backends.
         residency = ResidencyManager(self.runtime.registry, capacity=max(1, len(self.runtime.registry)))
         try:
-            results = await self.runtime.answer_batch(queries, name, options=options, residency=residency, engine=self.engine)
+            results = await self.runtime.answer_batch(queries, name, options=options, residency=residency, engine=engine)
         except UnsupportedRequest as e:  # tools on a route that cannot honour them
             raise E.BadRequest(str(e), param="body.tools", code="unsupported_for_route") from None
         return list(zip(queries, results, strict=True))

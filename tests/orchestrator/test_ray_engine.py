@@ -1,13 +1,17 @@
 """The Ray engine on a real multi-node Ray cluster on this machine (`ray.cluster_utils.Cluster`):
 a head node with no CPUs (the driver and the group ledger live there) and two worker nodes with
-one CPU each, so every expert group runs on a worker node and one of them can be killed.
+four logical CPUs each (room for the 16 recorded experts' actors, 0.5 CPU each, resident at once),
+so every expert actor lives on a worker node and one of them can be killed.
 
-* a recorded 16-model bench through the engine equals the in-process bench item for item, and
-  each expert group ran exactly once;
-* a batch job of local and recorded experts through the engine equals the in-process job item
-  for item, each group ran once, each item stored once;
-* killing the worker node that runs a group mid-job: Ray runs the group again on the other node,
-  the job completes, and every result is stored exactly once (one item, one trace per request).
+* a recorded 16-model bench through the engine equals the in-process bench item for item, each
+  expert group ran exactly once, and each model loaded exactly once for the whole run (every
+  router and phase);
+* a batch job of local and recorded experts in several chunks through the engine equals the
+  in-process job item for item, each group ran once, each item stored once, each model (the
+  local one too) loaded once for the job, not once per chunk;
+* killing the worker node that runs a group mid-job: Ray restarts that expert's actor on the
+  other node and sends it the group again, the job completes, and every result is stored exactly
+  once (one item, one trace per request).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from orchestrator.protocol import BatchCreate
 from orchestrator.ray_engine import RayEngine, default_backend
 from store import Store
 
-NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024**2}
+NODE = {"num_cpus": 4, "object_store_memory": 100 * 1024**2}
 SLOW = POOL3[2]  # the recorded expert whose group is slowed down, to be caught mid-run
 DELAY_S = 4.0
 
@@ -97,6 +101,11 @@ def finished_once(events: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
     return Counter((e["phase"], e["expert"]) for e in events if e["event"] == "finished")
 
 
+def loads(events: list[dict[str, Any]]) -> Counter[str]:
+    """expert -> times its model was loaded (reported by its actor)."""
+    return Counter(e["expert"] for e in events if e["event"] == "loaded")
+
+
 async def test_recorded_16_model_bench_on_two_nodes_equals_in_process(cluster: Cluster, tmp_path: Path) -> None:
     pool = available_models(RECORDED)[:16]
     assert len(pool) == 16
@@ -122,6 +131,8 @@ async def test_recorded_16_model_bench_on_two_nodes_equals_in_process(cluster: C
     # all-vote and oracle: one group per pool expert; best-single: one group, its chosen expert
     assert sum(done.values()) == 33 and all(done[("generate", m)] in (2, 3) for m in pool)
     assert sum(1 for e in events if e["event"] == "started") == 33  # nothing ran twice
+    print(f"bench: {sum(done.values())} groups, {sum(loads(events).values())} model loads for {len(pool)} models")
+    assert loads(events) == Counter({m: 1 for m in pool})  # each model once for the run: 2-3 groups, fit and eval
     workers = {n.node_id for n in cluster.worker_nodes}
     assert {e["node_id"] for e in events} <= workers and len({e["node_id"] for e in events}) == 2  # both worker nodes worked
     engine.close()
@@ -148,7 +159,7 @@ async def _run_batch(tmp_path: Path, name: str, n: int, engine: RayEngine | None
                      while_running: Any = None) -> tuple[list[tuple[int, bool, Any]], int, str]:
     """(idx, ok, answer text) of every stored item, the number of traces, the final status."""
     async with await Runtime.create(_batch_config(tmp_path, name)) as rt:
-        runner = BatchRunner(rt, chunk_size=n, engine=engine)
+        runner = BatchRunner(rt, chunk_size=CHUNK, engine=engine)
         rec = await runner.submit(_requests(n), owner=None)
         if while_running is not None:
             await while_running()
@@ -161,6 +172,7 @@ async def _run_batch(tmp_path: Path, name: str, n: int, engine: RayEngine | None
 
 
 N_BATCH = 6
+CHUNK = 2  # three chunks per job: each model must still load once per job, not per chunk
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +189,11 @@ async def test_batch_job_of_local_and_recorded_experts_on_ray_equals_in_process(
     assert status == "completed"
     assert items == in_process_batch  # item for item: index, ok, the answer text
     assert traces == N_BATCH  # one trace per item
-    done = finished_once(engine.ledger_events())
-    assert done == Counter({("generate", e): 1 for e in [*POOL3, "smol"]})  # each expert group ran exactly once
+    events = engine.ledger_events()
+    done = finished_once(events)
+    assert done == Counter({("generate", e): N_BATCH // CHUNK for e in [*POOL3, "smol"]})  # each group (one per chunk) once
+    print(f"batch job, {N_BATCH // CHUNK} chunks: groups finished {dict(done)}, model loads {dict(loads(events))}")
+    assert loads(events) == Counter({e: 1 for e in [*POOL3, "smol"]})  # the local model too: once per job, not per chunk
     engine.close()
 
 
@@ -253,6 +268,7 @@ def test_a_gateway_with_orchestrator_batch_engine_ray_runs_batch_jobs_there(clus
         assert isinstance(engine, RayEngine)
         events = engine.ledger_events()
     assert finished_once(events) == Counter({("generate", m): 1 for m in POOL3})
+    assert loads(events) == Counter({m: 1 for m in POOL3})
     assert {e["node_id"] for e in events} <= {n.node_id for n in cluster.worker_nodes}
 
 
@@ -264,7 +280,8 @@ async def test_killing_a_worker_node_mid_job_still_stores_every_result_once(
     async def kill_the_slow_groups_node() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            started = [e for e in engine.ledger_events() if e["event"] == "started" and e["expert"] == SLOW]
+            # loaded: its model is resident there and its first group is in flight (the delay)
+            started = [e for e in engine.ledger_events() if e["event"] == "loaded" and e["expert"] == SLOW]
             if started:
                 node = next(n for n in cluster.worker_nodes if n.node_id == started[0]["node_id"])
                 cluster.remove_node(node, allow_graceful=False)
@@ -282,9 +299,44 @@ async def test_killing_a_worker_node_mid_job_still_stores_every_result_once(
     assert items == in_process_batch and len({i for i, _, _ in items}) == N_BATCH  # every result, exactly once
     assert traces == N_BATCH  # the re-run group caused no second write
     events = engine.ledger_events()
-    slow = [e for e in events if e["expert"] == SLOW]
-    # the slow group: started on the killed node, run again (by Ray) on the other, finished once
-    assert [e["event"] for e in slow] == ["started", "started", "finished"]
-    assert slow[0]["node_id"] == killed[0] and slow[1]["node_id"] != killed[0] == slow[0]["node_id"]
-    assert finished_once(events)[("generate", SLOW)] == 1
+    slow = [e for e in events if e["expert"] == SLOW and e["event"] != "loaded"]
+    first = [e for e in slow if e["group_id"] == slow[0]["group_id"]]
+    # the slow expert's first group: started on the killed node, sent again (by Ray) to its actor
+    # restarted on the other node, finished once; its later chunks' groups ran there once each
+    assert [e["event"] for e in first] == ["started", "started", "finished"]
+    assert first[0]["node_id"] == killed[0] != first[1]["node_id"]
+    assert finished_once(events)[("generate", SLOW)] == N_BATCH // CHUNK
+    assert len(slow) == len(first) + 2 * (N_BATCH // CHUNK - 1)
+    # the restarted actor loaded its model once more, on the surviving node, and kept it for the
+    # later chunks; no model loaded twice on one node
+    assert [e["node_id"] for e in events if e["expert"] == SLOW and e["event"] == "loaded"] == [killed[0], first[1]["node_id"]]
+    print(f"node killed mid-job: model loads {dict(loads(events))}")
+    assert all(n == 1 for n in Counter((e["expert"], e["node_id"]) for e in events if e["event"] == "loaded").values())
     engine.close()
+
+
+def test_a_job_whose_resident_experts_cannot_all_fit_is_refused_not_left_hanging(cluster: Cluster) -> None:
+    """Each expert's actor holds its CPU (or GPU) for the whole job: a job needing more than the
+    cluster has would wait for ever on the last actor. It is refused with a reason instead."""
+    from experts.errors import ConfigError
+    from orchestrator.ray_engine import resources_for
+
+    local = ExpertSpec(name="local-extra", backend="local", model="smollm2")  # type: ignore[arg-type]
+    recorded = ExpertSpec(name="recorded-extra", backend="recorded", path=str(RECORDED), model="Yi-34B")  # type: ignore[arg-type]
+    cpus = int(ray.cluster_resources()["CPU"])
+    held = resources_for(local, cluster_gpus=0)
+    engine = RayEngine()
+    try:
+        # resident local experts of this job already hold all the cluster's CPUs but one (entries
+        # without actors: the check runs before an actor is made)
+        engine._actors = {f"held-{i}": ("spec", None, held) for i in range(cpus - 1)}
+        engine._check_capacity(local, 0.0)  # the last CPU: fits
+        engine._check_capacity(recorded, 0.0)  # a recorded expert's sliver fits too
+        engine._actors["held-last"] = ("spec", None, held)  # now every CPU is held
+        with pytest.raises(ConfigError, match=r"'local-extra' needs 1 CPU .* hold %d of the cluster's %d" % (cpus, cpus)):
+            engine._check_capacity(local, 0.0)
+        with pytest.raises(ConfigError, match=r"'recorded-extra' needs 0.05 CPU"):
+            engine._check_capacity(recorded, 0.0)
+    finally:
+        engine._actors.clear()
+        engine.close()
