@@ -160,7 +160,12 @@ async def test_vllm_streams_tokens_as_it_generates_them() -> None:
         assert r.ok, r.error
         assert r.finish_reason == "length" and r.completion_tokens == 64 and r.text == got.text
         assert len(got.deltas) >= 32  # token by token, not one piece
-        assert got.at[0] <= 0.3 * got.at[-1], got.at  # the first token long before the last
+        # Delivered as generated, not buffered: the deltas are spread over the decode (a buffered
+        # reply lands within milliseconds). Measured from the first delta, not from the request:
+        # the time to the first token is the prefill's, which a busy machine stretches at will.
+        gaps = [b - a for a, b in zip(got.at, got.at[1:])]
+        assert got.at[-1] - got.at[0] >= 0.25, got.at
+        assert sum(g >= 0.002 for g in gaps) >= len(gaps) // 2, got.at
         [plain] = await b.generate([req])
         assert plain.text == r.text  # greedy: the same answer as without streaming
 
