@@ -189,7 +189,14 @@ async def test_a_cancelled_stream_leaves_a_cancelled_trace(tmp_path: Path) -> No
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        # The cancelled trace is written by a task of its own (the cancelled request cannot await it):
+        # poll for it with a deadline rather than reading once.
         trace = await rt.store.get_trace(trace_id)
+        for _ in range(100):
+            if trace is not None:
+                break
+            await asyncio.sleep(0.1)
+            trace = await rt.store.get_trace(trace_id)
         assert trace is not None and trace.status == "cancelled" and "cancelled" in (trace.error or "")
         (call,) = trace.calls
         assert call.expert == "vllm-smol" and call.error_kind == "cancelled"
