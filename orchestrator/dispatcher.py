@@ -307,7 +307,7 @@ class Dispatcher:
     async def submit_many(
         self, expert: str, requests: list[GenerationRequest], *, on_result: "Callable[[int], None] | None" = None
     ) -> list[GenerationResult]:
-        """Many requests to one expert, in order: the grouped scheduler's way in.
+        """Many requests to one expert, results in their order: the grouped scheduler's way in.
 
         Requests are enqueued as room frees up (never rejected as overloaded) and coalesced into
         backend batches by the expert's collector like any other traffic. There is no deadline on
@@ -333,7 +333,10 @@ class Dispatcher:
 
         waiters: list[asyncio.Task[None]] = []
         try:
-            for i, req in enumerate(requests):
+            # Enqueued shortest prompt first: a batch then holds prompts of like length, so a
+            # padded local batch computes little padding (MMLU-Pro prompts vary 5x in length).
+            for i in sorted(range(len(requests)), key=lambda j: prompt_chars(requests[j])):
+                req = requests[i]
                 ticket = breaker.allow()
                 if ticket is None:  # open: the rest of the group fails fast, nothing is sent
                     results[i] = GenerationResult.failed(breaker.open_error(), attempts=0)
@@ -464,3 +467,10 @@ class Dispatcher:
         await self.aclose()
 
 
+
+
+def prompt_chars(request: GenerationRequest) -> int:
+    """The length of a request's prompt in characters (a cheap stand-in for its token count)."""
+    if request.prompt is not None:
+        return len(request.prompt)
+    return sum(len(m.content or "") for m in request.messages or ())

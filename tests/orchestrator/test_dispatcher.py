@@ -94,3 +94,29 @@ async def test_unbatched_expert_runs_in_the_callers_task_within_its_concurrency_
     assert peak == 1  # the direct path took the slot, so the rest waited in the queue
     assert stats.requests == 30 and sum(batches) == 30
     assert max(batches) > 1  # those that queued behind the busy slot were coalesced
+
+
+async def test_grouped_work_is_batched_by_prompt_length_and_answered_in_order() -> None:
+    """submit_many enqueues the shortest prompts first, so a padded local batch holds prompts of
+    like length; every caller still gets the answer to its own question, in the group's order."""
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3[:1], max_batch_size=8, max_wait_ms=20))
+    backend = reg.backend(POOL3[0])
+    inner = backend.generate
+    batches: list[list[int]] = []
+
+    async def observed(requests: list[GenerationRequest]) -> list:
+        batches.append([len(r.messages[0].content) for r in requests])
+        return await inner(requests)
+
+    backend.generate = observed  # type: ignore[method-assign]
+    qs = mmlu_questions(64)
+    requests = [GenerationRequest.chat(q.text_with_options(), question_id=q.question_id) for q in qs]
+    async with Dispatcher(reg) as d:
+        results = await d.submit_many(POOL3[0], requests)
+    table = backend.rows()
+    assert [r.text for r in results] == [table[q.question_id].response for q in qs]
+    sent = [n for b in batches for n in b]
+    assert sent == sorted(len(r.messages[0].content) for r in requests)
+    assert sent != [len(r.messages[0].content) for r in requests]  # the group was not already sorted
+    # Within a batch the longest prompt is at most the next batch's shortest.
+    assert all(max(a) <= min(b) for a, b in zip(batches, batches[1:]))
