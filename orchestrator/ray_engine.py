@@ -196,7 +196,7 @@ class RayEngine:
     def ledger_events(self) -> list[dict[str, Any]]:
         return ray.get(self.ledger().all.remote()) if self._ledger is not None else []
 
-    def _actor(self, spec: ExpertSpec, api_key: str | None, gpus: float) -> Any:
+    def _actor(self, spec: ExpertSpec, api_key: str | None, cluster: dict[str, float]) -> Any:
         """The expert's actor, made at its first group; remade if the expert's spec changed."""
         built_from = spec.model_dump_json() + (api_key or "")
         known = self._actors.get(spec.name)
@@ -205,7 +205,8 @@ class RayEngine:
         if known is not None:
             ray.kill(known[1])
             del self._actors[spec.name]
-        self._check_capacity(spec, gpus)
+        gpus = float(cluster.get("GPU", 0.0))
+        self._check_capacity(spec, cluster)
         # max_restarts: a lost node's actor is made again elsewhere; max_task_retries: the group
         # it was running is sent to the new one (expert errors never raise: they are results).
         # Unbounded (-1) because until the cluster declares the node dead (seconds) each retry
@@ -218,11 +219,10 @@ class RayEngine:
         self._actors[spec.name] = (built_from, actor, resources_for(spec, cluster_gpus=gpus))
         return actor
 
-    def _check_capacity(self, spec: ExpertSpec, gpus: float) -> None:
+    def _check_capacity(self, spec: ExpertSpec, total: dict[str, float]) -> None:
         """Refuse a job whose resident actors can never all fit the cluster: Ray would queue the
         last ones for good (each holds its resources until the job ends), and the job would hang."""
-        need = resources_for(spec, cluster_gpus=gpus)
-        total = ray.cluster_resources()
+        need = resources_for(spec, cluster_gpus=float(total.get("GPU", 0.0)))
         for key, ray_key in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
             held = sum(r[key] for _, _, r in self._actors.values())
             have = float(total.get(ray_key, 0.0))
@@ -253,18 +253,19 @@ class RayEngine:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await asyncio.to_thread(self.close)  # ray.kill and ray.shutdown block: not on the event loop
 
     async def run_groups(self, executor: Executor, groups: list[tuple[str, list[GenerationRequest]]],
                          phase: str) -> list[list[GenerationResult]]:
         registry = executor.registry
-        gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        # Asked once per phase, off the event loop (a GCS round trip).
+        cluster = await asyncio.to_thread(ray.cluster_resources)
         progress = executor.progress
 
         async def one(expert: str, requests: list[GenerationRequest]) -> list[GenerationResult]:
             spec = registry.spec(expert)
             key = resolve_api_key(spec, registry.secrets) if spec.backend is BackendKind.OPENAI else None
-            actor = self._actor(spec, key, gpus)
+            actor = self._actor(spec, key, cluster)
             ref = actor.run_group.remote(f"{phase}:{expert}:{uuid.uuid4().hex[:8]}", phase, requests)
             if progress:
                 progress(f"{phase}:{expert}", 0, len(requests))

@@ -326,17 +326,18 @@ def test_a_job_whose_resident_experts_cannot_all_fit_is_refused_not_left_hanging
     cpus = int(ray.cluster_resources()["CPU"])
     held = resources_for(local, cluster_gpus=0)
     engine = RayEngine()
+    total = ray.cluster_resources()
     try:
         # resident local experts of this job already hold all the cluster's CPUs but one (entries
         # without actors: the check runs before an actor is made)
         engine._actors = {f"held-{i}": ("spec", None, held) for i in range(cpus - 1)}
-        engine._check_capacity(local, 0.0)  # the last CPU: fits
-        engine._check_capacity(recorded, 0.0)  # a recorded expert's sliver fits too
+        engine._check_capacity(local, total)  # the last CPU: fits
+        engine._check_capacity(recorded, total)  # a recorded expert's sliver fits too
         engine._actors["held-last"] = ("spec", None, held)  # now every CPU is held
         with pytest.raises(ConfigError, match=r"'local-extra' needs 1 CPU .* hold %d of the cluster's %d" % (cpus, cpus)):
-            engine._check_capacity(local, 0.0)
+            engine._check_capacity(local, total)
         with pytest.raises(ConfigError, match=r"'recorded-extra' needs 0.05 CPU"):
-            engine._check_capacity(recorded, 0.0)
+            engine._check_capacity(recorded, total)
     finally:
         engine._actors.clear()
         engine.close()
