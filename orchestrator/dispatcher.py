@@ -37,6 +37,7 @@ from typing import Any
 from experts.errors import ExpertError, ExpertOverloaded, ExpertTimeout, ExpertUnavailable
 from experts.registry import ExpertRegistry
 from orchestrator.circuit import CircuitBreaker, Ticket, counts_as_failure
+from orchestrator.memo import GenerationMemo, memo_key
 from experts.types import DeltaHandler, GenerationRequest, GenerationResult
 from routers.types import Assignment
 
@@ -231,8 +232,11 @@ class BatchObserver:
 class Dispatcher:
     """Schedules expert calls: one coalescing queue per expert, fallback on failure."""
 
-    def __init__(self, registry: ExpertRegistry, *, on_batch: BatchObserver | None = None) -> None:
+    def __init__(self, registry: ExpertRegistry, *, on_batch: BatchObserver | None = None,
+                 memo: GenerationMemo | None = None) -> None:
         self.registry = registry
+        # A run's memo (a live bench): identical temperature-0 requests to one expert generated once
+        self.memo = memo
         self._queues: dict[str, _ExpertQueue] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self.stats: dict[str, QueueStats] = {}
@@ -270,7 +274,39 @@ class Dispatcher:
         """One request to one expert, batched with concurrent requests to the same expert.
 
         Raises `ExpertOverloaded` when the expert's queue is full; other failures come back in
-        the result's `error`. The wait is bounded by the expert's timeout."""
+        the result's `error`. The wait is bounded by the expert's timeout. With a memo, a
+        temperature-0 request already answered (or in flight) is not sent again."""
+        if self.memo is not None:
+            key = memo_key(self.registry.resolve(expert), request)
+            if key is not None:
+                return await self._submit_memo(self.memo, key, expert, request)
+        return await self._submit(expert, request)
+
+    async def _submit_memo(self, memo: GenerationMemo, key: bytes, expert: str, request: GenerationRequest) -> GenerationResult:
+        while True:
+            hit = memo.get(key)
+            if hit is not None:
+                return hit
+            fut = memo.inflight(key)
+            if fut is None:
+                break
+            try:  # the same call is in flight: its outcome is ours (a failure too, as coalescing would give)
+                result = await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                if fut.cancelled():  # its caller gave up, not us: claim it ourselves
+                    continue
+                raise
+            memo.hits += 1
+            return result
+        memo.begin(key)
+        result = None
+        try:
+            result = await self._submit(expert, request)
+        finally:
+            memo.finish(key, result)
+        return result
+
+    async def _submit(self, expert: str, request: GenerationRequest) -> GenerationResult:
         q = self._queue(expert)
         breaker = q.breaker
         ticket = breaker.allow()
@@ -312,7 +348,65 @@ class Dispatcher:
         Requests are enqueued as room frees up (never rejected as overloaded) and coalesced into
         backend batches by the expert's collector like any other traffic. There is no deadline on
         the wait in the queue (a group of thousands waits its turn); each backend call keeps its
-        own timeout. `on_result(done)` is called as results arrive (progress bars)."""
+        own timeout. `on_result(done)` is called as results arrive (progress bars). With a memo,
+        temperature-0 requests already answered, in flight, or repeated in the group are sent once."""
+        if self.memo is not None and requests:
+            return await self._submit_many_memo(self.memo, expert, requests, on_result)
+        return await self._submit_many(expert, requests, on_result=on_result)
+
+    async def _submit_many_memo(self, memo: GenerationMemo, expert: str, requests: list[GenerationRequest],
+                                on_result: "Callable[[int], None] | None") -> list[GenerationResult]:
+        name = self.registry.resolve(expert)
+        keys = [memo_key(name, r) for r in requests]
+        results: list[GenerationResult | None] = [None] * len(requests)
+        send: list[int] = []  # indices sent to the expert
+        claimed: dict[bytes, int] = {}  # key -> the index whose call answers it
+        repeats: list[tuple[int, bytes]] = []  # the same request again in this group
+        waits: list[tuple[int, asyncio.Future[GenerationResult]]] = []  # in flight elsewhere
+        for i, key in enumerate(keys):
+            if key is None:
+                send.append(i)
+            elif (hit := memo.get(key)) is not None:
+                results[i] = hit
+            elif key in claimed:
+                repeats.append((i, key))
+            elif (fut := memo.inflight(key)) is not None:
+                waits.append((i, fut))
+            else:
+                memo.begin(key)
+                claimed[key] = i
+                send.append(i)
+        offset = len(requests) - len(send) - len(repeats) - len(waits)  # answered from the memo already
+        if on_result is not None and offset:
+            on_result(offset)
+        hook = None if on_result is None else (lambda done: on_result(offset + done))
+        sent: list[GenerationResult] | None = None
+        try:
+            sent = await self._submit_many(expert, [requests[i] for i in send], on_result=hook)
+        finally:
+            position = {i: n for n, i in enumerate(send)}
+            for key, i in claimed.items():
+                memo.finish(key, sent[position[i]] if sent is not None else None)
+        for i, r in zip(send, sent, strict=True):
+            results[i] = r
+        for i, key in repeats:
+            results[i] = results[claimed[key]]
+        for i, fut in waits:
+            try:
+                results[i] = await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                if not fut.cancelled():
+                    raise
+                results[i] = await self.submit_or_error(expert, requests[i])  # its caller gave up: ask ourselves
+        memo.hits += len(repeats) + len(waits)
+        if on_result is not None and (repeats or waits):
+            on_result(len(requests))
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    async def _submit_many(
+        self, expert: str, requests: list[GenerationRequest], *, on_result: "Callable[[int], None] | None" = None
+    ) -> list[GenerationResult]:
         if not requests:
             return []
         q = self._queue(expert)

@@ -40,6 +40,7 @@ from experts.backends.streaming import tool_call_deltas
 from experts.registry import ExpertRegistry
 from experts.types import ErrorInfo, GenerationDelta, GenerationRequest, GenerationResult
 from orchestrator.dispatcher import CallAttempt, Dispatcher
+from orchestrator.memo import GenerationMemo, memo_key
 from orchestrator.residency import ResidencyManager
 from routers import aggregation
 from routers.tracing import call_record
@@ -399,8 +400,50 @@ class Executor:
         if not groups:
             return []
         if self.engine is not None:
+            if self.dispatcher.memo is not None:
+                return await self._run_groups_memo(self.engine, self.dispatcher.memo, groups, phase)
             return await self.engine.run_groups(self, groups, phase)
         return [await self._run_group(expert, requests, phase) for expert, requests in groups]
+
+    async def _run_groups_memo(self, engine: GroupEngine, memo: GenerationMemo, groups: list[tuple[str, list[GenerationRequest]]],
+                               phase: str) -> list[list[GenerationResult]]:
+        """Groups on an engine, each (expert, request) the run's memo already holds (or that
+        repeats within its group) not sent again; what comes back fills the memo."""
+        out: list[list[GenerationResult | None]] = []
+        todo: list[tuple[str, list[GenerationRequest]]] = []
+        where: list[list[tuple[int, bytes | None]]] = []  # per group sent: (index in group, key)
+        repeats: list[tuple[int, int, int]] = []  # (group, index, index of the same request sent)
+        for g, (expert, requests) in enumerate(groups):
+            row: list[GenerationResult | None] = [None] * len(requests)
+            sent: list[tuple[int, bytes | None]] = []
+            first: dict[bytes, int] = {}
+            for i, req in enumerate(requests):
+                key = memo_key(self.registry.resolve(expert), req)
+                if key is not None and (hit := memo.get(key)) is not None:
+                    row[i] = hit
+                elif key is not None and key in first:
+                    repeats.append((g, i, first[key]))
+                else:
+                    if key is not None:
+                        first[key] = i
+                    sent.append((i, key))
+            out.append(row)
+            todo.append((expert, [requests[i] for i, _ in sent]))
+            where.append(sent)
+        ran = await engine.run_groups(self, [t for t in todo if t[1]], phase)
+        it = iter(ran)
+        for g, (_expert, reqs) in enumerate(todo):
+            results = next(it) if reqs else []
+            for (i, key), r in zip(where[g], results, strict=True):
+                out[g][i] = r
+                if key is not None:
+                    memo.misses += 1
+                    memo.finish(key, r)
+        for g, i, j in repeats:
+            out[g][i] = out[g][j]
+            memo.hits += 1
+        assert all(r is not None for row in out for r in row)
+        return out  # type: ignore[return-value]
 
     async def _run_group(self, expert: str, requests: list[GenerationRequest], phase: str) -> list[GenerationResult]:
         """All of one expert's requests, the expert resident once, through its dispatcher queue."""

@@ -31,6 +31,7 @@ from evals.metrics import mcnemar_exact, wilson_interval
 from evals.splits import split_fit_eval
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.execution import GroupEngine
+from orchestrator.memo import GenerationMemo
 from orchestrator.residency import ResidencyManager
 from orchestrator.scheduler import GroupedScheduler
 from routers.base import Router
@@ -365,7 +366,10 @@ class BenchmarkRunner:
         registry, pool = split.registry, split.pool
         run_id = o.run_id(pool)
         resumed = await self.store.start_bench_run(run_id, {"options": _jsonable(vars(o)), "pool": pool})
-        async with Dispatcher(registry) as self.dispatcher, self._engine():
+        # Live: a generation one router already made (same expert, same request, temperature 0)
+        # is reused by the next, not generated again. Recorded replays cost nothing to repeat.
+        memo = GenerationMemo() if o.recorded is None else None
+        async with Dispatcher(registry, memo=memo) as self.dispatcher, self._engine():
             needs_fit = any(getattr(_router_cls(r), "needs_fit", False) or _has_fit(r) for r in o.routers)
             fit = (await self.fit_data(registry, pool, split.fit_queries, split.fit_dir)
                    if (needs_fit and split.fit_queries) else FitData([], {}, "none"))
@@ -376,6 +380,8 @@ class BenchmarkRunner:
 
         report = self._summarise(results, split.eval_queries, registry, pool, split.pool_info, split.split_note, fit, run_id, resumed)
         report["wall_s_total"] = round(time.perf_counter() - t_all, 2)
+        if memo is not None:
+            report["generation_memo"] = {"reused": memo.hits, "generated": memo.misses}
         await self.store.finish_bench_run(run_id, report)
         return report
 
