@@ -115,6 +115,45 @@ class ExpertSpec(BaseModel):
         return (self.name, *self.aliases)
 
 
+class ExactCacheConfig(BaseModel):
+    """The gateway's exact response cache (off unless `enabled`): a temperature-0 chat request
+    identical to one the same API key asked within `ttl_s` gets that answer again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    ttl_s: float = Field(default=300.0, gt=0.0, le=86_400.0)
+    max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
+class SemanticRouterCache(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # cosine similarity of the question embeddings at or above which a stored answer is served
+    threshold: float = Field(default=0.97, gt=0.0, le=1.0)
+
+
+class SemanticCacheConfig(BaseModel):
+    """The gateway's semantic cache, per router (none unless listed): a temperature-0 question
+    whose embedding is at least `threshold` similar to one the same API key asked that router
+    within `ttl_s` gets that answer. `max_entries` bounds each (key, router) bucket, `max_buckets`
+    the buckets kept (least recently used dropped)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    routers: dict[str, SemanticRouterCache] = Field(default_factory=dict)
+    ttl_s: float = Field(default=300.0, gt=0.0, le=86_400.0)
+    max_entries: int = Field(default=1_000, ge=1, le=100_000)
+    max_buckets: int = Field(default=1_000, ge=1, le=100_000)
+
+
+class CacheConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    exact: ExactCacheConfig = Field(default_factory=ExactCacheConfig)
+    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
+
+
 class OrchestratorConfig(BaseModel):
     """The whole configuration file."""
 
@@ -131,6 +170,8 @@ class OrchestratorConfig(BaseModel):
     default_router: str = "single"
     # Named expert pools (e.g. recorded model names) that `bench --pool NAME` accepts.
     pools: dict[str, list[str]] = Field(default_factory=dict)
+    # Opt-in response caches of the gateway (orchestrator/response_cache.py); both off by default.
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "OrchestratorConfig":

@@ -32,6 +32,7 @@ from experts.spec import ExpertSpec, OrchestratorConfig
 from orchestrator.dispatcher import BatchObserver, Dispatcher
 from orchestrator.execution import Executor, GroupEngine
 from orchestrator.residency import ResidencyManager
+from orchestrator.response_cache import CacheHit, ResponseCaches
 from orchestrator.scheduler import GroupedScheduler
 from routers.base import Router
 from routers.tracing import call_record
@@ -69,6 +70,10 @@ class QueryResult:
     latency_s: float
     # Streaming only: why the answer broke off after its first token (the caller reports it in-band).
     interrupted: str | None = None
+    # Set when a response cache answered ("exact" | "semantic"); `reused_experts` then names the
+    # experts whose answer it is (this request made no expert call).
+    cache: str | None = None
+    reused_experts: list[str] | None = None
 
     @property
     def finish_reason(self) -> str:
@@ -95,6 +100,8 @@ class QueryResult:
 
     @property
     def experts_used(self) -> list[str]:
+        if self.reused_experts is not None:
+            return self.reused_experts
         return list(dict.fromkeys(c.expert for c in self.calls if c.error_kind is None))
 
 
@@ -122,6 +129,8 @@ class Runtime:
         # Set by the gateway when OTLP export is configured: every recorded trace also becomes
         # OTel spans (orchestrator/telemetry.py). None costs one attribute test per query.
         self.telemetry: Telemetry | None = None
+        # Set by the gateway when the config turns a response cache on (orchestrator/response_cache.py).
+        self.response_cache: ResponseCaches | None = None
         self._routers: dict[str, Router] = {}
         # What each cached router depends on: expert names, or None for the whole registry.
         self._router_deps: dict[str, frozenset[str] | None] = {}
@@ -199,6 +208,8 @@ class Runtime:
     # ------------------------------------------------------------------ registry changes
     def _forget_routers(self, expert: str) -> None:
         self._registry_changes += 1
+        if self.response_cache is not None:  # an answer of the old expert must not be served again
+            self.response_cache.clear()
         for key in [k for k, deps in self._router_deps.items() if deps is None or expert in deps]:
             self._routers.pop(key, None)
             self._router_deps.pop(key, None)
@@ -268,6 +279,11 @@ class Runtime:
         executor = self.executor if sink is None else self.executor.streaming(sink)
         trace_id = trace_id or str(uuid.uuid4())
         t0 = time.perf_counter()
+        pending = None
+        if self.response_cache is not None and sink is None and record:
+            hit, pending = await self.response_cache.find(query, router, options, owner=owner)
+            if hit is not None:
+                return await self._answer_cached(query, router, hit, trace_id, owner, time.perf_counter() - t0)
         try:
             (outcome,) = await r.run([query], executor)
         except asyncio.CancelledError:
@@ -277,13 +293,31 @@ class Runtime:
         result = self.result(router, outcome, time.perf_counter() - t0, trace_id=trace_id)
         result.interrupted = executor.interrupted
         if record:
-            trace = self.trace_record(query, result, owner=owner)
-            if self.telemetry is None:
-                await self._save(trace)
-            else:  # spans for a recorded trace only (a refused save fails the request), ending as the query did
-                ended_ns = time.time_ns()
-                await self._save(trace)
-                self.telemetry.export(trace, self.registry, end_ns=ended_ns)
+            await self._record(query, result, owner)
+        if pending is not None and self.response_cache is not None:
+            self.response_cache.keep(pending, result)
+        return result
+
+    async def _record(self, query: Query, result: QueryResult, owner: str | None) -> None:
+        trace = self.trace_record(query, result, owner=owner)
+        if self.telemetry is None:
+            await self._save(trace)
+        else:  # spans for a recorded trace only (a refused save fails the request), ending as the query did
+            ended_ns = time.time_ns()
+            await self._save(trace)
+            self.telemetry.export(trace, self.registry, end_ns=ended_ns)
+
+    async def _answer_cached(self, query: Query, router: str, hit: CacheHit, trace_id: str, owner: str | None,
+                             latency_s: float) -> QueryResult:
+        """A cached answer as its own trace: no expert call, one `cache` step naming the trace
+        that produced the answer."""
+        src = hit.result
+        result = QueryResult(
+            trace_id=trace_id, router=router, final=src.final, plan=None, outputs=[], calls=[],
+            steps=[TraceStepRecord(seq=0, kind="cache", duration_s=latency_s, detail=hit.detail())],
+            latency_s=latency_s, cache=hit.kind, reused_experts=src.experts_used,
+        )
+        await self._record(query, result, owner)
         return result
 
     async def _save(self, trace: TraceRecord) -> None:

@@ -27,6 +27,7 @@ from orchestrator.gateway.deps import GatewayState
 from orchestrator.gateway.metrics import GatewayMetrics
 from orchestrator.gateway.replica import Replica, default_replica_id
 from orchestrator.pipeline import Runtime
+from orchestrator.response_cache import ResponseCaches
 from orchestrator.settings import GatewaySettings
 from orchestrator.telemetry import Telemetry
 from routers.registry import router_names
@@ -73,6 +74,8 @@ async def lifespan(app: FastAPI, *, config: OrchestratorConfig, settings: Gatewa
     try:
         # OTel spans only when OTEL_EXPORTER_OTLP_ENDPOINT asks for them (the SDK's own variables)
         runtime.telemetry = telemetry = Telemetry.from_env(os.environ)
+        caches = ResponseCaches(config.cache, services=runtime.services, observe=metrics.record_cache)
+        runtime.response_cache = caches if caches.enabled else None  # opt-in (config `cache:`)
         try:
             await replica.replay_journals()
         except Exception as e:  # noqa: BLE001 - the store is away: the replay loop tries again

@@ -39,6 +39,7 @@ class GatewayMetrics:
         self.router_cost = Counter("orchestrator_router_cost_usd", "cost of the answers in USD", ["router"], registry=r)
         self.ttft = Histogram("orchestrator_time_to_first_token_seconds", "streamed answers: time to the first token", ["router"],
                               registry=r, buckets=answer_buckets)
+        self.cache = Counter("orchestrator_response_cache", "response cache lookups (opt-in caches)", ["kind", "result"], registry=r)
 
         # Label children by label values: `.labels()` costs a few microseconds (validation, a
         # lock) and the hot path touches up to eight metrics per request.
@@ -77,3 +78,7 @@ class GatewayMetrics:
 
     def record_first_token(self, router: str, seconds: float) -> None:
         self.child(self.ttft, router).observe(seconds)
+
+    def record_cache(self, kind: str, outcome: str) -> None:
+        """One response-cache lookup: kind "exact" | "semantic", outcome "hit" | "miss"."""
+        self.child(self.cache, kind, outcome).inc()

@@ -45,6 +45,8 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):  # typ
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     headers = {"x-orchestrator-experts": _experts_header(result), "x-orchestrator-router": result.router,
                "x-orchestrator-trace-id": result.trace_id}
+    if result.cache is not None:
+        headers["x-orchestrator-cache"] = result.cache
     body = chat_completion(result, req.model)
     # Serialised once here: returning the model would make FastAPI validate it again.
     return Response(body.model_dump_json(), media_type="application/json", headers=headers)
