@@ -398,22 +398,27 @@ class Runtime:
 
     @staticmethod
     def trace_record(query: Query, result: QueryResult, *, owner: str | None = None) -> TraceRecord:
+        # Built without validation (every chat request pays for this): each value comes from
+        # typed objects already (the query, the router's plan, validated call and step records).
         plan = result.plan
-        return TraceRecord(
+        meta = {k: v for k, v in query.model_dump(exclude={"text", "gold", "prompt", "messages"}).items() if v not in (None, {}, ())}
+        ok = result.ok
+        return TraceRecord.model_construct(
             id=result.trace_id,
+            created_at=None,
             router=result.router,
             query_text=query.text,
-            query_meta={k: v for k, v in query.model_dump(exclude={"text", "gold", "prompt", "messages"}).items() if v not in (None, {}, ())},
+            query_meta=meta,
             answer_text=result.final.text,
             answer=result.final.answer,
-            status="ok" if result.ok else "error",
-            error=None if result.ok else "; ".join(c.error_message or "" for c in result.calls if c.error_kind) or "no expert answered",
+            status="ok" if ok else "error",
+            error=None if ok else "; ".join(c.error_message or "" for c in result.calls if c.error_kind) or "no expert answered",
             latency_s=result.latency_s,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
             cost_usd=result.cost_usd,
             owner=owner,
-            plan=PlanRecord(
+            plan=PlanRecord.model_construct(
                 router=plan.router,
                 experts=[a.expert for a in plan.assignments],
                 aggregation=plan.aggregation.model_dump(),

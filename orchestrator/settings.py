@@ -100,6 +100,8 @@ class GatewaySettings(_FromEnvironment):
     trace_journal_dir: Path | None = None  # default: ./trace-journal (replicas on one host may share it)
     trace_journal_replay_s: float = 60.0  # how often to look for journals of stopped replicas (and at start)
     store_command_timeout_s: float = 30.0  # asyncpg command_timeout: a statement taking longer fails (transient)
+    # Set by `serve --workers N` for its workers: the directory of the tables they share (rate limits)
+    shared_state_dir: Path | None = None
     gc_tuning: bool = True  # freeze start-up objects and collect young garbage less often (gateway/lifespan.py)
 
     @field_validator("api_expert_hosts", mode="before")

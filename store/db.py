@@ -20,6 +20,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from store.urls import mask_text, mask_url
@@ -63,13 +64,21 @@ def create_engine(url: str, *, command_timeout_s: float | None = DEFAULT_COMMAND
         db = parsed.database
         if db and db != ":memory:":
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     connect_args: dict[str, float] = {"timeout": 10.0}
     if command_timeout_s is not None and parsed.get_driver_name() == "asyncpg":
         connect_args["command_timeout"] = command_timeout_s
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args,
+                               json_serializer=_json_dumps)
+
+
+def _json_dumps(value: object) -> str:
+    """JSON columns (a trace's plan, steps and calls on every chat request): orjson, about a
+    tenth of the stdlib encoder's CPU; dict keys that are not strings are written as strings, as
+    the stdlib does."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 @asynccontextmanager

@@ -38,6 +38,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+import orjson
 import httpx
 
 from experts.backends.base import ExpertBackend
@@ -260,7 +261,7 @@ class OpenAIBackend(ExpertBackend):
         if status != 200:
             return map_status_parts(status, retry_after, content, self.name)
         try:
-            return check(json.loads(content))
+            return check(orjson.loads(content))  # orjson: a fraction of the stdlib's CPU, on every chat request
         except ValueError as e:
             return ExpertBadResponse(f"expert {self.name!r} sent a malformed completion ({e})", expert=self.name)
 
@@ -269,7 +270,7 @@ class OpenAIBackend(ExpertBackend):
         url = f"{self.base_url}{path}"
         deadline = time.monotonic() + self.spec.timeout_s * (self.spec.max_retries + 1)
         attempt = 0
-        data = json.dumps(payload, separators=(",", ":")).encode() if self._use_aiohttp else b""
+        data = orjson.dumps(payload) if self._use_aiohttp else b""
         kw = {} if check is _check_completion else {"check": check}
         while True:
             attempt += 1

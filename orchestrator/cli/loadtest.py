@@ -20,6 +20,7 @@ def loadtest(
     compare_litellm: Annotated[bool, typer.Option("--compare-litellm", help="Also measure the LiteLLM proxy (own venv)")] = False,
     json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here")] = None,
     workdir: Annotated[Path | None, typer.Option(help="Logs, configs and the trace database (default: a temp dir)")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Also measure `serve --workers N` beside one worker (N > 1)")] = 1,
 ) -> None:
     """Gateway overhead against an instant loopback upstream: direct vs ours (vs LiteLLM)."""
     import tempfile
@@ -41,7 +42,7 @@ def loadtest(
     work = workdir or Path(tempfile.mkdtemp(prefix="orchestrator-loadtest-"))
     err = console(stderr=True)
     with err.status("load test") as status:
-        result = run_async(lambda: run_loadtest(levels, seconds=seconds, compare_litellm=compare_litellm, workdir=work,
+        result = run_async(lambda: run_loadtest(levels, seconds=seconds, compare_litellm=compare_litellm, workdir=work, workers=workers,
                                                 progress=lambda msg: status.update(f"load test: {msg}")))
     print_report(console(), result)
     if json_file is not None:

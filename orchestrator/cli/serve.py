@@ -19,6 +19,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (not loopback: API keys are required unless ORCHESTRATOR_REQUIRE_API_KEY=false)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Gateway processes on this port (rate limits shared across them)")] = 1,
 ) -> None:
     """Run the OpenAI-compatible gateway."""
     import logging
@@ -40,7 +41,19 @@ def serve(
     if not settings.require_api_key and not is_loopback_host(host):
         err.print(f"[yellow]warning:[/yellow] ORCHESTRATOR_REQUIRE_API_KEY=false on {host}: the gateway is open to the network "
                   "until a key exists (`orchestrator keys create NAME --admin`)")
-    app = create_app(cfg, settings)
     keys = "every request needs an API key" if settings.require_api_key else "API keys needed once one exists"
+    if workers > 1:
+        import shutil
+
+        from orchestrator.gateway.workers import WORKER_APP, prepare_workers
+
+        shared = prepare_workers(cfg, settings)
+        err.print(f"serving on http://{host}:{port}/v1 with {workers} workers ({keys}; store {mask_url(cfg.store)})")
+        try:
+            uvicorn.run(WORKER_APP, factory=True, workers=workers, host=host, port=port, log_level=log_level, access_log=False)
+        finally:
+            shutil.rmtree(shared, ignore_errors=True)
+        return
+    app = create_app(cfg, settings)
     err.print(f"serving on http://{host}:{port}/v1 ({keys}; store {mask_url(cfg.store)})")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

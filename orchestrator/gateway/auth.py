@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 from cachetools import TTLCache
 
 from orchestrator.gateway import errors as E
+from orchestrator.gateway.shared_limits import AUTH_FAILURES_FILE, RATE_LIMIT_FILE, SharedRateLimiter
 
 if TYPE_CHECKING:
     from orchestrator.settings import GatewaySettings
@@ -115,8 +116,16 @@ class Authenticator:
 
     def __init__(self, store: Store, settings: GatewaySettings) -> None:
         self.store, self.settings = store, settings
-        self.limiter = RateLimiter(settings.rate_limit_rpm, settings.rate_limit_burst)
-        self.failures = RateLimiter(settings.auth_failures_per_minute, settings.auth_failures_burst)
+        self.limiter: RateLimiter | SharedRateLimiter
+        self.failures: RateLimiter | SharedRateLimiter
+        shared = settings.shared_state_dir
+        if shared is not None:  # workers of one `serve --workers N`: one bucket per caller across them
+            self.limiter = SharedRateLimiter(shared / RATE_LIMIT_FILE, settings.rate_limit_rpm, settings.rate_limit_burst)
+            self.failures = SharedRateLimiter(shared / AUTH_FAILURES_FILE, settings.auth_failures_per_minute,
+                                              settings.auth_failures_burst)
+        else:
+            self.limiter = RateLimiter(settings.rate_limit_rpm, settings.rate_limit_burst)
+            self.failures = RateLimiter(settings.auth_failures_per_minute, settings.auth_failures_burst)
         self.keys: TTLCache[str, Caller] = TTLCache(maxsize=settings.key_cache_size, ttl=settings.key_cache_s)
         self._closed = bool(settings.require_api_key)  # once True, never False again in this process
         self._open_until = 0.0

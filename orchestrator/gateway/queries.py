@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from experts.types import ChatMessage
 from orchestrator.gateway import errors as E
@@ -25,6 +28,7 @@ from orchestrator.protocol import (
     ChatMessageOut,
     RequestMetadata,
     Usage,
+    completion_id,
 )
 from routers.types import Query
 from routers.registry import router_names
@@ -149,3 +153,22 @@ def chat_completion(result: "QueryResult", requested_model: str) -> ChatCompleti
         choices=[ChatChoice(message=message, finish_reason=finish_reason(result))],
         usage=usage(result), experts=result.experts_used, router=result.router, trace_id=result.trace_id,
     )
+
+
+def chat_completion_json(result: "QueryResult", requested_model: str) -> bytes:
+    """`chat_completion(result, requested_model).model_dump_json()`, field for field, without
+    building the five response models: every non-streamed chat request answers through this
+    (tests/gateway/test_chat_json.py holds the two to the same output)."""
+    calls = result.final.tool_calls
+    experts = result.experts_used
+    prompt, completion = result.prompt_tokens, result.completion_tokens
+    return orjson.dumps({
+        "id": completion_id(), "object": "chat.completion", "created": int(time.time()),
+        "model": ",".join(experts) or requested_model,
+        "choices": [{"index": 0,
+                     "message": {"role": "assistant", "content": result.final.text if result.final.text or not calls else None,
+                                 "tool_calls": calls},
+                     "finish_reason": finish_reason(result), "logprobs": None}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        "experts": experts, "router": result.router, "trace_id": result.trace_id,
+    })

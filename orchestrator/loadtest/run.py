@@ -103,8 +103,13 @@ async def _measure(name: str, url: str, body: dict[str, Any], levels: list[int],
     return warm.requests - warm.errors
 
 
+def workers_target(n: int) -> str:
+    """The name of the `serve --workers n` measurement beside the one-worker "ours"."""
+    return f"ours_{n}w"
+
+
 async def run_loadtest(levels: list[int], *, seconds: float, compare_litellm: bool, workdir: Path,
-                       progress: Callable[[str], None] = lambda _: None) -> LoadtestResult:
+                       progress: Callable[[str], None] = lambda _: None, workers: int = 1) -> LoadtestResult:
     workdir.mkdir(parents=True, exist_ok=True)
     out: dict[int, Targets] = {}
     up_port, gw_port = free_port(), free_port()
@@ -125,6 +130,18 @@ async def run_loadtest(levels: list[int], *, seconds: float, compare_litellm: bo
         # the gateway has stopped (and flushed): every answered request must have left a trace
         traces = count_traces(db)
         answered = warm + sum(t["ours"].requests - t["ours"].errors for t in out.values())
+
+        if workers > 1:  # the same gateway as `serve --workers N`, measured right after the one-worker run
+            progress(f"starting the gateway with {workers} workers")
+            port = free_port()
+            cmd = [*gw_cmd[:gw_cmd.index("--port")], "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+            async with served(cmd, health=f"http://127.0.0.1:{port}/health", name=f"gateway ({workers} workers)",
+                              log=workdir / "gateway-workers.log") as gw:
+                before = count_traces(db) or 0
+                warm_n = await _measure(workers_target(workers), f"http://127.0.0.1:{port}/v1/chat/completions", _body("single"), levels,
+                                        seconds, out, progress, server_pid=gw.pid)
+            traces = (traces or 0) + (count_traces(db) or 0) - before
+            answered += warm_n + sum(t[workers_target(workers)].requests - t[workers_target(workers)].errors for t in out.values())
 
         if compare_litellm:
             progress("preparing the LiteLLM proxy (first use installs it into its own venv)")
@@ -156,3 +173,10 @@ def ratios(targets: Targets) -> dict[str, float | None]:
         out[f"added_{pct.removesuffix('_ms')}"] = added(o, d, pct) / theirs if theirs > 0 else None
     out["rps"] = o.rps / l.rps if l.rps > 0 else None
     return out
+
+
+def worker_scaling(targets: Targets) -> float | None:
+    """Throughput of the `--workers N` gateway over the one-worker gateway's, in the same run."""
+    many = next((s for name, s in targets.items() if name.startswith("ours_")), None)
+    one = targets.get("ours")
+    return many.rps / one.rps if many is not None and one is not None and one.rps > 0 else None

@@ -74,3 +74,28 @@ def test_ratios_are_added_latency_over_litellms_and_throughput() -> None:
     r = ratios({"direct": s(1.0, 5000), "ours": s(2.0, 1000), "litellm": s(11.0, 100)})
     assert r["added_p50"] == pytest.approx(0.1) and r["added_p95"] == pytest.approx(2 / 20) and r["rps"] == pytest.approx(10)
     assert ratios({"direct": s(1.0, 5000), "ours": s(2.0, 1000)}) == {}
+
+
+def test_loadtest_measures_serve_workers_beside_one_worker(tmp_path: Path) -> None:
+    require_wrk()
+    out = tmp_path / "lt.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "loadtest", "--concurrency", "4", "--seconds", "1", "--workers", "2",
+         "--json", str(out), "--workdir", str(tmp_path / "work")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    level = json.loads(out.read_text())["4"]
+    assert set(level) == {"direct", "ours", "ours_2w"}
+    assert level["ours_2w"]["errors"] == 0 and level["ours_2w"]["rps"] > 0
+    assert "workers / one worker" in " ".join(proc.stdout.split())
+
+
+def test_worker_scaling_is_the_workers_throughput_over_one_workers() -> None:
+    from orchestrator.loadtest.run import worker_scaling
+
+    def s(rps: float) -> LoadStats:
+        return LoadStats(p50_ms=1.0, p95_ms=2.0, p99_ms=3.0, rps=rps, errors=0, requests=100)
+
+    assert worker_scaling({"direct": s(9000), "ours": s(1000), "ours_2w": s(1700)}) == pytest.approx(1.7)
+    assert worker_scaling({"direct": s(9000), "ours": s(1000)}) is None
