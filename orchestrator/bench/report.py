@@ -96,8 +96,10 @@ def markdown_report(r: dict[str, Any]) -> str:
     if cls:
         lines += ["", "Category classifier (predicted vs. the dataset's category): " + "; ".join(
             f"{n}: accuracy {pct(m['classifier_accuracy'])}%, fallback share {pct(m['fallback_rate'])}%" for n, m in cls.items())]
+    shown: list[dict[str, Any]] = []
     for p in (r.get("paired_test"), r.get("paired_test_best_at_3_vs_all_vote")):
-        if p:
+        if p and p not in shown:  # the best-at-3 test is often the same pair as the first
+            shown.append(p)
             lines += ["", f"Paired test, {p['a']} vs {p['b']} on {p['n']} shared questions ({p['test']}): "
                       f"{p['a']} alone better on {p['a_only']}, {p['b']} alone better on {p['b_only']}, p = {p['p_value']:.3g}."]
     cats = sorted({c for m in routers.values() for c in m["per_category"]})
