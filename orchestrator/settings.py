@@ -96,6 +96,7 @@ class GatewaySettings(_FromEnvironment):
     batch_lease_s: float = 30.0  # a job whose replica stopped renewing is taken over after this long
     batch_sweep_s: float = 5.0  # how often each replica looks for jobs with an expired lease
     batch_max_jobs: int = 4  # jobs one replica runs at once
+    fit_poll_s: float = Field(default=2.0, gt=0.0, le=300.0)  # a fit version change (`profile use`, a refit) reaches routing within this
     registry_poll_s: float = 2.0  # the registry follower's poll (Postgres is also notified at once)
     trace_journal_dir: Path | None = None  # default: ./trace-journal (replicas on one host may share it)
     trace_journal_replay_s: float = 60.0  # how often to look for journals of stopped replicas (and at start)

@@ -5,7 +5,13 @@ better (Symbolic-MoE's local × global skill weight or skill accuracy, CoE's cla
 confidence or expected category accuracy, best-single's fit accuracy). The base turns scores
 into plans: the k best experts (`select`), each with its request, vote weight and reason, the
 router's aggregation, and the scorer's detail. It also saves the fitted state to the store
-after `fit` and restores it, refusing state fitted for another pool.
+after `fit` and restores the version stored for its own pool (the pinned one, else the newest;
+fits for other pools stay stored and are never loaded).
+
+Cold start: a router whose class sets `cold_start` and that finds no fit for its pool routes on
+its prior (`prior="uniform"`: k distinct experts drawn uniformly, seeded per query) instead of
+refusing; `prior="none"` refuses. Every plan's detail names the fit version it routed with
+(`fit_version`, None on the prior) and, on the prior, `prior`.
 
     class FirstExpertRouter(FittedRouter[ExpertScores]):
         name = "first-expert"
@@ -17,6 +23,7 @@ after `fit` and restores it, refusing state fitted for another pool.
 from __future__ import annotations
 
 import abc
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -24,6 +31,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 from experts.types import GenerationRequest
 from routers.base import Router
 from routers.types import Aggregation, Assignment, Plan, Query, RouterContext, RoutingError
+
+
+PRIORS = ("uniform", "none")  # what a cold-start router routes on before its first fit
 
 
 def top_k(scores: Mapping[str, float], k: int) -> list[str]:
@@ -57,15 +67,30 @@ class FittedRouter(Router, Generic[ScoresT]):
     needs_fit = True
     fit_hint: ClassVar[str] = "run `orchestrator bench`"
     artefact_kind: ClassVar[str | None] = None  # None: the fitted state is not stored
+    cold_start: ClassVar[bool] = False  # may route on a prior before its first fit (`prior` option)
 
     def __init__(self, ctx: RouterContext, **options: Any) -> None:
         # `artefact` names the stored state; a router that stores nothing takes no such option.
         self.artefact = str(options.pop("artefact", "default")) if self.artefact_kind else "default"
+        prior = str(options.pop("prior", "uniform" if self.cold_start else "none"))
         super().__init__(ctx, **options)
+        if prior not in PRIORS or (prior != "none" and not self.cold_start):
+            allowed = ", ".join(PRIORS) if self.cold_start else "none"
+            raise RoutingError(f"router {self.name!r}: prior must be one of {allowed}, got {prior!r}")
+        self.prior_kind = prior
         self.k = 1
         self.fallback: str | None = None  # answers when no expert is scored; takes over failed calls
         self.aggregation = Aggregation()
         self.fit_info: dict[str, Any] = {}
+        self.fit_version: int | None = None  # the stored version routed with (None: fitted here, or the prior)
+        self.on_prior = False  # no fit yet: routing on the prior
+
+    def start_cold(self) -> bool:
+        """Route on the prior until a fit arrives; False when this router has none (it refuses)."""
+        if self.prior_kind == "none":
+            return False
+        self.on_prior = True
+        return True
 
     # ------------------------------------------------------------------ the method
     @property
@@ -106,13 +131,27 @@ class FittedRouter(Router, Generic[ScoresT]):
                 expert=expert, request=self.request(query, i), weight=weight, reason=self.explain(scored, expert, weight),
                 fallback=self.fallback if self.fallback != expert else None,
             ))
-        return Plan(router=self.name, assignments=assignments, aggregation=self.aggregation, detail=scored.detail)
+        return Plan(router=self.name, assignments=assignments, aggregation=self.aggregation,
+                    detail={**scored.detail, "fit_version": self.fit_version})
+
+    def prior_plan(self, query: Query) -> Plan:
+        """The plan before any fit: k distinct experts drawn uniformly, seeded per query (so a
+        replayed question gets the same draw), combined by a vote when k > 1."""
+        rng = random.Random(f"{self.ctx.seed}:{self.name}:prior:{query.question_id or query.text}")
+        experts = rng.sample(self.pool, min(self.k, len(self.pool)))
+        why = f"prior: uniform over the pool of {len(self.pool)} (no fit stored for this pool yet)"
+        assignments = [Assignment(expert=e, request=self.request(query, i), weight=1.0, reason=why) for i, e in enumerate(experts)]
+        aggregation = Aggregation(kind="vote") if len(experts) > 1 else Aggregation()
+        return Plan(router=self.name, assignments=assignments, aggregation=aggregation,
+                    detail={"fit_version": None, "prior": "uniform"})
 
     async def route(self, query: Query) -> Plan:
         return (await self.route_batch([query]))[0]
 
     async def route_batch(self, queries: Sequence[Query]) -> list[Plan]:
         if not self.fitted:
+            if self.on_prior:
+                return [self.prior_plan(q) for q in queries]
             raise RoutingError(f"router {self.name!r} is not fitted: {self.fit_hint}")
         queries = list(queries)
         return [self.plan(q, s) for q, s in zip(queries, await self.score_batch(queries), strict=True)]
@@ -126,24 +165,30 @@ class FittedRouter(Router, Generic[ScoresT]):
         """Set the fitted state (and `fit_info`) from a stored payload."""
         raise NotImplementedError
 
-    async def save(self) -> None:
-        """Store the fitted state as a new version of artefact `artefact_kind`/`artefact`."""
-        if self.ctx.store is not None and self.artefact_kind is not None:
-            await self.ctx.store.save_artefact(self.artefact_kind, self.artefact, self.dump_state(), {"pool": self.pool})
+    async def save(self, meta: dict[str, Any] | None = None) -> int | None:
+        """Store the fitted state as a new version of artefact `artefact_kind`/`artefact` for
+        this pool; returns its version (None: nothing stored)."""
+        if self.ctx.store is None or self.artefact_kind is None:
+            return None
+        self.fit_version = await self.ctx.store.save_artefact(self.artefact_kind, self.artefact, self.dump_state(),
+                                                              {**(meta or {}), "pool": self.pool})
+        self.on_prior = False
+        return self.fit_version
 
-    async def restore(self) -> bool:
-        """Load the newest stored state for this pool (used by `ask` and the gateway)."""
+    async def restore(self, version: int | None = None) -> bool:
+        """Load the stored state for this pool: `version`, else the pinned one, else the newest
+        (used by `ask` and the gateway). False when this pool has no such fit."""
         if self.ctx.store is None or self.artefact_kind is None:
             return False
-        rec = await self.ctx.store.load_artefact(self.artefact_kind, self.artefact)
+        rec = await self.ctx.store.load_artefact(self.artefact_kind, self.artefact, version, pool=self.pool)
         if rec is None:
             return False
         stored_pool = rec.meta.get("pool")
-        if stored_pool is not None and sorted(stored_pool) != sorted(self.pool):
-            raise RoutingError(
-                f"router {self.name!r}: the stored artefact {self.artefact_kind}/{self.artefact} (v{rec.version}) was "
-                f"fitted for pool {stored_pool}, not {self.pool}; {self.fit_hint} to refit it"
-            )
+        if stored_pool is not None and sorted(set(stored_pool)) != sorted(set(self.pool)):  # a pool-key collision
+            raise RoutingError(f"router {self.name!r}: the stored artefact {self.artefact_kind}/{self.artefact} (v{rec.version}) "
+                               f"was fitted for pool {stored_pool}, not {self.pool}")
         self.load_state(rec.payload)
         self.fit_info = {**self.fit_info, "version": rec.version}
+        self.fit_version = rec.version
+        self.on_prior = False
         return True

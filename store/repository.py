@@ -31,6 +31,7 @@ from store.models import (
     ExpertCallRow,
     ExpertRow,
     FeedbackRow,
+    FitPinRow,
     IdempotencyKeyRow,
     FileRow,
     KeywordCacheRow,
@@ -56,6 +57,7 @@ from store.records import (
     TraceSummaryRecord,
     TrafficGroup,
     TrafficRecord,
+    pool_key,
 )
 from store.urls import mask_url
 
@@ -457,35 +459,92 @@ class Store:
 
     # ---------------------------------------------------------------- artefacts
     async def save_artefact(self, kind: str, name: str, payload: bytes, meta: dict[str, Any] | None = None) -> int:
-        """Store a new version of an artefact; returns its version number (1, 2, ...)."""
+        """Store a new version of an artefact; returns its version number (1, 2, ...). Versions
+        count per (kind, name) across pools; `meta["pool"]` keys the version to its pool."""
+        meta = meta or {}
+        key = pool_key(meta["pool"]) if isinstance(meta.get("pool"), list) else None
         for _ in range(5):  # concurrent writers may race for the same version number
             try:
                 async with self._session() as s, s.begin():
                     q = select(func.max(ArtefactRow.version)).where(ArtefactRow.kind == kind, ArtefactRow.name == name)
                     version = int((await s.execute(q)).scalar_one() or 0) + 1
-                    s.add(ArtefactRow(kind=kind, name=name, version=version, meta=meta or {}, payload=payload))
+                    s.add(ArtefactRow(kind=kind, name=name, version=version, meta=meta, payload=payload, pool_key=key))
                 return version
             except IntegrityError:
                 continue
         raise StoreUnavailable(f"could not allocate a version for artefact {kind}/{name}")
 
-    async def load_artefact(self, kind: str, name: str, version: int | None = None) -> ArtefactRecord | None:
-        """The given version, or the newest one."""
+    @staticmethod
+    def _artefact_record(row: ArtefactRow, *, pinned: bool = False) -> ArtefactRecord:
+        return ArtefactRecord(kind=row.kind, name=row.name, version=row.version, created_at=row.created_at, meta=row.meta,
+                              payload=row.payload, pool_key=row.pool_key, pinned=pinned)
+
+    async def load_artefact(self, kind: str, name: str, version: int | None = None, *,
+                            pool: Sequence[str] | None = None) -> ArtefactRecord | None:
+        """The given version, or the newest one. With `pool`: only versions fitted for that pool,
+        and with no `version` the one pinned for it (`pin_artefact`) before the newest."""
         async with self._session() as s:
             q = select(ArtefactRow).where(ArtefactRow.kind == kind, ArtefactRow.name == name)
+            pinned = False
+            if pool is not None:
+                key = pool_key(pool)
+                q = q.where(ArtefactRow.pool_key == key)
+                if version is None:
+                    version = (await s.execute(select(FitPinRow.version).where(
+                        FitPinRow.kind == kind, FitPinRow.name == name, FitPinRow.pool_key == key))).scalar_one_or_none()
+                    pinned = version is not None
             q = q.where(ArtefactRow.version == version) if version is not None else q.order_by(ArtefactRow.version.desc()).limit(1)
             row = (await s.execute(q)).scalars().first()
-            if row is None:
-                return None
-            return ArtefactRecord(kind=row.kind, name=row.name, version=row.version, created_at=row.created_at, meta=row.meta, payload=row.payload)
+            return None if row is None else self._artefact_record(row, pinned=pinned)
+
+    async def current_artefact_version(self, kind: str, name: str, pool: Sequence[str]) -> int | None:
+        """The version a router of `pool` routes with: the pinned one, else the newest (None: no
+        fit for this pool yet). One indexed read: replicas poll it between requests."""
+        key = pool_key(pool)
+        async with self._session() as s:
+            pin = select(FitPinRow.version).where(FitPinRow.kind == kind, FitPinRow.name == name, FitPinRow.pool_key == key)
+            newest = select(func.max(ArtefactRow.version)).where(ArtefactRow.kind == kind, ArtefactRow.name == name,
+                                                                 ArtefactRow.pool_key == key)
+            row = (await s.execute(select(pin.scalar_subquery(), newest.scalar_subquery()))).one()
+            return row[0] if row[0] is not None else row[1]
 
     async def list_artefacts(self, kind: str | None = None) -> list[ArtefactRecord]:
+        """Every stored version (no payloads), oldest first; `pinned` marks the pinned ones."""
         async with self._session() as s:
-            q = select(ArtefactRow.kind, ArtefactRow.name, ArtefactRow.version, ArtefactRow.created_at, ArtefactRow.meta)
+            q = select(ArtefactRow.kind, ArtefactRow.name, ArtefactRow.version, ArtefactRow.created_at, ArtefactRow.meta,
+                       ArtefactRow.pool_key)
+            pins_q = select(FitPinRow.kind, FitPinRow.name, FitPinRow.pool_key, FitPinRow.version)
             if kind is not None:
                 q = q.where(ArtefactRow.kind == kind)
+                pins_q = pins_q.where(FitPinRow.kind == kind)
+            pins = {tuple(p) for p in (await s.execute(pins_q)).all()}
             rows = (await s.execute(q.order_by(ArtefactRow.kind, ArtefactRow.name, ArtefactRow.version))).all()
-            return [ArtefactRecord(kind=k, name=n, version=v, created_at=c, meta=m) for k, n, v, c, m in rows]
+            return [ArtefactRecord(kind=k, name=n, version=v, created_at=c, meta=m, pool_key=pk, pinned=(k, n, pk, v) in pins)
+                    for k, n, v, c, m, pk in rows]
+
+    async def pin_artefact(self, kind: str, name: str, version: int) -> ArtefactRecord | None:
+        """Pin `version` for the pool it was fitted for: every router of that pool routes with it
+        (a rollback) until unpinned. None if there is no such version, or it has no pool."""
+        async with self._session() as s, s.begin():
+            row = (await s.execute(select(ArtefactRow).where(ArtefactRow.kind == kind, ArtefactRow.name == name,
+                                                             ArtefactRow.version == version))).scalars().first()
+            if row is None or row.pool_key is None:
+                return None
+            pin = await s.get(FitPinRow, (kind, name, row.pool_key))
+            if pin is None:
+                s.add(FitPinRow(kind=kind, name=name, pool_key=row.pool_key, version=version))
+            else:
+                pin.version = version
+            return self._artefact_record(row, pinned=True)
+
+    async def unpin_artefact(self, kind: str, name: str, pool: Sequence[str] | None = None) -> int:
+        """Drop the pin of `pool` (every pool's when None): the newest version is used again.
+        Returns how many pins were dropped."""
+        async with self._session() as s, s.begin():
+            q = delete(FitPinRow).where(FitPinRow.kind == kind, FitPinRow.name == name)
+            if pool is not None:
+                q = q.where(FitPinRow.pool_key == pool_key(pool))
+            return int((await s.execute(q)).rowcount or 0)
 
     # ---------------------------------------------------------------- keyword cache
     async def get_keywords(self, hashes: Sequence[str], tagger: str) -> dict[str, list[str]]:
