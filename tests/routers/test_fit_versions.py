@@ -3,31 +3,17 @@ pool (pinned, else newest), routes on a uniform prior before its first fit, and 
 follows version changes within its `fit_poll_s`."""
 
 import asyncio
-import gzip
-import json
 from pathlib import Path
 
 from conftest import POOL3, RECORDED, mmlu_questions
+from fit_fixtures import recorded_fit_data
 from evals.recorded_pool import NAMED_POOLS
 from experts.spec import OrchestratorConfig
 from orchestrator.pipeline import Runtime
 from routers.symbolic_moe import SymbolicMoERouter
-from routers.types import FitData, FitOutcome
 
 POOL16 = NAMED_POOLS["small16"]
 POOL2 = POOL3[:2]
-
-
-def recorded_fit_data(pool: list[str], n: int, offset: int) -> FitData:
-    """Real recorded outcomes of `pool` on n MMLU-Pro questions (those every model has)."""
-    rows: dict[str, dict[str, dict]] = {}
-    for m in pool:
-        with gzip.open(RECORDED / "responses" / f"{m}.jsonl.gz", "rt") as f:
-            rows[m] = {str(d["question_id"]): d for d in map(json.loads, f)}
-    qs = [q for q in mmlu_questions(n * 3, offset=offset) if all(q.question_id in rows[m] for m in pool)][:n]
-    outcomes = {m: {q.question_id: FitOutcome(rows[m][q.question_id]["correct"], rows[m][q.question_id]["pred"],
-                                              rows[m][q.question_id]["response"]) for q in qs} for m in pool}
-    return FitData(qs, outcomes, "recorded")
 
 
 def recorded_config(tmp_path: Path, models: list[str], routers: dict | None = None) -> OrchestratorConfig:
