@@ -84,6 +84,7 @@ class FittedRouter(Router, Generic[ScoresT]):
         self.fit_info: dict[str, Any] = {}
         self.fit_version: int | None = None  # the stored version routed with (None: fitted here, or the prior)
         self.on_prior = False  # no fit yet: routing on the prior
+        self.save_meta: dict[str, Any] = {}  # stored beside the next fit (what it was fitted on)
 
     def start_cold(self) -> bool:
         """Route on the prior until a fit arrives; False when this router has none (it refuses)."""
@@ -171,7 +172,7 @@ class FittedRouter(Router, Generic[ScoresT]):
         if self.ctx.store is None or self.artefact_kind is None:
             return None
         self.fit_version = await self.ctx.store.save_artefact(self.artefact_kind, self.artefact, self.dump_state(),
-                                                              {**(meta or {}), "pool": self.pool})
+                                                              {**self.save_meta, **(meta or {}), "pool": self.pool})
         self.on_prior = False
         return self.fit_version
 

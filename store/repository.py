@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Text, and_, case, cast, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
@@ -35,6 +35,7 @@ from store.models import (
     IdempotencyKeyRow,
     FileRow,
     KeywordCacheRow,
+    RefitStateRow,
     RegistryStateRow,
     RequestRow,
     RoutingPlanRow,
@@ -401,6 +402,90 @@ class Store:
             rows = (await s.execute(select(FeedbackRow).where(FeedbackRow.trace_id == trace_id).order_by(FeedbackRow.id))).scalars().all()
             return [FeedbackRecord(id=r.id, trace_id=r.trace_id, owner=r.owner, score=r.score, comment=r.comment, created_at=r.created_at)
                     for r in rows]
+
+    def _labelled(self) -> ColumnElement[bool]:
+        """Requests that carry a checkable answer (`metadata.answer`): scored automatically."""
+        return cast(RequestRow.query_meta, Text).like('%"answer"%')
+
+    async def count_outcomes(self) -> int:
+        """How many outcomes traffic has given so far: feedback rows (per trace or per call) and
+        requests with a checkable answer. The refit job compares it with its last refit's."""
+        async with self._session() as s:
+            fb = (await s.execute(select(func.count()).select_from(FeedbackRow))).scalar_one()
+            auto = (await s.execute(select(func.count()).select_from(RequestRow).where(self._labelled()))).scalar_one()
+            return int(fb) + int(auto)
+
+    async def learning_traces(self, *, since: datetime | None = None, routers: Sequence[str] | None = None,
+                              limit: int = 50_000) -> list[tuple[TraceRecord, list[FeedbackRecord]]]:
+        """The newest `limit` answered traces that have feedback or a checkable answer, oldest
+        first, each with its calls and its feedback: what a fit from traffic learns from."""
+        async with self._session() as s:
+            rated = select(FeedbackRow.trace_id)
+            q = select(RequestRow).where(RequestRow.status == "ok", or_(RequestRow.id.in_(rated), self._labelled()))
+            if since is not None:
+                q = q.where(RequestRow.created_at >= since)
+            if routers:
+                q = q.where(RequestRow.router.in_(list(routers)))
+            q = q.options(selectinload(RequestRow.calls)).order_by(RequestRow.created_at.desc()).limit(limit)
+            rows = list(reversed((await s.execute(q)).scalars().all()))
+            ids = [r.id for r in rows]
+            feedback: dict[str, list[FeedbackRecord]] = {i: [] for i in ids}
+            for i in range(0, len(ids), 500):
+                fq = select(FeedbackRow).where(FeedbackRow.trace_id.in_(ids[i : i + 500])).order_by(FeedbackRow.id)
+                for f in (await s.execute(fq)).scalars():
+                    feedback[f.trace_id].append(FeedbackRecord(id=f.id, trace_id=f.trace_id, owner=f.owner, score=f.score,
+                                                               comment=f.comment, created_at=f.created_at, call_seq=f.call_seq))
+            out = []
+            for r in rows:
+                calls = [ExpertCallRecord.model_validate({c: getattr(cr, c) for c in ExpertCallRecord.model_fields}) for cr in r.calls]
+                out.append((TraceRecord(id=r.id, created_at=r.created_at, router=r.router, query_text=r.query_text,
+                                        query_meta=r.query_meta or {}, answer=r.answer, status=r.status, calls=calls), feedback[r.id]))
+            return out
+
+    # ---------------------------------------------------------------- refit leases
+    async def claim_refit(self, kind: str, name: str, pool: Sequence[str], owner: str, lease_s: float, *,
+                          outcomes: int, threshold: int) -> int | None:
+        """Lease the refit of `kind`/`name` for `pool` to `owner` if at least `threshold` outcomes
+        arrived since the last refit (`outcomes` is the current count) and nobody holds it.
+        Returns the outcome count the last refit used (the claim's watermark), or None.
+
+        Atomic: one UPDATE whose WHERE re-checks the free lease and the watermark, so of several
+        replicas seeing the same trigger exactly one gets it; `finish_refit` moves the watermark."""
+        key = pool_key(pool)
+        assert key is not None
+        now, expiry = self._lease_clock(lease_s)
+        try:
+            async with self._session() as s, s.begin():
+                if await s.get(RefitStateRow, (kind, name, key)) is None:
+                    s.add(RefitStateRow(kind=kind, name=name, pool_key=key, outcomes_used=0, refits=0))
+        except IntegrityError:
+            pass  # another replica created it first
+        async with self._session() as s, s.begin():
+            row = RefitStateRow
+            where = and_(row.kind == kind, row.name == name, row.pool_key == key,
+                         or_(row.lease_expires_at.is_(None), row.lease_expires_at < now))
+            used = (await s.execute(select(row.outcomes_used).where(where))).scalar_one_or_none()
+            if used is None or outcomes - used < threshold:
+                return None
+            res = await s.execute(update(row).where(where, row.outcomes_used == used).values(lease_owner=owner, lease_expires_at=expiry))
+            return int(used) if res.rowcount == 1 else None
+
+    async def finish_refit(self, kind: str, name: str, pool: Sequence[str], owner: str, *, outcomes: int | None) -> bool:
+        """Release `owner`'s refit lease; with `outcomes` (a refit stored), move the watermark
+        there. False when `owner` no longer held the lease."""
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+        if outcomes is not None:
+            values.update(outcomes_used=outcomes, refits=RefitStateRow.refits + 1)
+        async with self._session() as s, s.begin():
+            res = await s.execute(update(RefitStateRow).where(
+                RefitStateRow.kind == kind, RefitStateRow.name == name, RefitStateRow.pool_key == pool_key(pool),
+                RefitStateRow.lease_owner == owner).values(**values))
+            return res.rowcount == 1
+
+    async def refit_state(self, kind: str, name: str, pool: Sequence[str]) -> dict[str, Any] | None:
+        async with self._session() as s:
+            row = await s.get(RefitStateRow, (kind, name, pool_key(pool)))
+            return None if row is None else {"outcomes_used": row.outcomes_used, "refits": row.refits, "lease_owner": row.lease_owner}
 
     # ---------------------------------------------------------------- benchmark runs
     async def start_bench_run(self, run_id: str, config: dict[str, Any]) -> bool:

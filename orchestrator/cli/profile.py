@@ -37,9 +37,11 @@ def profile_build(
     seed: Annotated[int, typer.Option()] = 0,
     router_opt: Annotated[list[str] | None, typer.Option("--router-opt", help="KEY=VALUE option of the router (repeat)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole fit summary as JSON on stdout")] = False,
+    from_traces: Annotated[bool, typer.Option("--from-traces", help="Fit on the store's traces with feedback (or a checkable answer)")] = False,
+    since: Annotated[str | None, typer.Option(help="--from-traces: only traces since this ISO time or this long ago (90m, 12h, 7d)")] = None,
 ) -> None:
     """Fit a router on fit questions (live experts, MMLU-Pro recorded outputs, or a generic outcomes
-    directory, whose train split it fits on) and store it."""
+    directory, whose train split it fits on), or on rated traffic (`--from-traces`), and store it."""
     from orchestrator.bench.jobs import fit_profile
     from orchestrator.bench.runner import BenchOptions
     from orchestrator.progress import PhaseProgress
@@ -50,6 +52,11 @@ def profile_build(
         fail(f"--recorded {recorded}: no such file or directory")
     options = parse_router_options([f"{router}.{o}" for o in router_opt or []]).get(router, {})
     cfg = load_config(config)
+    if from_traces or since is not None:
+        if recorded is not None:
+            fail("--from-traces fits on the store's traffic; drop --recorded (or --from-traces)")
+        build_from_traces(cfg, router, options, parse_since(since), as_json)
+        return
     prompt, max_tokens = live_prompt(cfg, comma_names(pool), prompt, max_tokens, faithful=("zero-shot", 256),
                                      recorded=recorded is not None)
     opts = BenchOptions(recorded=recorded, pool=comma_names(pool), seed=seed,
@@ -187,3 +194,40 @@ def profile_use(
             return f"pinned {kind}/{name} v{rec.version} for its pool of {len(pool_names)} experts ({', '.join(pool_names)})"
 
     console().print(run_async(go), soft_wrap=True)
+
+
+def parse_since(text: str | None) -> Any:
+    """`--since`: an ISO time (UTC when it names no zone) or a duration back from now (90m, 12h, 7d)."""
+    import re
+    from datetime import datetime, timedelta, timezone
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"(\d+)\s*([smhd])", text.strip())
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return datetime.now(timezone.utc) - timedelta(**{unit: int(m.group(1))})
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        fail(f"--since: expected an ISO time (2026-12-01T09:00) or a duration (90m, 12h, 7d), got {text!r}")
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def build_from_traces(cfg: Any, router: str, options: dict[str, Any], since: Any, as_json: bool) -> None:
+    """`profile build --from-traces`: what the refit job does, by hand."""
+    from orchestrator.learning import refit_from_traffic
+    from orchestrator.pipeline import Runtime
+
+    async def go() -> dict[str, Any]:
+        async with await Runtime.create(cfg) as rt:
+            return await refit_from_traffic(rt, router, since=since, options=options, meta={"by": "profile build --from-traces"})
+
+    t0 = time.perf_counter()
+    out = run_async(go)
+    if as_json:
+        console().print_json(json.dumps(out, default=str))
+    console(stderr=as_json).print(
+        f"stored {router} v{out['version']} · fitted on {out['outcomes']} expert outcomes from traffic "
+        f"({out['questions']} rated questions{', since ' + since.isoformat() if since else ''}) · pool {', '.join(out['pool'])} · "
+        f"{time.perf_counter() - t0:.0f} s", soft_wrap=True)

@@ -53,7 +53,7 @@ def query_from(body: ChatCompletionRequest, default_max_tokens: int) -> Query:
         top_p=body.top_p, stop=tuple(body.stop or ()), seed=body.seed,
         question_id=None if meta.question_id is None else str(meta.question_id),
         choices=tuple(meta.choices) if meta.choices else None, category=meta.category,
-        passthrough=body.passthrough(),
+        passthrough=body.passthrough(), metadata={"answer": meta.answer} if meta.answer else {},
     )
 
 
