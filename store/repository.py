@@ -395,13 +395,13 @@ class Store:
             s.add(row)
             await s.flush()
             return FeedbackRecord(id=row.id, trace_id=row.trace_id, owner=row.owner, score=row.score, comment=row.comment,
-                                  created_at=row.created_at)
+                                  created_at=row.created_at, call_seq=row.call_seq)
 
     async def feedback_for(self, trace_id: str) -> list[FeedbackRecord]:
         async with self._session() as s:
             rows = (await s.execute(select(FeedbackRow).where(FeedbackRow.trace_id == trace_id).order_by(FeedbackRow.id))).scalars().all()
-            return [FeedbackRecord(id=r.id, trace_id=r.trace_id, owner=r.owner, score=r.score, comment=r.comment, created_at=r.created_at)
-                    for r in rows]
+            return [FeedbackRecord(id=r.id, trace_id=r.trace_id, owner=r.owner, score=r.score, comment=r.comment, created_at=r.created_at,
+                                   call_seq=r.call_seq) for r in rows]
 
     def _labelled(self) -> ColumnElement[bool]:
         """Requests that carry a checkable answer (`metadata.answer`): scored automatically."""
