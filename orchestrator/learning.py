@@ -19,6 +19,7 @@ per expert called. The newest outcome of an expert on a question wins.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -135,11 +136,13 @@ class RefitJob:
             if used is None:
                 continue
             stored: int | None = None
+            t0 = time.perf_counter()
             try:
                 out = await refit_from_traffic(self.runtime, name, meta={"trigger_outcomes": outcomes, "by": self.owner})
                 stored = outcomes
+                out["refit_s"] = round(time.perf_counter() - t0, 2)
                 done.append(out)
-                logger.info("refitted %s on %d outcomes from traffic: v%s", name, out["outcomes"], out["version"])
+                logger.info("refitted %s on %d outcomes from traffic in %.1f s: v%s", name, out["outcomes"], out["refit_s"], out["version"])
             except RoutingError as e:  # too little data for this method yet (coe needs 20 categorised questions)
                 logger.warning("refit of %s skipped: %s", name, e)
                 stored = outcomes  # wait for the next `threshold` outcomes rather than retrying at once
