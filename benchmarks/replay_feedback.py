@@ -213,10 +213,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     stream = load_stream(pool, args.questions, args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="replay-"))
     report: dict[str, Any] = {"questions": args.questions, "pool": pool, "window": args.window, "refit_threshold": args.refit_threshold,
-                              "seed": args.seed, "routers": {}}
+                              "seed": args.seed, "explore": args.explore, "routers": {}}
     last = min(1000, args.questions // 2)
     for router in args.router:
-        res = await replay(router, stream, pool, workdir, window=args.window, threshold=args.refit_threshold)
+        opts = {"explore": args.explore} if args.explore else None
+        res = await replay(router, stream, pool, workdir, window=args.window, threshold=args.refit_threshold, router_options=opts)
         res["accuracy_last"] = round(online_accuracy(res, args.window, last), 4)
         res["accuracy_first_window"] = res["windows"][0]["accuracy"]
         if not args.skip_offline:
@@ -256,6 +257,7 @@ def main() -> None:
     p.add_argument("--window", type=int, default=500)
     p.add_argument("--refit-threshold", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--explore", type=float, default=0.0, help="share of queries with a shadow call to an unpicked expert")
     p.add_argument("--skip-offline", action="store_true")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()

@@ -75,7 +75,12 @@ class QueryResult:
         """Why the chosen answer ended ("stop", "length", "tool_calls"), as its expert said."""
         if self.final.finish_reason:
             return self.final.finish_reason
-        return next((c.finish_reason for c in reversed(self.calls) if c.error_kind is None and c.finish_reason), None) or "stop"
+        return next((c.finish_reason for c in reversed(self.answer_calls) if c.error_kind is None and c.finish_reason), None) or "stop"
+
+    @property
+    def answer_calls(self) -> list[ExpertCallRecord]:
+        """The calls the answer came from: all but exploration's shadow calls (never shown to the caller)."""
+        return [c for c in self.calls if c.role != "shadow"]
 
     @property
     def prompt_tokens(self) -> int:
@@ -91,11 +96,12 @@ class QueryResult:
 
     @property
     def ok(self) -> bool:
-        return any(c.error_kind is None for c in self.calls) or (not self.calls and bool(self.final.text))
+        calls = self.answer_calls
+        return any(c.error_kind is None for c in calls) or (not calls and bool(self.final.text))
 
     @property
     def experts_used(self) -> list[str]:
-        return list(dict.fromkeys(c.expert for c in self.calls if c.error_kind is None))
+        return list(dict.fromkeys(c.expert for c in self.answer_calls if c.error_kind is None))
 
 
 class Runtime:
@@ -181,6 +187,11 @@ class Runtime:
                 and time.monotonic() - self._fit_checked.get(key, 0.0) >= self.fit_poll_s):
             await self._follow_fit(key, name, options, cached)
         return self._routers.get(key, cached)
+
+    def exploration_budget(self, name: str, options: dict[str, Any] | None = None) -> float:
+        """The cached router's `explore` share (0: it does not explore, or is not built yet)."""
+        key = name if options is None else f"{name}:{sorted(options.items())}"
+        return float(getattr(self._routers.get(key), "explore", 0.0) or 0.0)
 
     async def _build_router(self, key: str, name: str, options: dict[str, Any] | None) -> Router:
         opts = dict(self.config.routers.get(name, {}))

@@ -13,6 +13,11 @@ its prior (`prior="uniform"`: k distinct experts drawn uniformly, seeded per que
 refusing; `prior="none"` refuses. Every plan's detail names the fit version it routed with
 (`fit_version`, None on the prior) and, on the prior, `prior`.
 
+Exploration (`explore=0.05`): that share of queries (drawn per query, seeded) also sends one
+shadow call to a pool expert the plan did not pick, concurrently with the plan. Its output never
+reaches the answer; it is recorded in the trace (role `shadow`, costed like any call), so
+learning from traffic keeps outcomes of unpicked experts fresh.
+
     class FirstExpertRouter(FittedRouter[ExpertScores]):
         name = "first-expert"
         fitted = True  # nothing to learn
@@ -23,14 +28,20 @@ refusing; `prior="none"` refuses. Every plan's detail names the fit version it r
 from __future__ import annotations
 
 import abc
+import asyncio
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from experts.types import GenerationRequest
 from routers.base import Router
-from routers.types import Aggregation, Assignment, Plan, Query, RouterContext, RoutingError
+from routers.tracing import call_record
+from routers.types import (
+    Aggregation, Assignment, ExpertRuntime, Plan, Query, QueryOutcome, RouterContext, RoutingError, extract_answer,
+)
+from store.records import TraceStepRecord
 
 
 PRIORS = ("uniform", "none")  # what a cold-start router routes on before its first fit
@@ -73,7 +84,11 @@ class FittedRouter(Router, Generic[ScoresT]):
         # `artefact` names the stored state; a router that stores nothing takes no such option.
         self.artefact = str(options.pop("artefact", "default")) if self.artefact_kind else "default"
         prior = str(options.pop("prior", "uniform" if self.cold_start else "none"))
+        explore = float(options.pop("explore", 0.0))
         super().__init__(ctx, **options)
+        if not 0.0 <= explore <= 1.0:
+            raise RoutingError(f"router {self.name!r}: explore is the share of queries that get a shadow call, within [0, 1]; got {explore}")
+        self.explore = explore
         if prior not in PRIORS or (prior != "none" and not self.cold_start):
             allowed = ", ".join(PRIORS) if self.cold_start else "none"
             raise RoutingError(f"router {self.name!r}: prior must be one of {allowed}, got {prior!r}")
@@ -148,6 +163,43 @@ class FittedRouter(Router, Generic[ScoresT]):
 
     async def route(self, query: Query) -> Plan:
         return (await self.route_batch([query]))[0]
+
+    # ------------------------------------------------------------------ exploration
+    @property
+    def executes_plans(self) -> bool:
+        return True  # `run` adds shadow calls beside the plans; the answers still come from the plans
+
+    def shadow_expert(self, query: Query, plan: Plan) -> str | None:
+        """The unpicked expert this query explores, or None (not drawn, or every expert picked)."""
+        if self.explore <= 0:
+            return None
+        rng = random.Random(f"{self.ctx.seed}:{self.name}:explore:{query.question_id or query.text}")
+        if rng.random() >= self.explore:
+            return None
+        picked = {a.expert for a in plan.assignments}
+        unpicked = [e for e in self.pool if e not in picked]
+        return rng.choice(unpicked) if unpicked else None
+
+    async def run(self, queries: Sequence[Query], runtime: ExpertRuntime) -> list[QueryOutcome]:
+        if self.explore <= 0:
+            return await super().run(queries, runtime)
+        queries = list(queries)
+        t0 = time.perf_counter()
+        plans = await self.route_batch(queries)
+        route_share = (time.perf_counter() - t0) / max(1, len(plans))
+        shadows = [(i, e) for i, (q, p) in enumerate(zip(queries, plans, strict=True)) if (e := self.shadow_expert(q, p))]
+        for i, _ in shadows:
+            plans[i] = plans[i].model_copy(update={"detail": {**plans[i].detail, "explore": self.explore}})
+        outcomes, results = await asyncio.gather(
+            runtime.execute(queries, plans),
+            asyncio.gather(*(runtime.generate(e, queries[i].expert_request()) for i, e in shadows)))
+        for outcome, plan in zip(outcomes, plans, strict=True):
+            outcome.steps.insert(0, TraceStepRecord(seq=0, kind="route", detail=plan.summary(), duration_s=route_share))
+        for (i, expert), result in zip(shadows, results, strict=True):
+            rec = call_record(self.ctx.registry, expert, result, role="shadow", answer=extract_answer(queries[i], result))
+            rec.seq = max((c.seq for c in outcomes[i].calls), default=-1) + 1
+            outcomes[i].calls.append(rec)
+        return outcomes
 
     async def route_batch(self, queries: Sequence[Query]) -> list[Plan]:
         if not self.fitted:

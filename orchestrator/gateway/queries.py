@@ -106,7 +106,7 @@ def failure_error(result: "QueryResult") -> E.APIError | None:
     each failed expert and what kind of failure it was, and the trace that holds the details."""
     if result.ok:
         return None
-    failed = [c for c in result.calls if c.error_kind]
+    failed = [c for c in result.answer_calls if c.error_kind]
     kinds = {c.error_kind for c in failed}
     logger.warning("trace %s: no expert answered: %s", result.trace_id,
                    "; ".join(f"{c.expert}: {c.error_kind}: {c.error_message}" for c in failed)[:2000])
@@ -135,8 +135,10 @@ def finish_reason(result: "QueryResult") -> str:
 
 
 def usage(result: "QueryResult") -> Usage:
-    return Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                 total_tokens=result.prompt_tokens + result.completion_tokens)
+    # The answer's calls: exploration's shadow calls are the operator's, in the trace and /metrics.
+    calls = result.answer_calls
+    prompt, completion = sum(c.prompt_tokens for c in calls), sum(c.completion_tokens for c in calls)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 def chat_completion(result: "QueryResult", requested_model: str) -> ChatCompletionResponse:
