@@ -96,3 +96,30 @@ async def test_two_replicas_refit_exactly_once_per_trigger(tmp_path: Path, store
         assert [r.version for r in await a.store.list_artefacts("symbolic-moe-profile")] == [1, 2]
         state = await a.store.refit_state("symbolic-moe-profile", "default", POOL3)
         assert state == {"outcomes_used": 80, "refits": 2, "lease_owner": None}
+
+
+def test_profile_build_from_traces_by_hand(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    cfg_file = tmp_path / "learn.yaml"
+    experts = "\n".join(f"  - {{name: {m}, backend: recorded, path: {RECORDED}, model: {m}}}" for m in POOL3)
+    cfg_file.write_text(f"store: sqlite+aiosqlite:///{tmp_path / 'learn.db'}\nexperts:\n{experts}\n")
+
+    async def traffic() -> None:
+        async with await Runtime.create(config(tmp_path)) as rt:
+            await answer_and_rate(rt, "coe", mmlu_questions(30, offset=4300))
+
+    asyncio.run(traffic())
+    runner = CliRunner()
+    r = runner.invoke(app, ["profile", "build", "--router", "symbolic-moe", "--from-traces", "--since", "1h", "--config", str(cfg_file)])
+    assert r.exit_code == 0, r.output
+    assert "stored symbolic-moe v1 · fitted on" in r.stdout and "expert outcomes from traffic (30 rated questions, since" in r.stdout
+    r = runner.invoke(app, ["profile", "build", "--router", "symbolic-moe", "--since", "2099-01-01", "--config", str(cfg_file)])
+    assert r.exit_code == 2 and "no rated traffic for its pool yet" in r.stderr
+    r = runner.invoke(app, ["profile", "build", "--router", "symbolic-moe", "--since", "yesterday", "--config", str(cfg_file)])
+    assert r.exit_code == 2 and "--since" in r.stderr
+    listed = runner.invoke(app, ["profile", "list", "--config", str(cfg_file), "--json"])
+    [row] = __import__("json").loads(listed.stdout)
+    assert row["version"] == 1 and row["in_use"] and row["source"] == "traffic" and row["pool"] == POOL3
