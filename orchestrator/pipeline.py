@@ -80,7 +80,12 @@ class QueryResult:
         """Why the chosen answer ended ("stop", "length", "tool_calls"), as its expert said."""
         if self.final.finish_reason:
             return self.final.finish_reason
-        return next((c.finish_reason for c in reversed(self.calls) if c.error_kind is None and c.finish_reason), None) or "stop"
+        return next((c.finish_reason for c in reversed(self.answer_calls) if c.error_kind is None and c.finish_reason), None) or "stop"
+
+    @property
+    def answer_calls(self) -> list[ExpertCallRecord]:
+        """The calls the answer came from: all but exploration's shadow calls (never shown to the caller)."""
+        return [c for c in self.calls if c.role != "shadow"]
 
     @property
     def prompt_tokens(self) -> int:
@@ -96,13 +101,14 @@ class QueryResult:
 
     @property
     def ok(self) -> bool:
-        return any(c.error_kind is None for c in self.calls) or (not self.calls and bool(self.final.text))
+        calls = self.answer_calls
+        return any(c.error_kind is None for c in calls) or (not calls and bool(self.final.text))
 
     @property
     def experts_used(self) -> list[str]:
         if self.reused_experts is not None:
             return self.reused_experts
-        return list(dict.fromkeys(c.expert for c in self.calls if c.error_kind is None))
+        return list(dict.fromkeys(c.expert for c in self.answer_calls if c.error_kind is None))
 
 
 class Runtime:
@@ -136,6 +142,10 @@ class Runtime:
         self._router_deps: dict[str, frozenset[str] | None] = {}
         self._retiring: set[asyncio.Task[None]] = set()  # old queues and backends finishing their calls
         self._registry_changes = 0
+        # Fit versions: when each cached fitted router last looked up its pool's current version.
+        self.fit_poll_s = 2.0  # the staleness bound of a fit version (`profile use`, a refit)
+        self._fit_checked: dict[str, float] = {}
+        self._fit_checking: set[str] = set()
         self.registry_grace_s = 30.0  # how long a replaced expert's queued calls may take to finish
 
     @classmethod
@@ -172,27 +182,62 @@ class Runtime:
         )
 
     async def router(self, name: str, options: dict[str, Any] | None = None) -> Router:
-        """The named router, built once with the config's options (and restored if fitted)."""
+        """The named router, built once with the config's options (and restored if fitted).
+
+        A stored fitted router follows its pool's fit version: at most every `fit_poll_s` one
+        request looks up the current version (pinned, else newest) and, if it changed, builds the
+        router again on it. Requests already holding the old router finish on it; requests that
+        start more than `fit_poll_s` after a change (`profile use`, a refit) route on the new one."""
         key = name if options is None else f"{name}:{sorted(options.items())}"
-        if key not in self._routers:
-            opts = dict(self.config.routers.get(name, {}))
-            opts.update(options or {})
-            pool = opts.pop("pool", None)
-            deps = None if pool is None else frozenset(self.registry.find(e) or e for e in pool) | self._experts_named(opts)
-            generation = self._registry_changes
-            router = build_router(name, self.router_context(pool), opts)
-            if router.needs_fit:
-                restore = getattr(router, "restore", None)
-                if restore is None or not await restore():
-                    raise RoutingError(
-                        f"router {name!r} must be fitted first (e.g. `orchestrator bench ... --router {name}` "
-                        "or its fit command); no fitted artefact was found in the store"
-                    )
-            if generation != self._registry_changes:
-                return router  # the registry changed while it was restored: use it once, cache the next
-            self._routers[key] = router
-            self._router_deps[key] = deps
-        return self._routers[key]
+        cached = self._routers.get(key)
+        if cached is None:
+            return await self._build_router(key, name, options)
+        if (getattr(cached, "artefact_kind", None) is not None and key not in self._fit_checking
+                and time.monotonic() - self._fit_checked.get(key, 0.0) >= self.fit_poll_s):
+            await self._follow_fit(key, name, options, cached)
+        return self._routers.get(key, cached)
+
+    def exploration_budget(self, name: str, options: dict[str, Any] | None = None) -> float:
+        """The cached router's `explore` share (0: it does not explore, or is not built yet)."""
+        key = name if options is None else f"{name}:{sorted(options.items())}"
+        return float(getattr(self._routers.get(key), "explore", 0.0) or 0.0)
+
+    async def _build_router(self, key: str, name: str, options: dict[str, Any] | None) -> Router:
+        opts = dict(self.config.routers.get(name, {}))
+        opts.update(options or {})
+        pool = opts.pop("pool", None)
+        deps = None if pool is None else frozenset(self.registry.find(e) or e for e in pool) | self._experts_named(opts)
+        generation = self._registry_changes
+        router = build_router(name, self.router_context(pool), opts)
+        if router.needs_fit:
+            restore = getattr(router, "restore", None)
+            restored = restore is not None and await restore()
+            start_cold = getattr(router, "start_cold", None)
+            if not restored and (start_cold is None or not start_cold()):
+                raise RoutingError(
+                    f"router {name!r} must be fitted first (e.g. `orchestrator bench ... --router {name}` "
+                    "or its fit command); no fitted artefact was found in the store"
+                )
+        self._fit_checked[key] = time.monotonic()
+        if generation != self._registry_changes:
+            return router  # the registry changed while it was restored: use it once, cache the next
+        self._routers[key] = router
+        self._router_deps[key] = deps
+        return router
+
+    async def _follow_fit(self, key: str, name: str, options: dict[str, Any] | None, cached: Router) -> None:
+        """Swap in the pool's current fit version if it is not the one `cached` routes with."""
+        self._fit_checking.add(key)  # one lookup per router at a time; the others keep routing
+        try:
+            current = await self.store.current_artefact_version(cached.artefact_kind, cached.artefact, cached.pool)  # type: ignore[attr-defined]
+            if current is not None and current != getattr(cached, "fit_version", None):
+                fresh = await self._build_router(key, name, options)
+                logger.info("router %s: fit v%s -> v%s", name, getattr(cached, "fit_version", None), getattr(fresh, "fit_version", None))
+        except Exception as e:  # noqa: BLE001 - a store hiccup must not fail the request: keep the version we have
+            logger.warning("router %s: could not check its fit version (%s: %s)", name, type(e).__name__, e)
+        finally:
+            self._fit_checked[key] = time.monotonic()
+            self._fit_checking.discard(key)
 
     def _experts_named(self, value: Any) -> frozenset[str]:
         """The registered experts a router option names (an aggregator, a fallback, a team)."""

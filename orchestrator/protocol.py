@@ -71,6 +71,9 @@ class RequestMetadata(BaseModel):
     # the one option alphabet (evals.answers.LETTERS): more options could not be answered by letter
     choices: list[str] | None = Field(default=None, max_length=len(LETTERS), description=f"the options, at most {len(LETTERS)}")
     category: str | None = Field(default=None, max_length=256)
+    # A checkable answer (an option letter, or a short answer): the trace keeps it, and learning
+    # from traffic scores every expert's answer against it (no feedback needed). Routers never see it.
+    answer: str | None = Field(default=None, min_length=1, max_length=256, description="the question's checkable answer, for learning")
 
 
 class StreamOptions(OpenAIBaseModel):
@@ -505,6 +508,7 @@ class FeedbackCreate(OpenAIBaseModel):
     trace_id: str = Field(min_length=1, max_length=64, description="the `trace_id` a chat completion returned")
     score: float = Field(ge=-1.0, le=1.0, description="-1 (bad) to 1 (good); thumbs down / up are -1 / 1")
     comment: str | None = Field(default=None, max_length=4000)
+    call_seq: int | None = Field(default=None, ge=0, le=10_000, description="rate one expert call of the trace (its `seq`), not the answer")
 
 
 class FeedbackObject(BaseModel):
@@ -514,3 +518,4 @@ class FeedbackObject(BaseModel):
     score: float
     comment: str | None = None
     created_at: int = 0
+    call_seq: int | None = None

@@ -96,6 +96,13 @@ class GatewaySettings(_FromEnvironment):
     batch_lease_s: float = 30.0  # a job whose replica stopped renewing is taken over after this long
     batch_sweep_s: float = 5.0  # how often each replica looks for jobs with an expired lease
     batch_max_jobs: int = 4  # jobs one replica runs at once
+    fit_poll_s: float = Field(default=2.0, gt=0.0, le=300.0)  # a fit version change (`profile use`, a refit) reaches routing within this
+    # Learning from traffic (orchestrator/learning.py): routers refitted on feedback by a job any
+    # replica runs, leased in the store; empty = no refits (ORCHESTRATOR_REFIT_ROUTERS=symbolic-moe,coe).
+    refit_routers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    refit_threshold: int = Field(default=200, ge=1)  # new outcomes (feedback, checkable answers) that trigger a refit
+    refit_check_s: float = Field(default=10.0, gt=0.0)  # how often each replica checks the trigger
+    refit_lease_s: float = Field(default=300.0, gt=0.0)  # a refit whose replica died is retried after this long
     registry_poll_s: float = 2.0  # the registry follower's poll (Postgres is also notified at once)
     trace_journal_dir: Path | None = None  # default: ./trace-journal (replicas on one host may share it)
     trace_journal_replay_s: float = 60.0  # how often to look for journals of stopped replicas (and at start)
@@ -103,6 +110,24 @@ class GatewaySettings(_FromEnvironment):
     # Set by `serve --workers N` for its workers: the directory of the tables they share (rate limits)
     shared_state_dir: Path | None = None
     gc_tuning: bool = True  # freeze start-up objects and collect young garbage less often (gateway/lifespan.py)
+
+    @field_validator("refit_routers", mode="before")
+    @classmethod
+    def _router_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = json.loads(v) if v.strip().startswith("[") else [p.strip() for p in v.split(",") if p.strip()]
+        if isinstance(v, list):
+            from routers.registry import router_class
+            from routers.types import RoutingError
+
+            for name in v:
+                try:
+                    cls_ = router_class(str(name))  # an unknown name fails at start, naming the routers
+                except RoutingError as e:
+                    raise ValueError(f"refit_routers: {e}") from None
+                if getattr(cls_, "artefact_kind", None) is None:
+                    raise ValueError(f"refit_routers: router {name!r} stores no fit, so it cannot be refitted")
+        return v
 
     @field_validator("api_expert_hosts", mode="before")
     @classmethod

@@ -5,7 +5,18 @@ better (Symbolic-MoE's local × global skill weight or skill accuracy, CoE's cla
 confidence or expected category accuracy, best-single's fit accuracy). The base turns scores
 into plans: the k best experts (`select`), each with its request, vote weight and reason, the
 router's aggregation, and the scorer's detail. It also saves the fitted state to the store
-after `fit` and restores it, refusing state fitted for another pool.
+after `fit` and restores the version stored for its own pool (the pinned one, else the newest;
+fits for other pools stay stored and are never loaded).
+
+Cold start: a router whose class sets `cold_start` and that finds no fit for its pool routes on
+its prior (`prior="uniform"`: k distinct experts drawn uniformly, seeded per query) instead of
+refusing; `prior="none"` refuses. Every plan's detail names the fit version it routed with
+(`fit_version`, None on the prior) and, on the prior, `prior`.
+
+Exploration (`explore=0.05`): that share of queries (drawn per query, seeded) also sends one
+shadow call to a pool expert the plan did not pick, concurrently with the plan. Its output never
+reaches the answer; it is recorded in the trace (role `shadow`, costed like any call), so
+learning from traffic keeps outcomes of unpicked experts fresh.
 
     class FirstExpertRouter(FittedRouter[ExpertScores]):
         name = "first-expert"
@@ -17,13 +28,23 @@ after `fit` and restores it, refusing state fitted for another pool.
 from __future__ import annotations
 
 import abc
+import asyncio
+import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from experts.types import GenerationRequest
 from routers.base import Router
-from routers.types import Aggregation, Assignment, Plan, Query, RouterContext, RoutingError
+from routers.tracing import call_record
+from routers.types import (
+    Aggregation, Assignment, ExpertRuntime, Plan, Query, QueryOutcome, RouterContext, RoutingError, extract_answer,
+)
+from store.records import TraceStepRecord
+
+
+PRIORS = ("uniform", "none")  # what a cold-start router routes on before its first fit
 
 
 def top_k(scores: Mapping[str, float], k: int) -> list[str]:
@@ -57,15 +78,35 @@ class FittedRouter(Router, Generic[ScoresT]):
     needs_fit = True
     fit_hint: ClassVar[str] = "run `orchestrator bench`"
     artefact_kind: ClassVar[str | None] = None  # None: the fitted state is not stored
+    cold_start: ClassVar[bool] = False  # may route on a prior before its first fit (`prior` option)
 
     def __init__(self, ctx: RouterContext, **options: Any) -> None:
         # `artefact` names the stored state; a router that stores nothing takes no such option.
         self.artefact = str(options.pop("artefact", "default")) if self.artefact_kind else "default"
+        prior = str(options.pop("prior", "uniform" if self.cold_start else "none"))
+        explore = float(options.pop("explore", 0.0))
         super().__init__(ctx, **options)
+        if not 0.0 <= explore <= 1.0:
+            raise RoutingError(f"router {self.name!r}: explore is the share of queries that get a shadow call, within [0, 1]; got {explore}")
+        self.explore = explore
+        if prior not in PRIORS or (prior != "none" and not self.cold_start):
+            allowed = ", ".join(PRIORS) if self.cold_start else "none"
+            raise RoutingError(f"router {self.name!r}: prior must be one of {allowed}, got {prior!r}")
+        self.prior_kind = prior
         self.k = 1
         self.fallback: str | None = None  # answers when no expert is scored; takes over failed calls
         self.aggregation = Aggregation()
         self.fit_info: dict[str, Any] = {}
+        self.fit_version: int | None = None  # the stored version routed with (None: fitted here, or the prior)
+        self.on_prior = False  # no fit yet: routing on the prior
+        self.save_meta: dict[str, Any] = {}  # stored beside the next fit (what it was fitted on)
+
+    def start_cold(self) -> bool:
+        """Route on the prior until a fit arrives; False when this router has none (it refuses)."""
+        if self.prior_kind == "none":
+            return False
+        self.on_prior = True
+        return True
 
     # ------------------------------------------------------------------ the method
     @property
@@ -106,13 +147,64 @@ class FittedRouter(Router, Generic[ScoresT]):
                 expert=expert, request=self.request(query, i), weight=weight, reason=self.explain(scored, expert, weight),
                 fallback=self.fallback if self.fallback != expert else None,
             ))
-        return Plan(router=self.name, assignments=assignments, aggregation=self.aggregation, detail=scored.detail)
+        return Plan(router=self.name, assignments=assignments, aggregation=self.aggregation,
+                    detail={**scored.detail, "fit_version": self.fit_version})
+
+    def prior_plan(self, query: Query) -> Plan:
+        """The plan before any fit: k distinct experts drawn uniformly, seeded per query (so a
+        replayed question gets the same draw), combined by a vote when k > 1."""
+        rng = random.Random(f"{self.ctx.seed}:{self.name}:prior:{query.question_id or query.text}")
+        experts = rng.sample(self.pool, min(self.k, len(self.pool)))
+        why = f"prior: uniform over the pool of {len(self.pool)} (no fit stored for this pool yet)"
+        assignments = [Assignment(expert=e, request=self.request(query, i), weight=1.0, reason=why) for i, e in enumerate(experts)]
+        aggregation = Aggregation(kind="vote") if len(experts) > 1 else Aggregation()
+        return Plan(router=self.name, assignments=assignments, aggregation=aggregation,
+                    detail={"fit_version": None, "prior": "uniform"})
 
     async def route(self, query: Query) -> Plan:
         return (await self.route_batch([query]))[0]
 
+    # ------------------------------------------------------------------ exploration
+    @property
+    def executes_plans(self) -> bool:
+        return True  # `run` adds shadow calls beside the plans; the answers still come from the plans
+
+    def shadow_expert(self, query: Query, plan: Plan) -> str | None:
+        """The unpicked expert this query explores, or None (not drawn, or every expert picked)."""
+        if self.explore <= 0:
+            return None
+        rng = random.Random(f"{self.ctx.seed}:{self.name}:explore:{query.question_id or query.text}")
+        if rng.random() >= self.explore:
+            return None
+        picked = {a.expert for a in plan.assignments}
+        unpicked = [e for e in self.pool if e not in picked]
+        return rng.choice(unpicked) if unpicked else None
+
+    async def run(self, queries: Sequence[Query], runtime: ExpertRuntime) -> list[QueryOutcome]:
+        if self.explore <= 0:
+            return await super().run(queries, runtime)
+        queries = list(queries)
+        t0 = time.perf_counter()
+        plans = await self.route_batch(queries)
+        route_share = (time.perf_counter() - t0) / max(1, len(plans))
+        shadows = [(i, e) for i, (q, p) in enumerate(zip(queries, plans, strict=True)) if (e := self.shadow_expert(q, p))]
+        for i, _ in shadows:
+            plans[i] = plans[i].model_copy(update={"detail": {**plans[i].detail, "explore": self.explore}})
+        outcomes, results = await asyncio.gather(
+            runtime.execute(queries, plans),
+            asyncio.gather(*(runtime.generate(e, queries[i].expert_request()) for i, e in shadows)))
+        for outcome, plan in zip(outcomes, plans, strict=True):
+            outcome.steps.insert(0, TraceStepRecord(seq=0, kind="route", detail=plan.summary(), duration_s=route_share))
+        for (i, expert), result in zip(shadows, results, strict=True):
+            rec = call_record(self.ctx.registry, expert, result, role="shadow", answer=extract_answer(queries[i], result))
+            rec.seq = max((c.seq for c in outcomes[i].calls), default=-1) + 1
+            outcomes[i].calls.append(rec)
+        return outcomes
+
     async def route_batch(self, queries: Sequence[Query]) -> list[Plan]:
         if not self.fitted:
+            if self.on_prior:
+                return [self.prior_plan(q) for q in queries]
             raise RoutingError(f"router {self.name!r} is not fitted: {self.fit_hint}")
         queries = list(queries)
         return [self.plan(q, s) for q, s in zip(queries, await self.score_batch(queries), strict=True)]
@@ -126,24 +218,30 @@ class FittedRouter(Router, Generic[ScoresT]):
         """Set the fitted state (and `fit_info`) from a stored payload."""
         raise NotImplementedError
 
-    async def save(self) -> None:
-        """Store the fitted state as a new version of artefact `artefact_kind`/`artefact`."""
-        if self.ctx.store is not None and self.artefact_kind is not None:
-            await self.ctx.store.save_artefact(self.artefact_kind, self.artefact, self.dump_state(), {"pool": self.pool})
+    async def save(self, meta: dict[str, Any] | None = None) -> int | None:
+        """Store the fitted state as a new version of artefact `artefact_kind`/`artefact` for
+        this pool; returns its version (None: nothing stored)."""
+        if self.ctx.store is None or self.artefact_kind is None:
+            return None
+        self.fit_version = await self.ctx.store.save_artefact(self.artefact_kind, self.artefact, self.dump_state(),
+                                                              {**self.save_meta, **(meta or {}), "pool": self.pool})
+        self.on_prior = False
+        return self.fit_version
 
-    async def restore(self) -> bool:
-        """Load the newest stored state for this pool (used by `ask` and the gateway)."""
+    async def restore(self, version: int | None = None) -> bool:
+        """Load the stored state for this pool: `version`, else the pinned one, else the newest
+        (used by `ask` and the gateway). False when this pool has no such fit."""
         if self.ctx.store is None or self.artefact_kind is None:
             return False
-        rec = await self.ctx.store.load_artefact(self.artefact_kind, self.artefact)
+        rec = await self.ctx.store.load_artefact(self.artefact_kind, self.artefact, version, pool=self.pool)
         if rec is None:
             return False
         stored_pool = rec.meta.get("pool")
-        if stored_pool is not None and sorted(stored_pool) != sorted(self.pool):
-            raise RoutingError(
-                f"router {self.name!r}: the stored artefact {self.artefact_kind}/{self.artefact} (v{rec.version}) was "
-                f"fitted for pool {stored_pool}, not {self.pool}; {self.fit_hint} to refit it"
-            )
+        if stored_pool is not None and sorted(set(stored_pool)) != sorted(set(self.pool)):  # a pool-key collision
+            raise RoutingError(f"router {self.name!r}: the stored artefact {self.artefact_kind}/{self.artefact} (v{rec.version}) "
+                               f"was fitted for pool {stored_pool}, not {self.pool}")
         self.load_state(rec.payload)
         self.fit_info = {**self.fit_info, "version": rec.version}
+        self.fit_version = rec.version
+        self.on_prior = False
         return True

@@ -156,6 +156,37 @@ class ArtefactRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+    # records.pool_key(meta["pool"]): routers load the newest version fitted for their own pool.
+    pool_key: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+
+
+class FitPinRow(Base):
+    """`orchestrator profile use VERSION`: the version every replica routes with for one pool,
+    instead of the newest (a rollback). No row: the newest version."""
+
+    __tablename__ = "fit_pins"
+
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    pool_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class RefitStateRow(Base):
+    """The online refit of one router artefact for one pool: the lease of the replica refitting
+    it (claimed atomically, like batch jobs') and how many outcomes the last refit used."""
+
+    __tablename__ = "refit_state"
+
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    pool_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    outcomes_used: Mapped[int] = mapped_column(Integer, default=0)
+    refits: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
 class KeywordCacheRow(Base):
@@ -257,3 +288,4 @@ class FeedbackRow(Base):
     score: Mapped[float] = mapped_column(Float)
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    call_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)  # one expert call's score; None: the answer's

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -71,13 +73,26 @@ class BenchItemRecord(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+def pool_key(pool: Sequence[str] | None) -> str | None:
+    """The key fits are stored under for an expert pool: the same set of names in any order gives
+    the same key (None: an artefact not fitted for a pool, such as a MoT checkpoint)."""
+    if pool is None:
+        return None
+    return hashlib.sha256("\n".join(sorted(set(pool))).encode()).hexdigest()[:32]
+
+
 class ArtefactRecord(BaseModel):
+    """One stored version of a fitted router's state. `pool_key` names the pool it was fitted
+    for (routers load the newest, or the pinned, version for their own pool)."""
+
     kind: str
     name: str
     version: int
     created_at: datetime | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
     payload: bytes = b""
+    pool_key: str | None = None
+    pinned: bool = False  # `orchestrator profile use VERSION` pinned it for its pool
 
 
 class BatchRecord(BaseModel):
@@ -152,6 +167,7 @@ class FeedbackRecord(BaseModel):
     score: float
     comment: str | None = None
     created_at: datetime | None = None
+    call_seq: int | None = None  # a score for one expert call of the trace (its seq); None: the answer's
 
 
 class TraceSummaryRecord(BaseModel):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Text, and_, case, cast, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
@@ -31,9 +31,11 @@ from store.models import (
     ExpertCallRow,
     ExpertRow,
     FeedbackRow,
+    FitPinRow,
     IdempotencyKeyRow,
     FileRow,
     KeywordCacheRow,
+    RefitStateRow,
     RegistryStateRow,
     RequestRow,
     RoutingPlanRow,
@@ -56,6 +58,7 @@ from store.records import (
     TraceSummaryRecord,
     TrafficGroup,
     TrafficRecord,
+    pool_key,
 )
 from store.urls import mask_url
 
@@ -392,13 +395,97 @@ class Store:
             s.add(row)
             await s.flush()
             return FeedbackRecord(id=row.id, trace_id=row.trace_id, owner=row.owner, score=row.score, comment=row.comment,
-                                  created_at=row.created_at)
+                                  created_at=row.created_at, call_seq=row.call_seq)
 
     async def feedback_for(self, trace_id: str) -> list[FeedbackRecord]:
         async with self._session() as s:
             rows = (await s.execute(select(FeedbackRow).where(FeedbackRow.trace_id == trace_id).order_by(FeedbackRow.id))).scalars().all()
-            return [FeedbackRecord(id=r.id, trace_id=r.trace_id, owner=r.owner, score=r.score, comment=r.comment, created_at=r.created_at)
-                    for r in rows]
+            return [FeedbackRecord(id=r.id, trace_id=r.trace_id, owner=r.owner, score=r.score, comment=r.comment, created_at=r.created_at,
+                                   call_seq=r.call_seq) for r in rows]
+
+    def _labelled(self) -> ColumnElement[bool]:
+        """Requests that carry a checkable answer (`metadata.answer`): scored automatically."""
+        return cast(RequestRow.query_meta, Text).like('%"answer"%')
+
+    async def count_outcomes(self) -> int:
+        """How many outcomes traffic has given so far: feedback rows (per trace or per call) and
+        requests with a checkable answer. The refit job compares it with its last refit's."""
+        async with self._session() as s:
+            fb = (await s.execute(select(func.count()).select_from(FeedbackRow))).scalar_one()
+            auto = (await s.execute(select(func.count()).select_from(RequestRow).where(self._labelled()))).scalar_one()
+            return int(fb) + int(auto)
+
+    async def learning_traces(self, *, since: datetime | None = None, routers: Sequence[str] | None = None,
+                              limit: int = 50_000) -> list[tuple[TraceRecord, list[FeedbackRecord]]]:
+        """The newest `limit` answered traces that have feedback or a checkable answer, oldest
+        first, each with its calls and its feedback: what a fit from traffic learns from."""
+        async with self._session() as s:
+            rated = select(FeedbackRow.trace_id)
+            q = select(RequestRow).where(RequestRow.status == "ok", or_(RequestRow.id.in_(rated), self._labelled()))
+            if since is not None:
+                q = q.where(RequestRow.created_at >= since)
+            if routers:
+                q = q.where(RequestRow.router.in_(list(routers)))
+            q = q.options(selectinload(RequestRow.calls)).order_by(RequestRow.created_at.desc()).limit(limit)
+            rows = list(reversed((await s.execute(q)).scalars().all()))
+            ids = [r.id for r in rows]
+            feedback: dict[str, list[FeedbackRecord]] = {i: [] for i in ids}
+            for i in range(0, len(ids), 500):
+                fq = select(FeedbackRow).where(FeedbackRow.trace_id.in_(ids[i : i + 500])).order_by(FeedbackRow.id)
+                for f in (await s.execute(fq)).scalars():
+                    feedback[f.trace_id].append(FeedbackRecord(id=f.id, trace_id=f.trace_id, owner=f.owner, score=f.score,
+                                                               comment=f.comment, created_at=f.created_at, call_seq=f.call_seq))
+            out = []
+            for r in rows:
+                calls = [ExpertCallRecord.model_validate({c: getattr(cr, c) for c in ExpertCallRecord.model_fields}) for cr in r.calls]
+                out.append((TraceRecord(id=r.id, created_at=r.created_at, router=r.router, query_text=r.query_text,
+                                        query_meta=r.query_meta or {}, answer=r.answer, status=r.status, calls=calls), feedback[r.id]))
+            return out
+
+    # ---------------------------------------------------------------- refit leases
+    async def claim_refit(self, kind: str, name: str, pool: Sequence[str], owner: str, lease_s: float, *,
+                          outcomes: int, threshold: int) -> int | None:
+        """Lease the refit of `kind`/`name` for `pool` to `owner` if at least `threshold` outcomes
+        arrived since the last refit (`outcomes` is the current count) and nobody holds it.
+        Returns the outcome count the last refit used (the claim's watermark), or None.
+
+        Atomic: one UPDATE whose WHERE re-checks the free lease and the watermark, so of several
+        replicas seeing the same trigger exactly one gets it; `finish_refit` moves the watermark."""
+        key = pool_key(pool)
+        assert key is not None
+        now, expiry = self._lease_clock(lease_s)
+        try:
+            async with self._session() as s, s.begin():
+                if await s.get(RefitStateRow, (kind, name, key)) is None:
+                    s.add(RefitStateRow(kind=kind, name=name, pool_key=key, outcomes_used=0, refits=0))
+        except IntegrityError:
+            pass  # another replica created it first
+        async with self._session() as s, s.begin():
+            row = RefitStateRow
+            where = and_(row.kind == kind, row.name == name, row.pool_key == key,
+                         or_(row.lease_expires_at.is_(None), row.lease_expires_at < now))
+            used = (await s.execute(select(row.outcomes_used).where(where))).scalar_one_or_none()
+            if used is None or outcomes - used < threshold:
+                return None
+            res = await s.execute(update(row).where(where, row.outcomes_used == used).values(lease_owner=owner, lease_expires_at=expiry))
+            return int(used) if res.rowcount == 1 else None
+
+    async def finish_refit(self, kind: str, name: str, pool: Sequence[str], owner: str, *, outcomes: int | None) -> bool:
+        """Release `owner`'s refit lease; with `outcomes` (a refit stored), move the watermark
+        there. False when `owner` no longer held the lease."""
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+        if outcomes is not None:
+            values.update(outcomes_used=outcomes, refits=RefitStateRow.refits + 1)
+        async with self._session() as s, s.begin():
+            res = await s.execute(update(RefitStateRow).where(
+                RefitStateRow.kind == kind, RefitStateRow.name == name, RefitStateRow.pool_key == pool_key(pool),
+                RefitStateRow.lease_owner == owner).values(**values))
+            return res.rowcount == 1
+
+    async def refit_state(self, kind: str, name: str, pool: Sequence[str]) -> dict[str, Any] | None:
+        async with self._session() as s:
+            row = await s.get(RefitStateRow, (kind, name, pool_key(pool)))
+            return None if row is None else {"outcomes_used": row.outcomes_used, "refits": row.refits, "lease_owner": row.lease_owner}
 
     # ---------------------------------------------------------------- benchmark runs
     async def start_bench_run(self, run_id: str, config: dict[str, Any]) -> bool:
@@ -457,35 +544,92 @@ class Store:
 
     # ---------------------------------------------------------------- artefacts
     async def save_artefact(self, kind: str, name: str, payload: bytes, meta: dict[str, Any] | None = None) -> int:
-        """Store a new version of an artefact; returns its version number (1, 2, ...)."""
+        """Store a new version of an artefact; returns its version number (1, 2, ...). Versions
+        count per (kind, name) across pools; `meta["pool"]` keys the version to its pool."""
+        meta = meta or {}
+        key = pool_key(meta["pool"]) if isinstance(meta.get("pool"), list) else None
         for _ in range(5):  # concurrent writers may race for the same version number
             try:
                 async with self._session() as s, s.begin():
                     q = select(func.max(ArtefactRow.version)).where(ArtefactRow.kind == kind, ArtefactRow.name == name)
                     version = int((await s.execute(q)).scalar_one() or 0) + 1
-                    s.add(ArtefactRow(kind=kind, name=name, version=version, meta=meta or {}, payload=payload))
+                    s.add(ArtefactRow(kind=kind, name=name, version=version, meta=meta, payload=payload, pool_key=key))
                 return version
             except IntegrityError:
                 continue
         raise StoreUnavailable(f"could not allocate a version for artefact {kind}/{name}")
 
-    async def load_artefact(self, kind: str, name: str, version: int | None = None) -> ArtefactRecord | None:
-        """The given version, or the newest one."""
+    @staticmethod
+    def _artefact_record(row: ArtefactRow, *, pinned: bool = False) -> ArtefactRecord:
+        return ArtefactRecord(kind=row.kind, name=row.name, version=row.version, created_at=row.created_at, meta=row.meta,
+                              payload=row.payload, pool_key=row.pool_key, pinned=pinned)
+
+    async def load_artefact(self, kind: str, name: str, version: int | None = None, *,
+                            pool: Sequence[str] | None = None) -> ArtefactRecord | None:
+        """The given version, or the newest one. With `pool`: only versions fitted for that pool,
+        and with no `version` the one pinned for it (`pin_artefact`) before the newest."""
         async with self._session() as s:
             q = select(ArtefactRow).where(ArtefactRow.kind == kind, ArtefactRow.name == name)
+            pinned = False
+            if pool is not None:
+                key = pool_key(pool)
+                q = q.where(ArtefactRow.pool_key == key)
+                if version is None:
+                    version = (await s.execute(select(FitPinRow.version).where(
+                        FitPinRow.kind == kind, FitPinRow.name == name, FitPinRow.pool_key == key))).scalar_one_or_none()
+                    pinned = version is not None
             q = q.where(ArtefactRow.version == version) if version is not None else q.order_by(ArtefactRow.version.desc()).limit(1)
             row = (await s.execute(q)).scalars().first()
-            if row is None:
-                return None
-            return ArtefactRecord(kind=row.kind, name=row.name, version=row.version, created_at=row.created_at, meta=row.meta, payload=row.payload)
+            return None if row is None else self._artefact_record(row, pinned=pinned)
+
+    async def current_artefact_version(self, kind: str, name: str, pool: Sequence[str]) -> int | None:
+        """The version a router of `pool` routes with: the pinned one, else the newest (None: no
+        fit for this pool yet). One indexed read: replicas poll it between requests."""
+        key = pool_key(pool)
+        async with self._session() as s:
+            pin = select(FitPinRow.version).where(FitPinRow.kind == kind, FitPinRow.name == name, FitPinRow.pool_key == key)
+            newest = select(func.max(ArtefactRow.version)).where(ArtefactRow.kind == kind, ArtefactRow.name == name,
+                                                                 ArtefactRow.pool_key == key)
+            row = (await s.execute(select(pin.scalar_subquery(), newest.scalar_subquery()))).one()
+            return row[0] if row[0] is not None else row[1]
 
     async def list_artefacts(self, kind: str | None = None) -> list[ArtefactRecord]:
+        """Every stored version (no payloads), oldest first; `pinned` marks the pinned ones."""
         async with self._session() as s:
-            q = select(ArtefactRow.kind, ArtefactRow.name, ArtefactRow.version, ArtefactRow.created_at, ArtefactRow.meta)
+            q = select(ArtefactRow.kind, ArtefactRow.name, ArtefactRow.version, ArtefactRow.created_at, ArtefactRow.meta,
+                       ArtefactRow.pool_key)
+            pins_q = select(FitPinRow.kind, FitPinRow.name, FitPinRow.pool_key, FitPinRow.version)
             if kind is not None:
                 q = q.where(ArtefactRow.kind == kind)
+                pins_q = pins_q.where(FitPinRow.kind == kind)
+            pins = {tuple(p) for p in (await s.execute(pins_q)).all()}
             rows = (await s.execute(q.order_by(ArtefactRow.kind, ArtefactRow.name, ArtefactRow.version))).all()
-            return [ArtefactRecord(kind=k, name=n, version=v, created_at=c, meta=m) for k, n, v, c, m in rows]
+            return [ArtefactRecord(kind=k, name=n, version=v, created_at=c, meta=m, pool_key=pk, pinned=(k, n, pk, v) in pins)
+                    for k, n, v, c, m, pk in rows]
+
+    async def pin_artefact(self, kind: str, name: str, version: int) -> ArtefactRecord | None:
+        """Pin `version` for the pool it was fitted for: every router of that pool routes with it
+        (a rollback) until unpinned. None if there is no such version, or it has no pool."""
+        async with self._session() as s, s.begin():
+            row = (await s.execute(select(ArtefactRow).where(ArtefactRow.kind == kind, ArtefactRow.name == name,
+                                                             ArtefactRow.version == version))).scalars().first()
+            if row is None or row.pool_key is None:
+                return None
+            pin = await s.get(FitPinRow, (kind, name, row.pool_key))
+            if pin is None:
+                s.add(FitPinRow(kind=kind, name=name, pool_key=row.pool_key, version=version))
+            else:
+                pin.version = version
+            return self._artefact_record(row, pinned=True)
+
+    async def unpin_artefact(self, kind: str, name: str, pool: Sequence[str] | None = None) -> int:
+        """Drop the pin of `pool` (every pool's when None): the newest version is used again.
+        Returns how many pins were dropped."""
+        async with self._session() as s, s.begin():
+            q = delete(FitPinRow).where(FitPinRow.kind == kind, FitPinRow.name == name)
+            if pool is not None:
+                q = q.where(FitPinRow.pool_key == pool_key(pool))
+            return int((await s.execute(q)).rowcount or 0)
 
     # ---------------------------------------------------------------- keyword cache
     async def get_keywords(self, hashes: Sequence[str], tagger: str) -> dict[str, list[str]]:

@@ -117,10 +117,10 @@ def test_ask_exits_3_with_one_line_when_every_expert_is_unreachable(tmp_path: Pa
 
 
 def test_ask_exits_4_when_the_router_cannot_decide(tmp_path: Path) -> None:
-    # Not fitted: the router has nothing to decide with.
-    r = runner.invoke(app, ["ask", "Which enzyme unwinds DNA?", "--router", "coe", "--config", str(recorded_config(tmp_path))])
+    # Not fitted: the router has nothing to decide with (coe and symbolic-moe would route on their prior).
+    r = runner.invoke(app, ["ask", "Which enzyme unwinds DNA?", "--router", "best-single", "--config", str(recorded_config(tmp_path))])
     assert r.exit_code == EXIT_UNDECIDED, r.output
-    assert r.stderr.startswith("error: the router could not decide: router 'coe' must be fitted first") and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: the router could not decide: router 'best-single' must be fitted first") and r.stderr.count("\n") == 1
     # The oracle needs a gold answer, which a user question never has.
     r = runner.invoke(app, ["ask", "2+2?", "--router", "oracle", "--config", str(recorded_config(tmp_path))])
     assert r.exit_code == EXIT_UNDECIDED and "needs the gold answer" in r.stderr

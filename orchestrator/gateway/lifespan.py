@@ -67,6 +67,7 @@ async def lifespan(app: FastAPI, *, config: OrchestratorConfig, settings: Gatewa
     `app.state.replica`) while it serves."""
     metrics = GatewayMetrics()
     runtime = await Runtime.create(config, on_batch=metrics.on_batch, store_command_timeout_s=settings.store_command_timeout_s)
+    runtime.fit_poll_s = settings.fit_poll_s
     replica = Replica(settings.replica_id or default_replica_id(), runtime, settings)
     batches: BatchRunner | None = None
     telemetry: Telemetry | None = None

@@ -41,6 +41,12 @@ class GatewayMetrics:
                               registry=r, buckets=answer_buckets)
         self.cache = Counter("orchestrator_response_cache", "response cache lookups (opt-in caches)", ["kind", "result"], registry=r)
 
+        # Exploration (issue 23): the share of queries a router may spend on shadow calls, and what it spent.
+        self.explore_budget = Gauge("orchestrator_exploration_budget_ratio", "share of queries that get a shadow call", ["router"], registry=r)
+        self.explore_calls = Counter("orchestrator_exploration_calls", "shadow calls to experts a plan did not pick", ["router"], registry=r)
+        self.explore_cost = Counter("orchestrator_exploration_cost_usd", "cost of the shadow calls in USD", ["router"], registry=r)
+        self.explore_queries = Counter("orchestrator_exploration_eligible_queries", "answered queries of routers that explore", ["router"], registry=r)
+
         # Label children by label values: `.labels()` costs a few microseconds (validation, a
         # lock) and the hot path touches up to eight metrics per request.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -75,6 +81,15 @@ class GatewayMetrics:
             self.child(self.router_latency, router).observe(seconds)
         if cost_usd:
             self.child(self.router_cost, router).inc(cost_usd)
+
+    def record_exploration(self, router: str, budget: float, calls: list[ExpertCallRecord]) -> None:
+        """One answer of a router that explores (`budget` > 0): its budget and its shadow calls."""
+        self.child(self.explore_budget, router).set(budget)
+        self.child(self.explore_queries, router).inc()
+        shadow = [c for c in calls if c.role == "shadow"]
+        if shadow:
+            self.child(self.explore_calls, router).inc(len(shadow))
+            self.child(self.explore_cost, router).inc(sum(c.cost_usd for c in shadow))
 
     def record_first_token(self, router: str, seconds: float) -> None:
         self.child(self.ttft, router).observe(seconds)

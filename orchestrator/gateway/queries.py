@@ -57,7 +57,7 @@ def query_from(body: ChatCompletionRequest, default_max_tokens: int) -> Query:
         top_p=body.top_p, stop=tuple(body.stop or ()), seed=body.seed,
         question_id=None if meta.question_id is None else str(meta.question_id),
         choices=tuple(meta.choices) if meta.choices else None, category=meta.category,
-        passthrough=body.passthrough(),
+        passthrough=body.passthrough(), metadata={"answer": meta.answer} if meta.answer else {},
     )
 
 
@@ -110,7 +110,7 @@ def failure_error(result: "QueryResult") -> E.APIError | None:
     each failed expert and what kind of failure it was, and the trace that holds the details."""
     if result.ok:
         return None
-    failed = [c for c in result.calls if c.error_kind]
+    failed = [c for c in result.answer_calls if c.error_kind]
     kinds = {c.error_kind for c in failed}
     logger.warning("trace %s: no expert answered: %s", result.trace_id,
                    "; ".join(f"{c.expert}: {c.error_kind}: {c.error_message}" for c in failed)[:2000])
@@ -139,8 +139,10 @@ def finish_reason(result: "QueryResult") -> str:
 
 
 def usage(result: "QueryResult") -> Usage:
-    return Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                 total_tokens=result.prompt_tokens + result.completion_tokens)
+    # The answer's calls: exploration's shadow calls are the operator's, in the trace and /metrics.
+    calls = result.answer_calls
+    prompt, completion = sum(c.prompt_tokens for c in calls), sum(c.completion_tokens for c in calls)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 def chat_completion(result: "QueryResult", requested_model: str) -> ChatCompletionResponse:
@@ -161,7 +163,9 @@ def chat_completion_json(result: "QueryResult", requested_model: str) -> bytes:
     (tests/gateway/test_chat_json.py holds the two to the same output)."""
     calls = result.final.tool_calls
     experts = result.experts_used
-    prompt, completion = result.prompt_tokens, result.completion_tokens
+    answer_calls = result.answer_calls  # as `usage`: shadow calls are not the caller's
+    prompt = sum(c.prompt_tokens for c in answer_calls)
+    completion = sum(c.completion_tokens for c in answer_calls)
     return orjson.dumps({
         "id": completion_id(), "object": "chat.completion", "created": int(time.time()),
         "model": ",".join(experts) or requested_model,

@@ -25,6 +25,7 @@ from typing import Any
 
 from experts.spec import BackendKind, ExpertSpec
 from orchestrator.gateway.batch_runner import BatchRunner
+from orchestrator.learning import RefitJob
 from orchestrator.pipeline import Runtime
 from orchestrator.registry_sync import RegistryFollower
 from orchestrator.settings import GatewaySettings
@@ -78,6 +79,8 @@ class Replica:
         self.errors: dict[str, str | None] = {}  # loop name -> error of its last iteration
         self.replayed = 0  # traces written from the journals of stopped replicas
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.refit = RefitJob(runtime, owner=replica_id, routers=settings.refit_routers, threshold=settings.refit_threshold,
+                              lease_s=settings.refit_lease_s) if settings.refit_routers else None
 
     async def replay_journals(self) -> None:
         report = await replay_journals(self.journal_dir, self.runtime.store, exclude=self.id)
@@ -88,6 +91,8 @@ class Replica:
         self._loop("batch sweeper", s.batch_sweep_s, batches.sweep)
         self._loop("journal replay", s.trace_journal_replay_s, self.replay_journals, first_delay=True)
         self._tasks["registry follower"] = asyncio.create_task(self.follower.run(), name="registry-follower")
+        if self.refit is not None:
+            self._loop("refit job", s.refit_check_s, self.refit.check, first_delay=True)
 
     def _loop(self, name: str, every_s: float, step: Callable[[], Awaitable[Any]], *, first_delay: bool = False) -> None:
         async def run() -> None:

@@ -76,6 +76,7 @@ class CoERouter(FittedRouter[ExpertScores]):
     description = "category classifier, then the best expert per category under a budget (CoE)"
     fit_hint = "run `orchestrator profile build --router coe` or `orchestrator bench`"
     artefact_kind = "coe-router"
+    cold_start = True  # learns from traffic: routes on a uniform prior until its first fit
 
     def __init__(
         self,

@@ -81,6 +81,7 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
     description = "skill-based recruiting of k experts (Symbolic-MoE), then aggregation"
     fit_hint = "run `orchestrator profile build` or `orchestrator bench`"
     artefact_kind = "symbolic-moe-profile"
+    cold_start = True  # learns from traffic: routes on a uniform prior until its first fit
 
     def __init__(
         self,

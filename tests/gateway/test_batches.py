@@ -116,7 +116,7 @@ def test_batch_validation_errors_name_the_field(tmp_path: Path) -> None:
         good = batch_requests(1)[0]
         lines = [good, {"custom_id": "unknown", "body": {"model": "gpt-17", "messages": user}},
                  {"custom_id": "no-user", "body": {"model": "all-vote", "messages": [{"role": "system", "content": "x"}]}},
-                 {"custom_id": "unfitted", "body": {"model": "symbolic-moe", "messages": user}}]
+                 {"custom_id": "unfitted", "body": {"model": "best-single", "messages": user}}]
         r = httpx.post(f"{url}/v1/batches", json={"requests": lines})
         assert r.status_code == 200, r.text
         done = wait_status(url, r.json()["id"])

@@ -62,8 +62,8 @@ def test_error_bodies_are_openai_shaped(tmp_path: Path) -> None:
         for bad, param in [({"max_tokens": -5}, "max_tokens"), ({"n": 1000}, "n"), ({"n": 2}, "n"), ({"temperature": 5}, "temperature")]:
             assert check(httpx.post(f"{url}/v1/chat/completions", json={**ok, **bad}), 400, param)["error"]["type"] == "invalid_request_error"
         check(httpx.post(f"{url}/v1/chat/completions", json={"model": "all-vote"}), 400, "messages")
-        # a router that must be fitted first: the same 400 streamed or not (an error before the first token is HTTP's)
-        unfitted = {**ok, "model": "symbolic-moe"}
+        # a router that must be fitted first (and has no prior): the same 400 streamed or not (an error before the first token is HTTP's)
+        unfitted = {**ok, "model": "best-single"}
         plain = check(httpx.post(f"{url}/v1/chat/completions", json=unfitted), 400, "model")
         streamed = httpx.post(f"{url}/v1/chat/completions", json={**unfitted, "stream": True})
         assert check(streamed, 400, "model") == plain and streamed.headers["content-type"].startswith("application/json")

@@ -93,3 +93,15 @@ async def test_the_client_sends_feedback_and_the_trace_page_shows_it(gw) -> None
         assert time.monotonic() < deadline, html[-2000:]
         await asyncio.sleep(0.1)
     assert "-1.0" in html
+
+
+def test_one_expert_call_can_be_rated_and_a_missing_call_is_a_400_naming_it(gw) -> None:  # type: ignore[no-untyped-def]
+    tid = answered(gw, gw.alice, 7)
+    r = httpx.post(f"{gw.url}/v1/feedback", headers=auth(gw.alice), json={"trace_id": tid, "score": -1, "call_seq": 0})
+    assert r.status_code == 201 and r.json()["call_seq"] == 0, r.text
+    assert [(f.score, f.call_seq) for f in stored(gw, tid)] == [(-1.0, 0)]
+    bad = httpx.post(f"{gw.url}/v1/feedback", headers=auth(gw.alice), json={"trace_id": tid, "score": 1, "call_seq": 5})
+    assert error_param(bad, 400) == "call_seq" and "no expert call 5" in bad.json()["error"]["message"]
+    assert error_param(httpx.post(f"{gw.url}/v1/feedback", headers=auth(gw.alice), json={"trace_id": tid, "score": 1, "call_seq": -1}),
+                       400) == "call_seq"
+    assert len(stored(gw, tid)) == 1

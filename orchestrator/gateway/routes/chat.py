@@ -83,6 +83,9 @@ async def _run_chat(st: GatewayState, req: ChatCompletionRequest, caller: Caller
         except TraceQueueFull as e:
             raise E.ServiceUnavailable(f"the store is falling behind: {e}", retry_after=2) from None
         st.metrics.record_calls(result.calls)
+        budget = st.runtime.exploration_budget(router_name, options)
+        if budget:
+            st.metrics.record_exploration(router_name, budget, result.calls)
         err = failure_error(result)
         if err is not None:
             err.headers["x-orchestrator-trace-id"] = result.trace_id  # the trace says what each expert did

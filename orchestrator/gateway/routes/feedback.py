@@ -26,13 +26,16 @@ async def record_feedback(st: GatewayState, caller: Caller, body: FeedbackCreate
         if trace is None:
             raise E.NotFound(f"trace_id: no trace {body.trace_id!r}" + ("" if caller.is_admin else " for this API key"),
                              param="trace_id", code="trace_not_found")
+        if body.call_seq is not None and body.call_seq not in {c.seq for c in trace.calls}:
+            raise E.BadRequest(f"call_seq: trace {trace.id!r} has no expert call {body.call_seq} (its calls are 0..{len(trace.calls) - 1})",
+                               param="call_seq")
         return await st.runtime.store.add_feedback(FeedbackRecord(trace_id=trace.id, owner=caller.key_id, score=body.score,
-                                                                  comment=body.comment))
+                                                                  comment=body.comment, call_seq=body.call_seq))
 
 
 def feedback_object(rec: FeedbackRecord) -> FeedbackObject:
     return FeedbackObject(id=rec.id or 0, trace_id=rec.trace_id, score=rec.score, comment=rec.comment,
-                          created_at=int(rec.created_at.timestamp()) if rec.created_at else 0)
+                          created_at=int(rec.created_at.timestamp()) if rec.created_at else 0, call_seq=rec.call_seq)
 
 
 @router.post("", response_model=FeedbackObject, status_code=201)
