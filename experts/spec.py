@@ -131,6 +131,9 @@ class OrchestratorConfig(BaseModel):
     default_router: str = "single"
     # Named expert pools (e.g. recorded model names) that `bench --pool NAME` accepts.
     pools: dict[str, list[str]] = Field(default_factory=dict)
+    # The routers' sentence embedder: torch (float, the reference) or onnx-int8 (several times
+    # faster on CPU; exported by `orchestrator models prepare`). None: ORCHESTRATOR_EMBEDDER, else torch.
+    embedder: Literal["torch", "onnx-int8"] | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> "OrchestratorConfig":
