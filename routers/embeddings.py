@@ -289,8 +289,14 @@ class SentenceEmbedder:
                 if self.backend == "onnx-int8":
                     if not onnx_prepared():
                         raise ConfigError(f"the onnx-int8 embedder is not prepared ({onnx_model_dir()}): run `orchestrator models prepare`")
+                    import onnxruntime as ort
+
+                    opts = ort.SessionOptions()
+                    # Idle intra-op threads sleep rather than spin: on a shared 2-core machine the
+                    # spinning cost a third more CPU per text (measured 44.6 vs 29.6 ms CPU at batch 1).
+                    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                     model = SentenceTransformer(str(onnx_model_dir()), device="cpu", backend="onnx",
-                                                model_kwargs={"file_name": ONNX_INT8_FILE})
+                                                model_kwargs={"file_name": ONNX_INT8_FILE, "session_options": opts})
                 else:
                     model = SentenceTransformer(str(packaged_minilm_dir()), device="cpu")
                 # Routing needs the gist of a question, not its last paragraph: cap the length.
