@@ -28,7 +28,7 @@ def _fit_data(registry: ExpertRegistry, questions: list[Query]) -> FitData:
 def _split(n_fit: int, n_eval: int) -> tuple[list[Query], list[Query]]:
     qs = mmlu_questions(20_000)  # every covered question: the file is sorted by category
     random.Random(0).shuffle(qs)
-    return qs[:n_fit], qs[n_fit:]
+    return qs[:n_fit], qs[n_fit : n_fit + n_eval]
 
 
 async def test_int8_onnx_embedder_matches_the_float_model_on_1000_mmlu_pro_questions(tmp_path) -> None:  # type: ignore[no-untyped-def]
