@@ -172,6 +172,9 @@ class OrchestratorConfig(BaseModel):
     pools: dict[str, list[str]] = Field(default_factory=dict)
     # Opt-in response caches of the gateway (orchestrator/response_cache.py); both off by default.
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    # The routers' sentence embedder: torch (float, the reference) or onnx-int8 (several times
+    # faster on CPU; exported by `orchestrator models prepare`). None: ORCHESTRATOR_EMBEDDER, else torch.
+    embedder: Literal["torch", "onnx-int8"] | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> "OrchestratorConfig":

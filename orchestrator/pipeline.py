@@ -129,7 +129,7 @@ class Runtime:
         self.seed = seed
         self.dispatcher = Dispatcher(registry, on_batch=on_batch)
         self.executor = Executor(registry, self.dispatcher)  # interactive policy; batch jobs run grouped
-        self.services: dict[str, Any] = {}
+        self.services: dict[str, Any] = {"embedder_backend": config.embedder}
         # Set by the gateway: traces then go through a batched background writer (store/trace_writer.py).
         self.trace_writer: TraceWriter | None = None
         # Set by the gateway when OTLP export is configured: every recorded trace also becomes

@@ -70,6 +70,7 @@ class BenchOptions:
     # None: a local Ray instance). Not part of the run id: both give the same results.
     engine: str = "in-process"
     ray_address: str | None = None
+    embedder: str | None = None  # routers' embedding backend (None: ORCHESTRATOR_EMBEDDER, else torch)
 
     def run_id(self, pool: list[str]) -> str:
         key = {
@@ -78,6 +79,7 @@ class BenchOptions:
             "data": str(self.data) if self.data else None, "limit": self.limit, "seed": self.seed,
             "fit_fraction": self.fit_fraction, "fit_limit": self.fit_limit, "prompt": self.prompt,
             "max_tokens": self.max_tokens, "gpqa_subset": self.gpqa_subset, "router_options": self.router_options,
+            **({"embedder": self.embedder} if self.embedder else {}),
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         return f"{self.dataset}-{digest}" + (f"-{int(time.time())}" if self.fresh else "")
@@ -127,7 +129,7 @@ class BenchmarkRunner:
         self.progress = progress
         self.notes: list[str] = []
         self.dispatcher: Dispatcher | None = None  # one per run, over the run's registry (set in `run`)
-        self.services: dict[str, Any] = {}  # heavy helpers shared by every router of the run (the embedder)
+        self.services: dict[str, Any] = {"embedder_backend": opts.embedder}  # heavy helpers shared by every router of the run (the embedder)
         self._eval_dir: Path | None = None  # set by `prepare` for recorded runs: where outputs are scored
         self._tables: dict[str, dict[str, RecordedRow]] = {}  # that directory's rows per expert (set per router run)
 

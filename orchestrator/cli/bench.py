@@ -77,6 +77,7 @@ def bench(
         out=out, fit_fraction=fit_fraction, fit_limit=fit_limit, prompt=prompt, max_tokens=max_tokens,
         gpqa_subset=gpqa_subset, gpqa_password=gpqa_password, router_options=parse_router_options(router_opt),
         residency=residency, fresh=fresh, named_pools=cfg.pools, engine=engine, ray_address=ray_address,
+        embedder=cfg.embedder,
     )
     if recorded is None:
         prepare_models(cfg)

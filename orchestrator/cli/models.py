@@ -4,7 +4,8 @@
     orchestrator models prepare --all    # every packaged model whose package is installed
 
 Preparing converts a packaged GGUF into a model directory under ~/.cache/llm-orchestrator/models
-(ORCHESTRATOR_MODEL_CACHE) once, so no request pays for it.
+(ORCHESTRATOR_MODEL_CACHE) once, so no request pays for it. With no model named, it also exports
+the routers' embedder (all-MiniLM-L6-v2) to ONNX, int8-quantised, for `embedder: onnx-int8`.
 """
 
 from __future__ import annotations
@@ -75,5 +76,24 @@ def models_prepare(
         except ConfigError as e:
             fail(str(e))
         out.print(f"{model}: prepared in {time.perf_counter() - t0:.0f} s ({path})")
-    if not todo:
+    if not todo and models:
         out.print("no packaged in-process models to prepare")
+    if not models:
+        _prepare_onnx_embedder()
+
+
+def _prepare_onnx_embedder() -> None:
+    """The routers' int8 ONNX embedder, exported once from the packaged MiniLM weights."""
+    from routers.embeddings import ONNX_DIR_NAME, onnx_prepared, prepare_onnx_embedder
+
+    out = console()
+    try:
+        if onnx_prepared():
+            out.print(f"{ONNX_DIR_NAME} (embedder onnx-int8): prepared")
+            return
+        console(stderr=True).print(f"{ONNX_DIR_NAME}: exporting the packaged MiniLM to ONNX and quantising it to int8 (once)…")
+        t0 = time.perf_counter()
+        path = prepare_onnx_embedder()
+    except ConfigError as e:
+        fail(str(e))
+    out.print(f"{ONNX_DIR_NAME} (embedder onnx-int8): prepared in {time.perf_counter() - t0:.0f} s ({path})")

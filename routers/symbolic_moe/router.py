@@ -167,8 +167,14 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         return EmbeddingTagger(shared_embedder(self.ctx.services), SKILLS, top_n=self.skills_per_question)
 
     async def tag(self, texts: list[str]) -> list[list[str]]:
-        """Keywords per text, cached in the store per (question hash, tagger)."""
+        """Keywords per text; the keyword LLM's are cached in the store per (question hash, tagger).
+        The embedding tagger's are not: they are a product with the (cached) embedding, cheaper
+        than the store round trip that would cache them (about 20 ms a new question, measured by
+        benchmarks/routing_cost.py)."""
         tagger = self._tagger()
+        if isinstance(tagger, EmbeddingTagger):
+            self.fit_info.setdefault("tagger", tagger.name)
+            return await tagger.tag(texts)
         keys = [question_key(t) for t in texts]
         cached: dict[str, list[str]] = {}
         if self.ctx.store is not None:
