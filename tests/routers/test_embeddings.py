@@ -32,7 +32,13 @@ def _split(n_fit: int, n_eval: int) -> tuple[list[Query], list[Query]]:
     return qs[:n_fit], qs[n_fit : n_fit + n_eval]
 
 
-@pytest.mark.parametrize("router_name", ["coe", "symbolic-moe"])
+@pytest.mark.parametrize("router_name", [
+    "coe",
+    # Issue #25's 98% is not reached for Symbolic-MoE (measured 90.1%: its top-3 skills move with
+    # small shifts of the vector), so int8 is not its default; strict, so reaching it fails here.
+    pytest.param("symbolic-moe", marks=pytest.mark.xfail(
+        strict=True, reason="#25: int8 decisions agree with float on 90.1% for symbolic-moe (target 98%)")),
+])
 async def test_int8_onnx_embedder_matches_the_float_model_on_1000_mmlu_pro_questions(tmp_path, router_name) -> None:  # type: ignore[no-untyped-def]
     prepare_onnx_embedder()  # once per machine (`orchestrator models prepare` does it at install)
     fit, evaluate = _split(300, 1000)
