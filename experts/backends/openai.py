@@ -243,7 +243,7 @@ class OpenAIBackend(ExpertBackend):
         if resp.status_code != 200:
             return map_status(resp, self.name)
         try:
-            return check(resp.json())
+            return check(orjson.loads(resp.content))  # the aiohttp path's parser: the same outcome and message
         except ValueError as e:
             return ExpertBadResponse(f"expert {self.name!r} sent a malformed completion ({e})", expert=self.name)
 
