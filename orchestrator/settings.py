@@ -111,6 +111,11 @@ class GatewaySettings(_FromEnvironment):
     shared_state_dir: Path | None = None
     gc_tuning: bool = True  # freeze start-up objects and collect young garbage less often (gateway/lifespan.py)
 
+    @field_validator("shared_state_dir", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, v: object) -> object:
+        return None if v == "" else v  # compose sets every variable; empty means one worker, not "./"
+
     @field_validator("refit_routers", mode="before")
     @classmethod
     def _router_list(cls, v: object) -> object:

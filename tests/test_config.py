@@ -71,3 +71,13 @@ def test_spec_rejects_bad_url() -> None:
     with pytest.raises(ConfigError, match=r"experts\[0\].base_url: Value error|base_url"):
         parse_config({"experts": [{"name": "a", "backend": "openai", "model": "m", "base_url": "ftp://x"}]}, "t.yaml")
     assert ExpertSpec(name="a", backend="local", model="m").all_names() == ("a",)
+
+
+def test_an_empty_shared_state_dir_means_one_worker_not_the_working_directory(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """compose.yaml sets every variable, empty when unused: an empty directory must not become `./`."""
+    from orchestrator.settings import GatewaySettings
+
+    monkeypatch.setenv("ORCHESTRATOR_SHARED_STATE_DIR", "")
+    assert GatewaySettings().shared_state_dir is None
+    monkeypatch.setenv("ORCHESTRATOR_SHARED_STATE_DIR", "/run/orchestrator")
+    assert str(GatewaySettings().shared_state_dir) == "/run/orchestrator"
