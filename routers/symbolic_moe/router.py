@@ -9,8 +9,11 @@ replacement → experts answer (grouped batch inference) → aggregator synthesi
 Deliberate deviations (each one an option, the reference behaviour is the default where it can run):
 * Tagger. The paper's keyword LLM (Qwen2.5-7B, 5 samples at T=0.7, kept if seen ≥2 times,
   ≤20 characters) is `tagger="llm"`, the default (`tagger="auto"`) when the pool has live
-  experts (the keyword LLM is `keyword_expert`, else the pool's first expert). With no keyword
-  LLM (recorded experts) `auto` means `tagger="embedding"`: a question's 3 nearest skills of a
+  experts (the keyword LLM is `keyword_expert`, else the pool's first expert) unless that model is
+  known to be smaller than `MIN_KEYWORD_LLM_PARAMS_B` (1B): SmolLM2-135M, sampled as the paper
+  says, gave no keyword at all for 9 of 20 MMLU-Pro questions and mostly the prompt's example skills
+  for the rest, and its 100 samples took 11 minutes on 2 CPU cores. With no keyword LLM (recorded experts,
+  or a tiny one) `auto` means `tagger="embedding"`: a question's 3 nearest skills of a
   built-in vocabulary (`vocabulary.py`) by MiniLM similarity; profiles are built over that
   vocabulary. Reports name the tagger.
 * Aggregation. The paper picks one aggregator model per task with a synthetic 1-right/2-wrong
@@ -65,6 +68,8 @@ from routers.types import Aggregation, FitData, Query, RouterContext, RoutingErr
 
 AGGREGATIONS = ("auto", "vote", "weighted-vote", "llm")
 MODES = ("sample", "topk", "accuracy")
+# Below this size a keyword LLM is not worth its samples (see the module docstring); `auto` embeds.
+MIN_KEYWORD_LLM_PARAMS_B = 1.0
 
 
 @dataclass(frozen=True)
@@ -142,10 +147,14 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
 
     # ------------------------------------------------------------------ tagging
     def resolved_tagger(self) -> str:
-        """`auto`: the keyword LLM when the pool has live experts to run it, else the embedding tagger."""
+        """`auto`: the keyword LLM when the pool has a live expert of at least
+        `MIN_KEYWORD_LLM_PARAMS_B` to run it (or one of unknown size), else the embedding tagger."""
         if self.tagger_kind != "auto":
             return self.tagger_kind
-        return "embedding" if self._recorded_pool() or self.ctx.dispatcher is None else "llm"
+        if self._recorded_pool() or self.ctx.dispatcher is None:
+            return "embedding"
+        params_b = self.ctx.registry.spec(self.keyword_expert or self.pool[0]).params_b
+        return "embedding" if params_b is not None and params_b < MIN_KEYWORD_LLM_PARAMS_B else "llm"
 
     def _tagger(self) -> Any:
         # Kept between calls: a new EmbeddingTagger re-embeds the whole skill vocabulary (measured

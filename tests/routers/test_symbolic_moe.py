@@ -263,3 +263,20 @@ def test_the_tagger_defaults_to_the_keyword_llm_when_experts_are_live() -> None:
     assert live.resolved_tagger() == "llm"
     recorded = SymbolicMoERouter(RouterContext(pool=POOL3, registry=ExpertRegistry.from_specs(recorded_specs(POOL3))))
     assert recorded.resolved_tagger() == "embedding"
+
+
+def test_auto_does_not_ask_a_tiny_model_for_keywords() -> None:
+    """A keyword LLM known to be under 1B parameters (the embedded default's) is not worth its five
+    samples per question: `auto` embeds; a 7B one, or one of unknown size, is asked; `llm` insists."""
+    reg = ExpertRegistry()
+    for name, params_b in (("tiny", 0.135), ("big", 7.0), ("unknown", None)):
+        s = ExpertSpec(name=name, backend="openai", base_url="http://live.test/v1", model=name, params_b=params_b)
+        reg.add(s, OpenAIBackend(s, transport=httpx.MockTransport(lambda r: httpx.Response(500))))
+
+    def tagger(pool: list[str], **opts: str) -> str:
+        return SymbolicMoERouter(RouterContext(pool=pool, registry=reg, dispatcher=Dispatcher(reg)), **opts).resolved_tagger()
+
+    assert tagger(["tiny", "big"]) == "embedding"
+    assert tagger(["tiny", "big"], keyword_expert="big") == "llm"
+    assert tagger(["unknown", "tiny"]) == "llm"
+    assert tagger(["tiny"], tagger="llm") == "llm"
