@@ -41,8 +41,8 @@ from routers.embeddings import shared_embedder
 from routers.fitted import ExpertScores, FittedRouter, top_k
 from routers.scoring import CategoryAccuracy
 from routers.types import (
-    Aggregation, Assignment, ExpertOutput, ExpertRuntime, FinalAnswer, FitData, Plan, Query, QueryOutcome, RouterContext,
-    RoutingError,
+    FIT_EMBED_PHASE, Aggregation, Assignment, ExpertOutput, ExpertRuntime, FinalAnswer, FitData, Plan, Query, QueryOutcome,
+    RouterContext, RoutingError,
 )
 from store.records import TraceStepRecord
 
@@ -139,6 +139,9 @@ class CascadeRouter(FittedRouter[ExpertScores]):
     async def _embed(self, texts: list[str]) -> np.ndarray:
         return await shared_embedder(self.ctx.services).embed(texts)
 
+    async def _embed_fit(self, texts: list[str]) -> np.ndarray:
+        return await shared_embedder(self.ctx.services).embed(texts, self.ctx.progress_of(FIT_EMBED_PHASE))
+
     async def score_batch(self, queries: Sequence[Query]) -> list[ExpertScores]:
         assert self.scorer is not None
         scores = await self.scorer.score_batch(queries, self._embed if self.scorer.classifier is not None else None)
@@ -218,7 +221,7 @@ class CascadeRouter(FittedRouter[ExpertScores]):
         self.k_max, self.margin = best[2], best[3]
         self.scorer = CategoryAccuracy(self.pool).fit(data)
         if self.classify:
-            await self.scorer.fit_classifier(data, self._embed, seed=self.ctx.seed)
+            await self.scorer.fit_classifier(data, self._embed_fit, seed=self.ctx.seed)
         self.fit_info = {
             "fit_questions": n, "folds": self.folds, "confidence": self.confidence_kind, "k_min": self.k_min, "k_max": self.k_max,
             "margin": self.margin, "budget": self.budget, "cv_accuracy": round(best[0], 4), "cv_calls_per_question": round(best[1], 3),

@@ -310,6 +310,8 @@ class SentenceEmbedder:
         hashes = [vector_key(self.model_id, t) for t in texts]
         cached = self.cache.get(list(dict.fromkeys(hashes)))
         todo = list(dict.fromkeys(h for h in hashes if h not in cached))
+        if progress and not todo:  # all cached: the phase still shows, done at once
+            progress(len(cached), len(cached))
         if todo:
             model = self._load()
             self.model_calls += 1

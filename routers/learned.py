@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from routers.embeddings import shared_embedder
 from routers.fitted import ExpertScores, FittedRouter
-from routers.types import Aggregation, FitData, Query, RouterContext, RoutingError
+from routers.types import FIT_EMBED_PHASE, Aggregation, FitData, Query, RouterContext, RoutingError
 
 NEIGHBOUR_GRID = (10, 25, 50, 100, 200)
 
@@ -62,8 +62,8 @@ class EmbeddingQualityRouter(FittedRouter[ExpertScores]):
     def fitted(self) -> bool:
         return self._fitted
 
-    async def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        return await shared_embedder(self.ctx.services).embed(list(texts))
+    async def _embed(self, texts: Sequence[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        return await shared_embedder(self.ctx.services).embed(list(texts), progress)
 
     def expert_costs(self, data: FitData) -> tuple[dict[str, float], str]:
         """Mean logged dollars per fit question when every outcome has them, else price per Mtok."""
@@ -83,7 +83,7 @@ class EmbeddingQualityRouter(FittedRouter[ExpertScores]):
         qs = [q for q in data.questions if q.question_id and all(q.question_id in data.outcomes.get(e, {}) for e in self.pool)]
         if len(qs) < 20:
             raise RoutingError(f"router {self.name!r}: needs at least 20 fit questions with every pool expert's outcome, got {len(qs)}")
-        x = await self._embed([q.text for q in qs])
+        x = await self._embed([q.text for q in qs], self.ctx.progress_of(FIT_EMBED_PHASE))
         y = np.array([[data.outcomes[e][q.question_id or ""].quality for e in self.pool] for q in qs])
         self.costs, self.cost_unit = self.expert_costs(data)
         info = self.fit_model(x, y)

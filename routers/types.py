@@ -342,6 +342,10 @@ class ExpertRuntime(Protocol):
     async def execute(self, queries: Sequence[Query], plans: Sequence[Plan]) -> list[QueryOutcome]: ...
 
 
+# The phase a fitted router reports while it embeds its fit questions (RouterContext.progress).
+FIT_EMBED_PHASE = "embed fit questions"
+
+
 @dataclass
 class RouterContext:
     """What a router may use: the pool, the registry, an expert caller, the store, a seeded RNG."""
@@ -352,6 +356,13 @@ class RouterContext:
     store: "Store | None" = None
     seed: int = 0
     services: dict[str, Any] = field(default_factory=dict)  # shared heavy helpers (embedder)
+    # (phase, done, total) of a router's own long work (embedding its fit questions), or None
+    progress: Callable[[str, int, int], None] | None = None
 
     def rng(self, salt: str = "") -> random.Random:
         return random.Random(f"{self.seed}:{salt}")
+
+    def progress_of(self, phase: str) -> Callable[[int, int], None] | None:
+        """A (done, total) callback reporting `phase` to the progress hook, or None without one."""
+        hook = self.progress
+        return None if hook is None else (lambda done, total: hook(phase, done, total))

@@ -395,7 +395,7 @@ class BenchmarkRunner:
         async with Dispatcher(split.registry) as self.dispatcher:
             data = await self.fit_data(split.registry, split.pool, split.fit_queries, split.fit_dir)
             ctx = RouterContext(pool=split.pool, registry=split.registry, dispatcher=self._caller(name), store=self.store,
-                                seed=self.opts.seed, services=self.services)
+                                seed=self.opts.seed, services=self.services, progress=self._phase(name))
             router = build_router(name, ctx, options or {})
             summary = await router.fit(data)
         self.dispatcher = None
@@ -457,7 +457,7 @@ class BenchmarkRunner:
         router_pool = opts.pop("pool", None) or pool
         caller = self._caller(name)
         ctx = RouterContext(pool=router_pool, registry=registry, dispatcher=caller, store=self.store,
-                            seed=self.opts.seed, services=self.services)
+                            seed=self.opts.seed, services=self.services, progress=self._phase(name))
         router = build_router(base_router_name(name), ctx, opts)
         if self._eval_dir is not None:
             self._tables = {e: registry.recorded_library.table(self._eval_dir, registry.spec(e).model) for e in registry.names

@@ -37,7 +37,7 @@ The scoring function is `score_category`; `FittedRouter` turns its scores into p
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from routers.coe.assignment import InfeasibleBudget, per_category_accuracy, solv
 from routers.coe.classifier import CategoryClassifier
 from routers.embeddings import shared_embedder
 from routers.fitted import ExpertScores, FittedRouter
-from routers.types import FitData, Query, RouterContext, RoutingError
+from routers.types import FIT_EMBED_PHASE, FitData, Query, RouterContext, RoutingError
 
 
 def load_labelled(path: Path) -> tuple[list[str], list[str]]:
@@ -160,7 +160,7 @@ class CoERouter(FittedRouter[ExpertScores]):
             texts, labels = load_labelled(Path(self.labels_path))
         else:
             texts, labels = [q.text for q in train], [q.category or "" for q in train]
-        self.classifier = CategoryClassifier().fit(await emb.embed(texts), labels, seed=self.ctx.seed)
+        self.classifier = CategoryClassifier().fit(await emb.embed(texts, self.ctx.progress_of(FIT_EMBED_PHASE)), labels, seed=self.ctx.seed)
         # With the user's own taxonomy the map must be over its labels: a fit question's category
         # is then the label the classifier gives it (the dataset's categories would match no label,
         # and every query would fall back).

@@ -49,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +64,7 @@ from routers.fitted import ExpertScores, FittedRouter, top_k
 from routers.symbolic_moe import profiles as prof
 from routers.symbolic_moe.keywords import EmbeddingTagger, LLMKeywordTagger, question_key
 from routers.symbolic_moe.vocabulary import SKILLS
-from routers.types import Aggregation, FitData, Query, RouterContext, RoutingError
+from routers.types import FIT_EMBED_PHASE, Aggregation, FitData, Query, RouterContext, RoutingError
 
 AGGREGATIONS = ("auto", "vote", "weighted-vote", "llm")
 MODES = ("sample", "topk", "accuracy")
@@ -175,7 +175,7 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
             return LLMKeywordTagger(self.ctx.dispatcher, self.ctx.registry.resolve(expert))
         return EmbeddingTagger(shared_embedder(self.ctx.services), SKILLS, top_n=self.skills_per_question)
 
-    async def tag(self, texts: list[str]) -> list[list[str]]:
+    async def tag(self, texts: list[str], progress: Callable[[int, int], None] | None = None) -> list[list[str]]:
         """Keywords per text; the keyword LLM's are cached in the store per (question hash, tagger).
         The embedding tagger's are not: they are a product with the (cached) embedding, cheaper
         than the store round trip that would cache them (about 20 ms a new question, measured by
@@ -183,7 +183,7 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         tagger = self._tagger()
         if isinstance(tagger, EmbeddingTagger):
             self.fit_info.setdefault("tagger", tagger.name)
-            return await tagger.tag(texts)
+            return await tagger.tag(texts, progress)
         keys = [question_key(t) for t in texts]
         cached: dict[str, list[str]] = {}
         if self.ctx.store is not None:
@@ -203,7 +203,7 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         qs = [q for q in data.questions if q.question_id]
         if not qs:
             raise RoutingError("router 'symbolic-moe': no fit questions")
-        keywords = await self.tag([q.text for q in qs])
+        keywords = await self.tag([q.text for q in qs], self.ctx.progress_of(FIT_EMBED_PHASE))
         item_kws = {q.question_id: kw for q, kw in zip(qs, keywords, strict=True) if kw}
         correctness = {m: {qid: o.correct for qid, o in data.outcomes.get(m, {}).items()} for m in self.pool}
         self.profiles = prof.build_profiles(item_kws, correctness, self.pool)

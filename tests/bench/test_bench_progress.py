@@ -59,6 +59,8 @@ def test_the_live_display_of_five_routers_stays_within_24_rows(five_routers: dic
     shapes, phases = five_routers["shapes"], five_routers["phases"]
     assert len(shapes) > 50  # many phases went by: routers x (route, generate per expert, done)
     assert {p.split(":")[0] for p in phases} == {"prepare", "fit", *ROUTERS}
+    # A fitted router's own fit work (embedding its fit questions) is a phase of its step, before its questions.
+    assert phases.index("symbolic-moe:embed fit questions") < phases.index("symbolic-moe:done")
     assert max(rows for rows, _ in shapes) <= 3 <= 24
     assert max(width for _, width in shapes) <= 80
     # What stayed on screen: one line per finished step, none wider than the terminal, no
