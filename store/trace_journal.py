@@ -97,7 +97,9 @@ class TraceJournal:
         if self._fd is None or (time.monotonic() - self._opened_at > self.rotate_s and self._outstanding[self._segment]):
             self._rotate()
         assert self._fd is not None
-        data = trace.model_dump_json().encode() + b"\n"
+        # The serializer's bytes as they are: model_dump_json() decodes them to a str that would
+        # only be encoded again (same bytes, ~6 us less per trace on the chat path).
+        data = TraceRecord.__pydantic_serializer__.to_json(trace) + b"\n"
         written = os.write(self._fd, data)
         while written < len(data):  # a short write (rare, on a full disk it raises instead)
             written += os.write(self._fd, data[written:])

@@ -213,6 +213,9 @@ class OpenAIBackend(ExpertBackend):
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, headers=self._headers, skip_auto_headers=("Accept-Encoding",),
+                # An upstream's cookies are never sent back: no jar to filter on every request
+                # (and no state one caller's answer could leave for the next caller's request).
+                cookie_jar=aiohttp.DummyCookieJar(),
                 # The whole exchange is bounded by asyncio.wait_for in _post; these bound its phases.
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_s, sock_read=self.spec.timeout_s),
             )

@@ -72,7 +72,9 @@ class GatewayMetrics:
             if c.error_kind is None:
                 self.child(self.tokens, c.expert, "prompt").inc(c.prompt_tokens)
                 self.child(self.tokens, c.expert, "completion").inc(c.completion_tokens)
-                self.child(self.cost, c.expert).inc(c.cost_usd)
+                cost = self.child(self.cost, c.expert)  # the series exists at 0 for an unpriced expert
+                if c.cost_usd:  # adding 0 would only take the child's lock
+                    cost.inc(c.cost_usd)
 
     def record_answer(self, router: str, status: int | str, seconds: float | None = None, cost_usd: float = 0.0) -> None:
         """One answered (or refused) request of `router`: status, latency and cost."""

@@ -26,7 +26,6 @@ from orchestrator.protocol import (
     ChatCompletionResponse,
     ChatMessageIn,
     ChatMessageOut,
-    RequestMetadata,
     Usage,
     completion_id,
 )
@@ -51,7 +50,10 @@ def query_from(body: ChatCompletionRequest, default_max_tokens: int) -> Query:
     if not text.strip():
         raise E.BadRequest("the last user message is empty", param="messages")
     msgs = tuple(_message(i, m) for i, m in enumerate(body.messages))
-    meta = body.metadata or RequestMetadata()  # typed: choices are strings, at most one per option letter
+    meta = body.metadata  # typed: choices are strings, at most one per option letter
+    if meta is None:  # most requests: no empty RequestMetadata validated just to read its defaults
+        return Query(text=text, messages=msgs, max_tokens=body.token_limit(default_max_tokens), temperature=body.temperature,
+                     top_p=body.top_p, stop=tuple(body.stop or ()), seed=body.seed, passthrough=body.passthrough())
     return Query(
         text=text, messages=msgs, max_tokens=body.token_limit(default_max_tokens), temperature=body.temperature,
         top_p=body.top_p, stop=tuple(body.stop or ()), seed=body.seed,

@@ -149,3 +149,41 @@ async def test_api_key_header_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Script(httpx.Response(200, json=chat_body()))
     await backend(s, api_key_env="UPSTREAM_KEY").generate([GenerationRequest.chat("q")])
     assert s.requests[0].headers["authorization"] == "Bearer sk-test-123"
+
+
+async def test_an_upstreams_cookie_is_never_sent_back() -> None:
+    """The aiohttp session keeps no cookie jar: a Set-Cookie from an upstream (answering one
+    caller) never rides along on the next caller's request to it."""
+    import http.server
+    import threading
+
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            seen.append(self.headers.get("cookie"))
+            out = json.dumps(chat_body("ok")).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(out)))
+            self.send_header("set-cookie", "session=caller-a-secret; Path=/")
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # a host name, not an IP: a default aiohttp cookie jar would keep this cookie (it ignores IP hosts)
+    b = OpenAIBackend(spec(base_url=f"http://localhost:{server.server_address[1]}/v1", max_retries=0))
+    try:
+        for _ in range(2):
+            [r] = await b.generate([GenerationRequest.chat("q")])
+            assert r.error is None and r.text == "ok"
+    finally:
+        await b.aclose()
+        server.shutdown()
+        server.server_close()
+    assert seen == [None, None]
