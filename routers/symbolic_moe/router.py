@@ -61,7 +61,7 @@ from routers.fitted import ExpertScores, FittedRouter, top_k
 from routers.symbolic_moe import profiles as prof
 from routers.symbolic_moe.keywords import EmbeddingTagger, LLMKeywordTagger, question_key
 from routers.symbolic_moe.vocabulary import SKILLS
-from routers.types import Aggregation, FitData, Query, RouterContext, RoutingError
+from routers.types import Aggregation, FitData, Plan, Query, RouterContext, RoutingError
 
 AGGREGATIONS = ("auto", "vote", "weighted-vote", "llm")
 MODES = ("sample", "topk", "accuracy")
@@ -82,6 +82,7 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
     fit_hint = "run `orchestrator profile build` or `orchestrator bench`"
     artefact_kind = "symbolic-moe-profile"
     cold_start = True  # learns from traffic: routes on a uniform prior until its first fit
+    counts_labels = True  # exploration may pick the expert with the fewest fit outcomes on the query's skills
 
     def __init__(
         self,
@@ -392,6 +393,17 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         if self.vote_weights == "log-odds" and scored.mapped and self.keyword_counts:
             return self.skill_log_odds(expert, scored.mapped, max(query.n_options, 2))
         return super().vote_weight(query, scored, expert)
+
+    def label_counts(self, query: Query, plan: Plan) -> dict[str, float] | None:
+        """Each expert's fit outcomes on the query's mapped skills, Σ_k n_m[k] (every skill when
+        it has none); None on the prior (nothing fitted yet)."""
+        if not self.fitted:
+            return None
+        mapped = plan.detail.get("mapped") or []
+        counts = {m: self.model_keyword_counts.get(m, self.keyword_counts) for m in dict.fromkeys(self.pool)}
+        if mapped:
+            return {m: float(sum(c.get(k, 0) for k in mapped)) for m, c in counts.items()}
+        return {m: float(sum(c.values())) for m, c in counts.items()}
 
     def explain(self, scored: SkillScores, expert: str, weight: float) -> str:
         return f"{scored.reason}; local {scored.local.get(expert, 0):g}, weight {weight:.3f}"

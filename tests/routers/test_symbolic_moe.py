@@ -263,3 +263,42 @@ def test_the_tagger_defaults_to_the_keyword_llm_when_experts_are_live() -> None:
     assert live.resolved_tagger() == "llm"
     recorded = SymbolicMoERouter(RouterContext(pool=POOL3, registry=ExpertRegistry.from_specs(recorded_specs(POOL3))))
     assert recorded.resolved_tagger() == "embedding"
+
+
+def test_least_labelled_exploration_shadows_the_expert_the_fit_knows_least_on_the_query_skills() -> None:
+    from routers.types import Query
+
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    a, b, c = POOL3
+    items = {f"i{j}": ["x"] for j in range(10)}
+    correctness = {a: {f"i{j}": j < 8 for j in range(10)}, b: {f"i{j}": j < 5 for j in range(10)}, c: {f"i{j}": j < 3 for j in range(10)}}
+    routers = []
+    for pick in ("least-labelled", "uniform"):
+        r = SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), mode="topk", k=1, explore=1.0, explore_pick=pick)
+        r.profiles = prof.build_profiles(items, correctness, POOL3)  # A 6, B 0, C −4: A is the recruit
+        r.keyword_counts = prof.keyword_counts(items)
+        r.prior = prof.global_prior(r.profiles)
+        # the outcomes the fit holds per skill: on x B 6, C 2; on y B 20, C 30
+        r.model_keyword_counts = {a: {"x": 10}, b: {"x": 6, "y": 20}, c: {"x": 2, "y": 30}}
+        routers.append(r)
+    least, uniform = routers
+    queries = [Query(text=f"q{j}", question_id=f"q{j}") for j in range(30)]
+    assert least.plan(queries[0], least.score_skills(["x"], ["x"])).experts == [a]
+    assert least.plan(queries[0], least.score_skills(["y"], ["y"])).experts == [a]
+    on_x = [least.shadow_expert(q, least.plan(q, least.score_skills(["x"], ["x"]))) for q in queries]
+    on_y = [least.shadow_expert(q, least.plan(q, least.score_skills(["y"], ["y"]))) for q in queries]
+    assert on_x == [c] * 30  # fewest outcomes on x among the unpicked
+    assert on_y == [b] * 30  # on y it is B
+    drawn = [uniform.shadow_expert(q, uniform.plan(q, uniform.score_skills(["x"], ["x"]))) for q in queries]
+    assert set(drawn) == {b, c}  # the default draws uniformly from the unpicked
+
+
+def test_explore_pick_is_checked_and_only_where_labels_are_counted() -> None:
+    from routers.coe import CoERouter
+    from routers.types import RoutingError
+
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    with pytest.raises(RoutingError, match="explore_pick must be one of uniform, least-labelled"):
+        SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), explore_pick="newest")
+    with pytest.raises(RoutingError, match="explore_pick must be one of uniform, got 'least-labelled'"):
+        CoERouter(RouterContext(pool=POOL3, registry=reg), explore_pick="least-labelled")
