@@ -16,6 +16,8 @@ and their cost, and the fit versions the window routed with; then the accuracy o
 1,000 beside the same router fitted offline on the stream's first N questions (every pool
 expert's recorded outcome on each, N = questions before the last 1,000) and evaluated on the same
 last 1,000. Failed requests, duplicated traces and traces without a fit version are counted.
+`--router-opt KEY=VALUE` sets a router option for both the online and the offline router (the same
+router with the same options; exploration's shadow calls never change an answer).
 """
 
 from __future__ import annotations
@@ -199,6 +201,20 @@ async def accuracy_by_question(router: str, stream: Stream, pool: list[str], wor
         return right / max(len(evaluate), 1)
 
 
+def router_options(explore: float, pairs: list[str]) -> dict[str, Any]:
+    """`--explore` and `--router-opt KEY=VALUE` as router options (values parsed as JSON when they parse)."""
+    opts: dict[str, Any] = {"explore": explore} if explore else {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--router-opt takes KEY=VALUE, got {pair!r}")
+        try:
+            opts[key] = json.loads(value)
+        except json.JSONDecodeError:
+            opts[key] = value
+    return opts
+
+
 def online_accuracy(result: dict[str, Any], window: int, last: int) -> float:
     """Accuracy over the stream's last `last` questions, from whole windows."""
     rows = result["windows"]
@@ -213,16 +229,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     stream = load_stream(pool, args.questions, args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="replay-"))
     report: dict[str, Any] = {"questions": args.questions, "pool": pool, "window": args.window, "refit_threshold": args.refit_threshold,
-                              "seed": args.seed, "explore": args.explore, "routers": {}}
+                              "seed": args.seed, "explore": args.explore, "router_options": router_options(args.explore, args.router_opt),
+                              "routers": {}}
     last = min(1000, args.questions // 2)
     for router in args.router:
-        opts = {"explore": args.explore} if args.explore else None
+        opts = router_options(args.explore, args.router_opt) or None
         res = await replay(router, stream, pool, workdir, window=args.window, threshold=args.refit_threshold, router_options=opts)
         res["accuracy_last"] = round(online_accuracy(res, args.window, last), 4)
         res["accuracy_first_window"] = res["windows"][0]["accuracy"]
         if not args.skip_offline:
             fit_on, evaluate = stream.questions[: args.questions - last], stream.questions[args.questions - last:]
-            res["offline_accuracy_last"] = round(await accuracy_by_question(router, stream, pool, workdir, fit_on, evaluate), 4)
+            res["offline_accuracy_last"] = round(await accuracy_by_question(router, stream, pool, workdir, fit_on, evaluate, opts), 4)
             res["offline_fit_questions"] = len(fit_on)
         report["routers"][router] = res
         print(json.dumps({k: v for k, v in res.items() if k != "windows"}, default=str))
@@ -233,6 +250,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Replay with feedback: {report['questions']} MMLU-Pro questions, pool of {len(report['pool'])}, "
              f"window {report['window']}, refit every {report['refit_threshold']} outcomes", ""]
+    if report.get("router_options"):
+        lines += ["router options (online and offline): " + ", ".join(f"`{k}={v}`" for k, v in report["router_options"].items()), ""]
     for name, res in report["routers"].items():
         lines += [f"## {name}", "", "| questions | accuracy | expert calls / q | exploration calls | exploration cost $ | fit versions |",
                   "| --- | --- | --- | --- | --- | --- |"]
@@ -258,6 +277,8 @@ def main() -> None:
     p.add_argument("--refit-threshold", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--explore", type=float, default=0.0, help="share of queries with a shadow call to an unpicked expert")
+    p.add_argument("--router-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a router option, online and offline (repeatable): explore_pick=least-labelled, unanswered=zero")
     p.add_argument("--skip-offline", action="store_true")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()

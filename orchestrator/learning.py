@@ -11,6 +11,9 @@ Outcomes per expert, from one trace:
 * feedback on the answer: every expert whose answer is the answer shares its score; when the answer
   was right (score > 0) and the question is multiple choice, an expert with another answer was
   wrong (one option is right); when it was wrong, another answer says nothing and is left out;
+  on a multiple-choice question a call that chose no option was wrong either way (it cannot have
+  been right: the offline outcomes score it so, and leaving it out would rank an expert that often
+  fails to answer by its accuracy on the questions it did answer);
 * a checkable answer (`metadata.answer`): every call scored against it (automatic, no feedback).
 Multi-expert plans (Symbolic-MoE's three recruits, exploration's shadow calls) so give one outcome
 per expert called. The newest outcome of an expert on a question wins.
@@ -61,7 +64,7 @@ def trace_outcomes(trace: TraceRecord, feedback: Sequence[FeedbackRecord]) -> di
         for c in calls:
             if trace.answer is not None and c.answer == trace.answer:
                 out[c.expert] = FitOutcome(correct=f.score > 0, answer=c.answer, response=c.output or "", score=quality, cost_usd=c.cost_usd)
-            elif f.score > 0 and multiple_choice and c.answer is not None:
+            elif multiple_choice and (c.answer is None or f.score > 0):
                 out[c.expert] = FitOutcome(correct=False, answer=c.answer, response=c.output or "", score=0.0, cost_usd=c.cost_usd)
     return out
 

@@ -16,7 +16,11 @@ refusing; `prior="none"` refuses. Every plan's detail names the fit version it r
 Exploration (`explore=0.05`): that share of queries (drawn per query, seeded) also sends one
 shadow call to a pool expert the plan did not pick, concurrently with the plan. Its output never
 reaches the answer; it is recorded in the trace (role `shadow`, costed like any call), so
-learning from traffic keeps outcomes of unpicked experts fresh.
+learning from traffic keeps outcomes of unpicked experts fresh. `explore_pick="uniform"` draws that
+expert uniformly from the unpicked; `"least-labelled"` (routers that count their fit's outcomes
+per expert, `label_counts`) takes the unpicked expert the current fit has the fewest outcomes for
+on this query (ties drawn): the one the fit knows least about. Its counts are the fit version's,
+so they are as stale as the fit (refreshed at every refit).
 
     class FirstExpertRouter(FittedRouter[ExpertScores]):
         name = "first-expert"
@@ -45,6 +49,7 @@ from store.records import TraceStepRecord
 
 
 PRIORS = ("uniform", "none")  # what a cold-start router routes on before its first fit
+EXPLORE_PICKS = ("uniform", "least-labelled")  # which unpicked expert a shadow call goes to
 
 
 def top_k(scores: Mapping[str, float], k: int) -> list[str]:
@@ -79,16 +84,21 @@ class FittedRouter(Router, Generic[ScoresT]):
     fit_hint: ClassVar[str] = "run `orchestrator bench`"
     artefact_kind: ClassVar[str | None] = None  # None: the fitted state is not stored
     cold_start: ClassVar[bool] = False  # may route on a prior before its first fit (`prior` option)
+    counts_labels: ClassVar[bool] = False  # implements `label_counts` (exploration may pick the least-labelled)
 
     def __init__(self, ctx: RouterContext, **options: Any) -> None:
         # `artefact` names the stored state; a router that stores nothing takes no such option.
         self.artefact = str(options.pop("artefact", "default")) if self.artefact_kind else "default"
         prior = str(options.pop("prior", "uniform" if self.cold_start else "none"))
         explore = float(options.pop("explore", 0.0))
+        explore_pick = str(options.pop("explore_pick", "uniform"))
         super().__init__(ctx, **options)
         if not 0.0 <= explore <= 1.0:
             raise RoutingError(f"router {self.name!r}: explore is the share of queries that get a shadow call, within [0, 1]; got {explore}")
-        self.explore = explore
+        picks = EXPLORE_PICKS if self.counts_labels else ("uniform",)
+        if explore_pick not in picks:
+            raise RoutingError(f"router {self.name!r}: explore_pick must be one of {', '.join(picks)}, got {explore_pick!r}")
+        self.explore, self.explore_pick = explore, explore_pick
         if prior not in PRIORS or (prior != "none" and not self.cold_start):
             allowed = ", ".join(PRIORS) if self.cold_start else "none"
             raise RoutingError(f"router {self.name!r}: prior must be one of {allowed}, got {prior!r}")
@@ -169,6 +179,11 @@ class FittedRouter(Router, Generic[ScoresT]):
     def executes_plans(self) -> bool:
         return True  # `run` adds shadow calls beside the plans; the answers still come from the plans
 
+    def label_counts(self, query: Query, plan: Plan) -> Mapping[str, float] | None:
+        """How many fit outcomes on this query's kind each expert has (None: no fit to count,
+        exploration draws uniformly). Routers that set `counts_labels` implement it."""
+        return None
+
     def shadow_expert(self, query: Query, plan: Plan) -> str | None:
         """The unpicked expert this query explores, or None (not drawn, or every expert picked)."""
         if self.explore <= 0:
@@ -177,8 +192,14 @@ class FittedRouter(Router, Generic[ScoresT]):
         if rng.random() >= self.explore:
             return None
         picked = {a.expert for a in plan.assignments}
-        unpicked = [e for e in self.pool if e not in picked]
-        return rng.choice(unpicked) if unpicked else None
+        unpicked = [e for e in dict.fromkeys(self.pool) if e not in picked]
+        if not unpicked:
+            return None
+        counts = self.label_counts(query, plan) if self.explore_pick == "least-labelled" else None
+        if counts is not None:
+            fewest = min(counts.get(e, 0.0) for e in unpicked)
+            unpicked = [e for e in unpicked if counts.get(e, 0.0) == fewest]
+        return rng.choice(unpicked)
 
     async def run(self, queries: Sequence[Query], runtime: ExpertRuntime) -> list[QueryOutcome]:
         if self.explore <= 0:

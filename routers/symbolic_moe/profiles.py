@@ -10,6 +10,10 @@ k), the profile encodes the number right, right_m[k] = (n_k + P_m[k]) / 2, so a 
 on the fit items of a query's skills K is Σ_k right_m[k] / Σ_k n_k — Laplace-smoothed, or shrunk
 toward its global fit accuracy acc_m with s pseudo-items (a Beta prior) so that rare skills do
 not decide alone: (Σ_k right_m[k] + s · acc_m) / (Σ_k n_k + s).
+
+Fits from traffic (`impute_profiles`): only the models a query recruited have an outcome on it, so
+before L and g are computed each unanswered item is filled with the model's expected ±1; with
+every item answered this is the reference's profile unchanged.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def build_profiles(
     return profiles
 
 
-def global_prior(profiles: Profiles, temperature: float = PRIOR_TEMPERATURE) -> dict[str, float]:
+def global_prior(profiles: Mapping[str, Mapping[str, float]], temperature: float = PRIOR_TEMPERATURE) -> dict[str, float]:
     totals = {m: float(sum(p.values())) for m, p in profiles.items()}
     low = min(totals.values())
     if low < 0:
@@ -54,7 +58,7 @@ def global_prior(profiles: Profiles, temperature: float = PRIOR_TEMPERATURE) -> 
     return {m: v / z for m, v in powered.items()}
 
 
-def local_scores(profiles: Profiles, mapped_keywords: Sequence[str]) -> dict[str, float]:
+def local_scores(profiles: Mapping[str, Mapping[str, float]], mapped_keywords: Sequence[str]) -> dict[str, float]:
     return {m: float(sum(p.get(k, 0) for k in mapped_keywords)) for m, p in profiles.items()}
 
 
@@ -115,3 +119,45 @@ def shrunk_accuracy(right: float, n: float, global_acc: float, strength: float) 
     if n + strength <= 0:
         return global_acc
     return (right + strength * global_acc) / (n + strength)
+
+
+IMPUTE_STRENGTH = 10.0  # pseudo-items of the Beta prior an imputed accuracy is shrunk with
+
+
+def impute_profiles(
+    profiles: Profiles, model_counts: Mapping[str, Mapping[str, int]], counts: Mapping[str, int],
+    strength: float = IMPUTE_STRENGTH,
+) -> dict[str, dict[str, float]]:
+    """The profiles every model would have had, in expectation, had it answered every fit item.
+
+    The ±1 sum P_m[k] assumes every model answered every item carrying k (the offline fit); from
+    traffic a model has outcomes on the items it was called for only, so its sum grows with how
+    often it was recruited, not with how good it is. Each unanswered item of k is filled with its
+    expected ±1, 2·a − 1, where a is m's accuracy on k shrunk with `strength` pseudo-items toward
+    m's overall accuracy, itself shrunk the same way toward the pool's pooled accuracy (counts are
+    of answered (item, keyword) pairs):
+
+        a_m   = (right_m + s·ā) / (n_m + s)             ā: over every model's answered pairs
+        a_mk  = (right_mk + s·a_m) / (n_mk + s)         right_mk = (n_mk + P_m[k]) / 2
+        P̂_m[k] = P_m[k] + (n_k − n_mk)·(2·a_mk − 1)
+
+    With every item answered (n_mk = n_k) P̂ = P exactly: an offline fit is unchanged."""
+    right = {m: {k: (model_counts.get(m, {}).get(k, 0) + v) / 2 for k, v in p.items()} for m, p in profiles.items()}
+    answered = {m: sum(model_counts.get(m, {}).values()) for m in profiles}
+    total_right = {m: sum(r.values()) for m, r in right.items()}
+    pooled = sum(total_right.values()) / sum(answered.values()) if sum(answered.values()) else 0.5
+    overall = {m: (total_right[m] + strength * pooled) / (answered[m] + strength) if answered[m] + strength > 0 else pooled
+               for m in profiles}
+    out: dict[str, dict[str, float]] = {}
+    for m, p in profiles.items():
+        mc = model_counts.get(m, {})
+        row = {}
+        for k, v in p.items():
+            n_mk, missing = mc.get(k, 0), counts.get(k, 0) - mc.get(k, 0)
+            if missing <= 0:
+                row[k] = float(v)
+                continue
+            a_mk = (right[m][k] + strength * overall[m]) / (n_mk + strength) if n_mk + strength > 0 else overall[m]
+            row[k] = v + missing * (2 * a_mk - 1)
+        out[m] = row
+    return out

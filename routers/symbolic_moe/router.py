@@ -39,6 +39,13 @@ Deliberate deviations (each one an option, the reference behaviour is the defaul
   selects `weighted-vote`, and any other aggregation with it is refused.
 * Skill accuracy counts, per expert, only the fit items it has an outcome for (an item it never
   answered is neither right nor wrong).
+* Unanswered fit items (`unanswered="impute"`, the default). The reference fits on every model's
+  answer to every item; fitted from traffic, a model has outcomes only where it was recruited, and
+  a raw ±1 sum then measures how often it was called as much as how good it is (the recruited
+  grow, the rest stay at 0 and, keeping positive L only, are never drawn again). Before L and g,
+  each unanswered item is filled with its expected ±1 under the model's shrunk skill accuracy
+  (`profiles.impute_profiles`, `impute_strength` pseudo-items). With every item answered (any
+  offline fit on complete outcomes) nothing changes; `unanswered="zero"` is the raw sums.
 
 The scoring function is `score_skills`; `FittedRouter` turns its scores into plans, except that
 `sample` draws its k recruits (`select`).
@@ -64,10 +71,11 @@ from routers.fitted import ExpertScores, FittedRouter, top_k
 from routers.symbolic_moe import profiles as prof
 from routers.symbolic_moe.keywords import EmbeddingTagger, LLMKeywordTagger, question_key
 from routers.symbolic_moe.vocabulary import SKILLS
-from routers.types import FIT_EMBED_PHASE, Aggregation, FitData, Query, RouterContext, RoutingError
+from routers.types import FIT_EMBED_PHASE, Aggregation, FitData, Plan, Query, RouterContext, RoutingError
 
 AGGREGATIONS = ("auto", "vote", "weighted-vote", "llm")
 MODES = ("sample", "topk", "accuracy")
+UNANSWERED = ("impute", "zero")  # how a fit item a model has no outcome on enters its recruiting profile
 # Below this size a keyword LLM is not worth its samples (see the module docstring); `auto` embeds.
 MIN_KEYWORD_LLM_PARAMS_B = 1.0
 
@@ -87,6 +95,7 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
     fit_hint = "run `orchestrator profile build` or `orchestrator bench`"
     artefact_kind = "symbolic-moe-profile"
     cold_start = True  # learns from traffic: routes on a uniform prior until its first fit
+    counts_labels = True  # exploration may pick the expert with the fewest fit outcomes on the query's skills
 
     def __init__(
         self,
@@ -103,6 +112,8 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         vote_weights: str = "recruit",
         temperature: float = 0.7,
         shrinkage: float = 0.0,
+        unanswered: str = "impute",
+        impute_strength: float = prof.IMPUTE_STRENGTH,
         **options: Any,
     ) -> None:
         super().__init__(ctx, **options)
@@ -112,6 +123,10 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
             raise RoutingError(f"router 'symbolic-moe': mode must be one of {', '.join(MODES)}, got {mode!r}")
         if shrinkage < 0:
             raise RoutingError(f"router 'symbolic-moe': shrinkage must be ≥ 0, got {shrinkage}")
+        if unanswered not in UNANSWERED:
+            raise RoutingError(f"router 'symbolic-moe': unanswered must be one of {', '.join(UNANSWERED)}, got {unanswered!r}")
+        if impute_strength <= 0:
+            raise RoutingError(f"router 'symbolic-moe': impute_strength (pseudo-items) must be > 0, got {impute_strength}")
         if tagger not in ("auto", "embedding", "llm"):
             raise RoutingError(f"router 'symbolic-moe': tagger must be 'auto', 'embedding' or 'llm', got {tagger!r}")
         if aggregator_fit_limit is not None and aggregator_fit_limit < 1:
@@ -127,11 +142,13 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         self.vote_weights = vote_weights
         self.temperature = temperature
         self.shrinkage = float(shrinkage)
+        self.unanswered, self.impute_strength = unanswered, float(impute_strength)
         self.keyword_expert = keyword_expert
         self.skills_per_question = skills_per_question
         self.aggregator = aggregator
         self.aggregator_fit_limit = aggregator_fit_limit
         self.profiles: prof.Profiles | None = None
+        self.recruit_profiles: dict[str, dict[str, float]] = {}  # what L and g are computed from (`unanswered`)
         self.prior: dict[str, float] = {}
         self.profile_keywords: list[str] = []
         self.keyword_counts: dict[str, int] = {}
@@ -209,9 +226,9 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         self.profiles = prof.build_profiles(item_kws, correctness, self.pool)
         self.tagger_kind = self.resolved_tagger()  # query keywords must come from the tagger the profiles used
         self.model_keyword_counts = prof.model_keyword_counts(item_kws, correctness, self.pool)
-        self.prior = prof.global_prior(self.profiles)
         self.profile_keywords = sorted({k for kws in item_kws.values() for k in kws})
         self.keyword_counts = prof.keyword_counts(item_kws)
+        self._derive_recruiting()
         self._kw_vecs = None
         tagged = list(item_kws)
         answered = {m: [i for i in tagged if i in correctness[m]] for m in self.pool}
@@ -228,10 +245,25 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
             "aggregation": self.aggregation.model_dump(),
             "k": self.k,
             "mode": self.mode,
+            "unanswered": self.unanswered,
             **({"shrinkage": self.shrinkage} if self.mode == "accuracy" or self.shrinkage else {}),
         }
         await self.save()
         return self.fit_info
+
+    def _derive_recruiting(self) -> None:
+        """The profiles L and g are computed from, and g: the ±1 sums as fitted (`zero`: an
+        unanswered item counts 0, the reference), or with every unanswered item filled with its
+        expected value (`impute`, `profiles.impute_profiles`). Both are the same when every model
+        answered every fit item (an offline fit); from traffic, where only the recruits are
+        labelled, raw sums rank models by how often they were called."""
+        assert self.profiles is not None
+        if self.unanswered == "zero":
+            self.recruit_profiles = {m: {k: float(v) for k, v in p.items()} for m, p in self.profiles.items()}
+        else:
+            counts = {m: self.model_keyword_counts.get(m, self.keyword_counts) for m in self.profiles}  # older artefacts: every item answered
+            self.recruit_profiles = prof.impute_profiles(self.profiles, counts, self.keyword_counts, self.impute_strength)
+        self.prior = prof.global_prior(self.recruit_profiles)
 
     def _recorded_pool(self) -> bool:
         return all(self.ctx.registry.spec(m).backend is BackendKind.RECORDED for m in self.pool)
@@ -313,6 +345,7 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         self.global_acc = data.get("global_acc", {})
         self.model_keyword_counts = data.get("model_keyword_counts", {})
         self._kw_vecs = None
+        self._derive_recruiting()  # this router's `unanswered` decides, whichever the fit used
         self.aggregation = Aggregation(**data["aggregation"])
         self.fit_info = data.get("fit_info", {})
 
@@ -371,7 +404,7 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
             scores = uniform if self.mode == "sample" else {m: self.global_acc.get(m, 0.0) for m in self.pool}
             return SkillScores(scores, reason="no keywords: uniform draw", detail=detail, weights=uniform)
         assert self.profiles is not None
-        local = prof.local_scores(self.profiles, mapped)
+        local = prof.local_scores(self.recruit_profiles, mapped)
         if self.mode == "accuracy":
             scores = {m: self.skill_accuracy(m, mapped) for m in dict.fromkeys(self.pool)}
         else:
@@ -401,6 +434,17 @@ class SymbolicMoERouter(FittedRouter[SkillScores]):
         if self.vote_weights == "log-odds" and scored.mapped and self.keyword_counts:
             return self.skill_log_odds(expert, scored.mapped, max(query.n_options, 2))
         return super().vote_weight(query, scored, expert)
+
+    def label_counts(self, query: Query, plan: Plan) -> dict[str, float] | None:
+        """Each expert's fit outcomes on the query's mapped skills, Σ_k n_m[k] (every skill when
+        it has none); None on the prior (nothing fitted yet)."""
+        if not self.fitted:
+            return None
+        mapped = plan.detail.get("mapped") or []
+        counts = {m: self.model_keyword_counts.get(m, self.keyword_counts) for m in dict.fromkeys(self.pool)}
+        if mapped:
+            return {m: float(sum(c.get(k, 0) for k in mapped)) for m, c in counts.items()}
+        return {m: float(sum(c.values())) for m, c in counts.items()}
 
     def explain(self, scored: SkillScores, expert: str, weight: float) -> str:
         return f"{scored.reason}; local {scored.local.get(expert, 0):g}, weight {weight:.3f}"

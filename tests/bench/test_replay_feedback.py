@@ -32,3 +32,11 @@ async def test_a_small_replay_refits_and_swaps_versions_without_failing_a_reques
     newest_used = max(int(v[1:]) for v in last["fit_versions"] if v != "prior")
     assert newest_used >= 2 and "prior" not in last["fit_versions"]  # the gateway swapped refits in as they came
     assert sum(sum(w["fit_versions"].values()) for w in res["windows"]) == 120
+
+
+def test_router_options_reach_the_online_and_offline_router_alike() -> None:
+    opts = replay_feedback.router_options(0.05, ["explore_pick=least-labelled", "impute_strength=5", "unanswered=zero"])
+    assert opts == {"explore": 0.05, "explore_pick": "least-labelled", "impute_strength": 5, "unanswered": "zero"}
+    assert replay_feedback.router_options(0.0, []) == {}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        replay_feedback.router_options(0.0, ["explore_pick"])

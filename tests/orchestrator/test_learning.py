@@ -39,6 +39,19 @@ def test_outcomes_from_answer_feedback_call_feedback_and_checkable_answers() -> 
     assert {m: o.correct for m, o in auto.items()} == {"A": False, "B": False, "C": True}
 
 
+def test_a_multiple_choice_call_that_chose_no_option_was_wrong_whatever_the_rating() -> None:
+    # F answered but chose no option (its letter could not be read): it cannot have been right
+    calls = [call(0, "A", "B"), call(1, "F", None), call(2, "C", "D"), call(3, "S", None, role="shadow")]
+    for score in (1.0, -1.0):
+        out = trace_outcomes(trace("B", calls), [FeedbackRecord(trace_id="t", score=score)])
+        assert out["F"].correct is False and out["S"].correct is False and out["F"].quality == 0.0
+        assert out["A"].correct is (score > 0)
+        assert ("C" in out) is (score > 0)  # another option is wrong only when the answer was right
+    # a free-text question: no option to choose, so an unread answer says nothing
+    free = trace_outcomes(trace("B", calls, {"choices": None}), [FeedbackRecord(trace_id="t", score=1.0)])
+    assert set(free) == {"A"}
+
+
 def config(tmp_path: Path, url: str | None = None) -> OrchestratorConfig:
     return OrchestratorConfig.model_validate({
         "store": url or f"sqlite+aiosqlite:///{tmp_path / 'learn.db'}",

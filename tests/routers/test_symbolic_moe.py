@@ -280,3 +280,102 @@ def test_auto_does_not_ask_a_tiny_model_for_keywords() -> None:
     assert tagger(["tiny", "big"], keyword_expert="big") == "llm"
     assert tagger(["unknown", "tiny"]) == "llm"
     assert tagger(["tiny"], tagger="llm") == "llm"
+
+
+def test_imputed_profiles_on_a_hand_computed_example() -> None:
+    items = {"q1": ["x"], "q2": ["x"], "q3": ["x"], "q4": ["y"]}
+    correct = {"A": {"q1": True, "q2": True, "q3": False, "q4": True}, "B": {"q1": True}}
+    p = prof.build_profiles(items, correct, ["A", "B"])
+    assert p == {"A": {"x": 1, "y": 1}, "B": {"x": 1, "y": 0}}
+    filled = prof.impute_profiles(p, prof.model_keyword_counts(items, correct, ["A", "B"]), prof.keyword_counts(items), strength=2)
+    # A answered every item: unchanged. Pooled accuracy over answered (item, keyword) pairs 4/5;
+    # B overall (1 + 2·4/5) / (1 + 2) = 13/15; on x (1 + 2·13/15) / (1 + 2) = 41/45, two items
+    # missing: 1 + 2·(2·41/45 − 1) = 119/45; on y none answered: 0 + 1·(2·13/15 − 1) = 11/15.
+    assert filled["A"] == {"x": 1.0, "y": 1.0}
+    assert filled["B"] == pytest.approx({"x": 119 / 45, "y": 11 / 15})
+
+
+def partly_labelled_router(**options: object) -> SymbolicMoERouter:
+    """Skill x over 10 fit items, as traffic labels them: A recruited on all 10 (7 right), B on
+    2 (both right), C on 6 (3 right)."""
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    a, b, c = POOL3
+    items = {f"i{j}": ["x"] for j in range(10)}
+    correctness = {a: {f"i{j}": j < 7 for j in range(10)}, b: {"i0": True, "i1": True}, c: {f"i{j}": j < 3 for j in range(6)}}
+    router = SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), **options)  # type: ignore[arg-type]
+    router.profiles = prof.build_profiles(items, correctness, POOL3)
+    router.keyword_counts = prof.keyword_counts(items)
+    router.model_keyword_counts = prof.model_keyword_counts(items, correctness, POOL3)
+    router._derive_recruiting()
+    return router
+
+
+def test_imputing_unanswered_items_stops_raw_sums_favouring_the_most_recruited() -> None:
+    a, b, c = POOL3
+    raw = partly_labelled_router(unanswered="zero").score_skills(["x"], ["x"])
+    assert raw.local == {a: 4.0, b: 2.0, c: 0.0} and raw.scores[a] > raw.scores[b] and c not in raw.scores
+    filled = partly_labelled_router().score_skills(["x"], ["x"])  # the default
+    # B: 2 of 2 right, shrunk toward its overall accuracy (itself toward the pooled 12/18), wins
+    assert filled.local[a] == 4.0 and filled.local[b] > filled.local[a] > 0
+    assert filled.scores[b] > filled.scores[a]
+
+
+async def test_imputation_changes_nothing_when_every_model_answered_every_item() -> None:
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    data = fit_data(60)
+    zero = SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), unanswered="zero")
+    filled = SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg))
+    await zero.fit(data)
+    await filled.fit(data)
+    assert filled.recruit_profiles == zero.recruit_profiles and filled.prior == zero.prior
+    queries = mmlu_questions(20, offset=900)
+    assert [p.experts for p in await filled.route_batch(queries)] == [p.experts for p in await zero.route_batch(queries)]
+
+
+def test_unanswered_and_impute_strength_are_checked() -> None:
+    from routers.types import RoutingError
+
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    with pytest.raises(RoutingError, match="unanswered must be one of impute, zero"):
+        SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), unanswered="mean")
+    with pytest.raises(RoutingError, match="impute_strength"):
+        SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), impute_strength=0)
+
+
+def test_least_labelled_exploration_shadows_the_expert_the_fit_knows_least_on_the_query_skills() -> None:
+    from routers.types import Query
+
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    a, b, c = POOL3
+    items = {f"i{j}": ["x"] for j in range(10)}
+    correctness = {a: {f"i{j}": j < 8 for j in range(10)}, b: {f"i{j}": j < 5 for j in range(10)}, c: {f"i{j}": j < 3 for j in range(10)}}
+    routers = []
+    for pick in ("least-labelled", "uniform"):
+        r = SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), mode="topk", k=1, explore=1.0, explore_pick=pick)
+        r.profiles = prof.build_profiles(items, correctness, POOL3)  # A 6, B 0, C −4: A is the recruit
+        r.keyword_counts = prof.keyword_counts(items)
+        r._derive_recruiting()
+        # the outcomes the fit holds per skill: on x B 6, C 2; on y B 20, C 30
+        r.model_keyword_counts = {a: {"x": 10}, b: {"x": 6, "y": 20}, c: {"x": 2, "y": 30}}
+        routers.append(r)
+    least, uniform = routers
+    queries = [Query(text=f"q{j}", question_id=f"q{j}") for j in range(30)]
+    assert least.plan(queries[0], least.score_skills(["x"], ["x"])).experts == [a]
+    assert least.plan(queries[0], least.score_skills(["y"], ["y"])).experts == [a]
+    on_x = [least.shadow_expert(q, least.plan(q, least.score_skills(["x"], ["x"]))) for q in queries]
+    on_y = [least.shadow_expert(q, least.plan(q, least.score_skills(["y"], ["y"]))) for q in queries]
+    assert on_x == [c] * 30  # fewest outcomes on x among the unpicked
+    assert on_y == [b] * 30  # on y it is B
+    drawn = [uniform.shadow_expert(q, uniform.plan(q, uniform.score_skills(["x"], ["x"]))) for q in queries]
+    assert set(drawn) == {b, c}  # the default draws uniformly from the unpicked
+
+
+def test_explore_pick_is_checked_and_only_where_labels_are_counted() -> None:
+    from routers.coe import CoERouter
+    from routers.types import RoutingError
+
+    reg = ExpertRegistry.from_specs(recorded_specs(POOL3))
+    with pytest.raises(RoutingError, match="explore_pick must be one of uniform, least-labelled"):
+        SymbolicMoERouter(RouterContext(pool=POOL3, registry=reg), explore_pick="newest")
+    with pytest.raises(RoutingError, match="explore_pick must be one of uniform, got 'least-labelled'"):
+        CoERouter(RouterContext(pool=POOL3, registry=reg), explore_pick="least-labelled")
