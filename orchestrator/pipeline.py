@@ -326,9 +326,10 @@ class Runtime:
         t0 = time.perf_counter()
         pending = None
         if self.response_cache is not None and sink is None and record:
-            hit, pending = await self.response_cache.find(query, router, options, owner=owner)
+            version = getattr(r, "fit_version", None)
+            hit, pending = await self.response_cache.find(query, router, options, owner=owner, fit_version=version)
             if hit is not None:
-                return await self._answer_cached(query, router, hit, trace_id, owner, time.perf_counter() - t0)
+                return await self._answer_cached(query, router, hit, trace_id, owner, time.perf_counter() - t0, version)
         try:
             (outcome,) = await r.run([query], executor)
         except asyncio.CancelledError:
@@ -353,13 +354,14 @@ class Runtime:
             self.telemetry.export(trace, self.registry, end_ns=ended_ns)
 
     async def _answer_cached(self, query: Query, router: str, hit: CacheHit, trace_id: str, owner: str | None,
-                             latency_s: float) -> QueryResult:
+                             latency_s: float, fit_version: int | None) -> QueryResult:
         """A cached answer as its own trace: no expert call, one `cache` step naming the trace
-        that produced the answer."""
+        that produced the answer (and, for a fitted router, the fit version it was routed with)."""
         src = hit.result
+        detail = hit.detail() if fit_version is None else {**hit.detail(), "fit_version": fit_version}
         result = QueryResult(
             trace_id=trace_id, router=router, final=src.final, plan=None, outputs=[], calls=[],
-            steps=[TraceStepRecord(seq=0, kind="cache", duration_s=latency_s, detail=hit.detail())],
+            steps=[TraceStepRecord(seq=0, kind="cache", duration_s=latency_s, detail=detail)],
             latency_s=latency_s, cache=hit.kind, reused_experts=src.experts_used,
         )
         await self._record(query, result, owner)

@@ -13,8 +13,8 @@ and only answers that succeeded with text. Both are bounded (entries, age): a ke
 served from an expert that was replaced. They are per process (replicas each keep their own).
 
 * exact: the key is the whole query (conversation, sampling fields, question id, choices), the
-  router and its options; `cachetools.TTLCache` (size and age bound).
-* semantic: per (key, router, options, sampling fields) bucket, the stored questions' embeddings
+  router, its options and its fit version (a refit or a rollback routes anew); `cachetools.TTLCache` (size and age bound).
+* semantic: per (key, router, fit version, options, sampling fields) bucket, the stored questions' embeddings
   (the router context's shared embedder, `routers.embeddings`, on the question with its options);
   the most similar one at or above the router's threshold answers. Single-turn questions only (a
   conversation's earlier turns are not in the embedding).
@@ -114,15 +114,16 @@ class ResponseCaches:
             self.observe(kind, outcome)
 
     async def find(self, query: Query, router: str, options: dict[str, Any] | None, *,
-                   owner: str | None) -> tuple[CacheHit | None, Pending | None]:
+                   owner: str | None, fit_version: int | None = None) -> tuple[CacheHit | None, Pending | None]:
         """A cached answer for this caller, or (None, what `keep` needs); (None, None) when the
-        query is not cacheable."""
+        query is not cacheable. `fit_version` is the stored fit the router routes with: an answer
+        routed by another version (before a refit, or a `profile use` rollback) is not served."""
         if not self.enabled or not cacheable(query):
             return None, None
         pending = Pending()
         opts = sorted((options or {}).items())
         if self._exact is not None:
-            pending.exact_key = _digest("exact", owner, router, opts, query.model_dump(mode="json", exclude={"gold"}))
+            pending.exact_key = _digest("exact", owner, router, fit_version, opts, query.model_dump(mode="json", exclude={"gold"}))
             got = self._exact.get(pending.exact_key)
             if got is not None:
                 self._seen("exact", "hit")
@@ -134,7 +135,7 @@ class ResponseCaches:
             from routers.embeddings import shared_embedder
 
             sampling = query.model_dump(mode="json", include={"max_tokens", "temperature", "top_p", "stop", "seed"})
-            pending.bucket = _digest("semantic", owner, router, opts, sampling)
+            pending.bucket = _digest("semantic", owner, router, fit_version, opts, sampling)
             pending.vector = (await shared_embedder(self.services).embed([query.text_with_options()]))[0]
             hit = self._nearest(pending.bucket, pending.vector, sem.threshold)
             self._seen("semantic", "hit" if hit is not None else "miss")

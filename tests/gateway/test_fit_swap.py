@@ -73,3 +73,50 @@ def test_profile_use_takes_effect_on_a_running_gateway_within_its_poll(tmp_path:
         assert bad.exit_code == 2 and "no fitted version 99" in bad.stderr
         bad = runner.invoke(app, ["profile", "use", "x", "--router", "coe", "--config", str(cfg_file)])
         assert bad.exit_code == 2 and "VERSION" in bad.stderr
+
+
+def test_a_cached_answer_is_not_served_across_a_fit_swap(tmp_path: Path) -> None:
+    """The exact response cache is keyed on the fit version too: after `profile use` the same
+    question is routed anew by the pinned fit, not answered from what the other fit routed."""
+    from experts.spec import CacheConfig
+
+    cfg_file = tmp_path / "gw.yaml"
+    experts = "\n".join(f"  - {{name: {m}, backend: recorded, path: {RECORDED}, model: {m}}}" for m in POOL3)
+    cfg_file.write_text(f"store: sqlite+aiosqlite:///{tmp_path / 'gw.db'}\nexperts:\n{experts}\n")
+    cfg = resolve_config(cfg_file).model_copy(update={"cache": CacheConfig.model_validate({"exact": {"enabled": True}})})
+
+    async def fit_twice() -> list[int]:
+        async with await Runtime.create(cfg) as rt:
+            out = []
+            for offset in (500, 700):
+                router = SymbolicMoERouter(rt.router_context(POOL3))
+                await router.fit(recorded_fit_data(POOL3, 40, offset))
+                out.append(router.fit_version)
+            return out
+
+    v1, v2 = asyncio.run(fit_twice())
+    (q,) = mmlu_questions(1, offset=3200)
+    settings = GatewaySettings(fit_poll_s=0.5)
+
+    def ask() -> httpx.Response:
+        r = httpx.post(f"{url}/v1/chat/completions", timeout=30, json={
+            "model": "symbolic-moe", "messages": [{"role": "user", "content": q.text}],
+            "metadata": {"question_id": q.question_id, "choices": list(q.choices)}})
+        assert r.status_code == 200, r.text
+        return r
+
+    with running_gateway(cfg, settings) as url:
+        first = ask()
+        assert "x-orchestrator-cache" not in first.headers
+        assert fit_version(url, first.headers["x-orchestrator-trace-id"]) == v2
+        hit = ask()
+        assert hit.headers.get("x-orchestrator-cache") == "exact"
+        step = httpx.get(f"{url}/v1/traces/{hit.headers['x-orchestrator-trace-id']}", timeout=10).json()["steps"][0]
+        assert step["kind"] == "cache" and step["detail"]["fit_version"] == v2
+        r = runner.invoke(app, ["profile", "use", str(v1), "--router", "symbolic-moe", "--config", str(cfg_file)])
+        assert r.exit_code == 0, r.output
+        time.sleep(settings.fit_poll_s + 0.2)
+        after = ask()
+        assert "x-orchestrator-cache" not in after.headers, "an answer routed by v2 was served after pinning v1"
+        assert fit_version(url, after.headers["x-orchestrator-trace-id"]) == v1
+        assert ask().headers.get("x-orchestrator-cache") == "exact"  # v1's own entry

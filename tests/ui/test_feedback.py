@@ -5,6 +5,7 @@ them, and the trace page shows them."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 
 import httpx
@@ -75,6 +76,33 @@ def test_bad_input_is_a_400_naming_the_field(gw) -> None:  # type: ignore[no-unt
         assert error_param(httpx.post(url, headers=auth(gw.alice), json=body), 400) == field, body
     assert error_param(httpx.post(url, headers=auth(gw.alice), json={"trace_id": "no-such-trace", "score": 1}), 404) == "trace_id"
     assert stored(gw, tid) == []
+
+
+def test_a_trace_the_store_has_not_committed_yet_is_a_503_to_retry_not_a_404(gw) -> None:  # type: ignore[no-untyped-def]
+    """Another process holds the SQLite write lock: the answer is served, its trace waits in the
+    writer, and a rating of it is a 503 with Retry-After (the trace exists), then lands once the
+    store takes writes again."""
+    db = gw.served.store.split(":///", 1)[1]
+    lock = sqlite3.connect(db, timeout=1, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # the write lock; WAL readers go on
+    try:
+        tid = answered(gw, gw.alice, 5)
+        t0 = time.monotonic()
+        r = httpx.post(f"{gw.url}/v1/feedback", headers=auth(gw.alice), json={"trace_id": tid, "score": 1}, timeout=30)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "trace_pending" and r.json()["error"]["param"] == "trace_id"
+        assert int(r.headers["Retry-After"]) >= 1 and time.monotonic() - t0 >= 4.5  # it waited for the flush first
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    deadline = time.monotonic() + 30
+    while True:
+        r = httpx.post(f"{gw.url}/v1/feedback", headers=auth(gw.alice), json={"trace_id": tid, "score": 1}, timeout=30)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(float(r.headers.get("Retry-After", 1)))
+    assert r.status_code == 201, r.text
+    assert [f.score for f in stored(gw, tid)] == [1.0]
 
 
 async def test_the_client_sends_feedback_and_the_trace_page_shows_it(gw) -> None:  # type: ignore[no-untyped-def]

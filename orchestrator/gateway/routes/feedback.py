@@ -20,7 +20,11 @@ async def record_feedback(st: GatewayState, caller: Caller, body: FeedbackCreate
     """Store `body` if `caller` may rate its trace (the dashboard's form calls this too)."""
     writer = st.runtime.trace_writer
     if writer is not None and writer.pending(body.trace_id) is not None:
-        await writer.flush(PENDING_FLUSH_S)  # the row must exist before a rating can refer to it
+        # The row must exist before a rating can refer to it. Still waiting after the flush (a slow
+        # or locked store): the trace exists, so say "retry", not "no such trace".
+        if not await writer.flush(PENDING_FLUSH_S) and writer.pending(body.trace_id) is not None:
+            raise E.ServiceUnavailable(f"trace_id: trace {body.trace_id!r} is answered but not stored yet (the store is slow); "
+                                       "retry shortly", param="trace_id", code="trace_pending", retry_after=2)
     with E.map_store_exceptions():
         trace = await st.runtime.store.get_trace(body.trace_id, owner=None if caller.is_admin else caller.key_id)
         if trace is None:
