@@ -23,7 +23,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import gc
-import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable: never try one
@@ -38,14 +37,13 @@ from typing import Any
 import torch
 from transformers import (
     AsyncTextIteratorStreamer,
-    AutoTokenizer,
     StoppingCriteria,
     StopStringCriteria,
     StoppingCriteriaList,
 )
 
 from experts.backends.base import ExpertBackend
-from experts.backends.hf import eos_token_ids
+from experts.backends.hf import eos_token_ids, load_tokenizer
 from experts.backends.streaming import StopHoldback
 from experts.errors import ConfigError, ExpertError, ExpertTimeout, ExpertUnavailable
 from experts.spec import ExpertSpec
@@ -135,7 +133,7 @@ class LocalBackend(ExpertBackend):
         else:
             dtype = getattr(torch, self.spec.dtype)
         tok_path = tokenizer_dir(path)
-        tok = AutoTokenizer.from_pretrained(str(tok_path), **_tokenizer_kwargs(tok_path))
+        tok = load_tokenizer(tok_path)
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -369,15 +367,3 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
     k, stop = hits[0]
     return text[:k], stop
 
-
-_MISTRAL_TYPES = {"mistral", "mistral3", "ministral", "pixtral", "voxtral"}
-
-
-def _tokenizer_kwargs(path: Path) -> dict[str, Any]:
-    """transformers 4.57.3+ flags every locally saved tokenizer as a Mistral one with a bad regex
-    (a false positive that warns at each load); say explicitly that non-Mistral models need no fix."""
-    try:
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError):
-        return {}
-    return {} if model_type in _MISTRAL_TYPES else {"fix_mistral_regex": False}

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from evals.answers import LETTERS
-from experts.backends.hf import eos_token_ids
+from experts.backends.hf import eos_token_ids, load_tokenizer
 from routers.mot.alignment import token_ends
 
 
@@ -106,14 +106,14 @@ class FrozenExpert:
     def load(cls, model_id: str, n_stacks: int) -> "FrozenExpert":
         """Load a packaged model id or a model directory (float32, CPU), as the local backend does."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         from experts.backends.local import LocalBackend
         from experts.packaged_models import resolve_model_dir
 
         path = resolve_model_dir(model_id)
         with LocalBackend._process_load_lock:  # transformers' model building is not thread-safe
-            tok = AutoTokenizer.from_pretrained(str(path))
+            tok = load_tokenizer(path)
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
         return cls(model_id, model, tok, n_stacks)
 

@@ -34,7 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import DynamicCache, StopStringCriteria, StoppingCriteriaList
 
-from experts.backends.hf import eos_token_ids
+from experts.backends.hf import eos_token_ids, load_tokenizer
 from routers.router_r1.prompts import STOP_STRINGS
 
 Segments = Sequence[tuple[str, bool]]  # (text, written by the policy)
@@ -61,7 +61,7 @@ class Policy:
     def load(cls, base_model: str, *, adapter: Path | None = None, lora: LoraSettings | None = None, dtype: Any = torch.bfloat16,
              trainable: bool = True) -> "Policy":
         """`adapter` None: a fresh LoRA adapter (`lora`) on `base_model`; else that adapter, trainable."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         from experts.adapters import adapter_base, load_causal_lm, tokenizer_dir
         from experts.packaged_models import resolve_model_dir
@@ -75,7 +75,7 @@ class Policy:
             model = AutoModelForCausalLM.from_pretrained(str(tok_dir), dtype=dtype)
             if trainable:
                 model = add_lora(model, lora or LoraSettings(), base_model)
-        tok = AutoTokenizer.from_pretrained(str(tok_dir))
+        tok = load_tokenizer(tok_dir)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         model.to(default_device()).eval()  # no dropout anywhere: sampling and scoring see the same function
