@@ -108,7 +108,8 @@ def timed_stream(client: openai.OpenAI, model: str, **kw: object) -> dict:
     t0 = time.perf_counter()
     first = last = None
     pieces, finishes, usage, ids = [], [], None, set()
-    for ch in client.chat.completions.create(model=model, stream=True, stream_options={"include_usage": True}, **kw):  # type: ignore[call-overload]
+    raw = client.chat.completions.with_raw_response.create(model=model, stream=True, stream_options={"include_usage": True}, **kw)  # type: ignore[call-overload]
+    for ch in raw.parse():
         ids.add(ch.id)
         if ch.choices and ch.choices[0].delta.content:
             now = time.perf_counter() - t0
@@ -120,7 +121,7 @@ def timed_stream(client: openai.OpenAI, model: str, **kw: object) -> dict:
         if not ch.choices:
             usage = ch.usage
     return {"ttft_s": first, "last_chunk_s": last, "total_s": time.perf_counter() - t0, "chunks": len(pieces), "text": "".join(pieces),
-            "finish": finishes, "usage": usage, "ids": ids}
+            "finish": finishes, "usage": usage, "ids": ids, "trace_id": raw.headers["x-orchestrator-trace-id"]}
 
 
 @pytest.mark.parametrize("model", ["single", "coe"])
@@ -134,7 +135,12 @@ def test_streamed_tokens_arrive_as_the_expert_generates_them(client: openai.Open
     TIMINGS[model] = {k: round(s[k], 3) for k in ("ttft_s", "last_chunk_s", "total_s")} | {"chunks": s["chunks"],
                                                                                           "first_request_s": round(cold, 3)}
     print(f"\n{model}: time to first token {s['ttft_s']:.3f} s, total {s['total_s']:.3f} s, {s['chunks']} content chunks")
-    assert s["ttft_s"] <= 0.3 * s["total_s"], s
+    # As generated, not buffered: the chunks arrive spread over the expert's own generation (a
+    # buffered answer arrives in one burst after it). Measured against the call's duration in the
+    # trace, so a slow routing step (coe's embedding on a busy machine) cannot fail it.
+    calls = httpx.get(f"{client.base_url}traces/{s['trace_id']}").json()["calls"]
+    call = [c for c in calls if c["role"] == "expert" and not c["error_kind"]][-1]  # the one that answered
+    assert s["last_chunk_s"] - s["ttft_s"] >= 0.5 * call["latency_s"], (s, call["latency_s"])
     assert s["chunks"] >= 32  # token by token, not the answer cut up afterwards
     assert s["finish"] == ["length"] and s["usage"].completion_tokens == 64 and len(s["ids"]) == 1
     plain = client.chat.completions.create(model=model, messages=STORY, max_tokens=64, temperature=0)
