@@ -43,7 +43,7 @@ def train_mot(
     config: ConfigOpt = None,
 ) -> None:
     """Train MoT's router and interaction layers (experts frozen, their forwards cached) on CPU.
-    The shipped checkpoint (routers/mot/shipped/) is a short run of this with --train-limit 249."""
+    The shipped checkpoint (routers/mot/shipped/) is this job with --d-shared 8 --lr 1e-4 --epochs 20."""
     from orchestrator.training import store_mot_checkpoint
     from routers.mot.run import MoTJob, run_training
 
