@@ -28,14 +28,14 @@ def train_mot(
     max_prompt_chars: Annotated[int, typer.Option(min=50, help="Skip longer prompts")] = 250,
     train_limit: Annotated[int, typer.Option(min=2, help="Training questions (the last --dev-fraction choose the epoch kept)")] = 2000,
     dev_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.1,
-    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the cached training set")] = 10.0,
+    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the cached training set")] = 20.0,
     minutes: Annotated[float | None, typer.Option(min=0.01, help="Training time cap (the cache build is not counted)")] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after N batches")] = None,
     n_stacks: Annotated[int, typer.Option(min=1, help="Q: stacks (interaction points) per expert")] = 4,
     top_k: Annotated[int, typer.Option(min=2, help="Active experts per query")] = 2,
-    d_shared: Annotated[int, typer.Option(min=8, help="Width of the shared latent space")] = 64,
+    d_shared: Annotated[int, typer.Option(min=8, help="Width of the shared latent space")] = 8,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-4,
     cache_dir: Annotated[Path | None, typer.Option(help="Frozen-state cache (default ~/.cache/llm-orchestrator/mot)")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 1,
     seed: Annotated[int, typer.Option()] = 0,
@@ -43,7 +43,7 @@ def train_mot(
     config: ConfigOpt = None,
 ) -> None:
     """Train MoT's router and interaction layers (experts frozen, their forwards cached) on CPU.
-    The shipped checkpoint (routers/mot/shipped/) is this job with --d-shared 8 --lr 1e-4 --epochs 20."""
+    The shipped checkpoint (routers/mot/shipped/) is this job with its defaults."""
     from orchestrator.training import store_mot_checkpoint
     from routers.mot.run import MoTJob, run_training
 
