@@ -140,12 +140,13 @@ async def replay(router: str, stream: Stream, pool: list[str], workdir: Path, *,
                 trace_ids.append(tid)
                 trace = (await client.get(f"/v1/traces/{tid}")).json()
                 right = trace.get("answer") is not None and trace["answer"] == q.gold
-                fb = await client.post("/v1/feedback", json={"trace_id": tid, "score": 1 if right else -1})
+                rating = {"trace_id": tid, "score": 1 if right else -1}
+                fb = await client.post("/v1/feedback", json=rating)
                 for _ in range(3):  # 503 trace_pending: answered, not yet committed (a slow store); as the client does
                     if fb.status_code != 503:
                         break
                     await asyncio.sleep(float(fb.headers.get("Retry-After", 1)))
-                    fb = await client.post("/v1/feedback", json={"trace_id": tid, "score": 1 if right else -1})
+                    fb = await client.post("/v1/feedback", json=rating)
                 if fb.status_code != 201:
                     failures.append(f"feedback {tid}: {fb.status_code} {fb.text[:200]}")
                 if pace_refits:

@@ -31,22 +31,30 @@ def fit_version(url: str, trace_id: str) -> int | None:
     return httpx.get(f"{url}/v1/traces/{trace_id}", timeout=10).json()["plan"]["detail"]["fit_version"]
 
 
-def test_profile_use_takes_effect_on_a_running_gateway_within_its_poll(tmp_path: Path) -> None:
+def recorded_gateway_config(tmp_path: Path) -> Path:
+    """A config file: the three recorded experts, a SQLite store in `tmp_path`."""
     cfg_file = tmp_path / "gw.yaml"
     experts = "\n".join(f"  - {{name: {m}, backend: recorded, path: {RECORDED}, model: {m}}}" for m in POOL3)
     cfg_file.write_text(f"store: sqlite+aiosqlite:///{tmp_path / 'gw.db'}\nexperts:\n{experts}\n")
+    return cfg_file
+
+
+async def fit_twice(cfg) -> list[int]:  # type: ignore[no-untyped-def]
+    """Two stored Symbolic-MoE fits (on different fit questions): their versions, oldest first."""
+    async with await Runtime.create(cfg) as rt:
+        out = []
+        for offset in (500, 700):
+            router = SymbolicMoERouter(rt.router_context(POOL3))
+            await router.fit(recorded_fit_data(POOL3, 40, offset))
+            out.append(router.fit_version)
+        return out
+
+
+def test_profile_use_takes_effect_on_a_running_gateway_within_its_poll(tmp_path: Path) -> None:
+    cfg_file = recorded_gateway_config(tmp_path)
     cfg = resolve_config(cfg_file)
 
-    async def fit_twice() -> list[int]:
-        async with await Runtime.create(cfg) as rt:
-            out = []
-            for offset in (500, 700):
-                router = SymbolicMoERouter(rt.router_context(POOL3))
-                await router.fit(recorded_fit_data(POOL3, 40, offset))
-                out.append(router.fit_version)
-            return out
-
-    v1, v2 = asyncio.run(fit_twice())
+    v1, v2 = asyncio.run(fit_twice(cfg))
     qs = mmlu_questions(30, offset=3100)
     settings = GatewaySettings(fit_poll_s=1.0)
     with running_gateway(cfg, settings) as url:
@@ -80,21 +88,10 @@ def test_a_cached_answer_is_not_served_across_a_fit_swap(tmp_path: Path) -> None
     question is routed anew by the pinned fit, not answered from what the other fit routed."""
     from experts.spec import CacheConfig
 
-    cfg_file = tmp_path / "gw.yaml"
-    experts = "\n".join(f"  - {{name: {m}, backend: recorded, path: {RECORDED}, model: {m}}}" for m in POOL3)
-    cfg_file.write_text(f"store: sqlite+aiosqlite:///{tmp_path / 'gw.db'}\nexperts:\n{experts}\n")
+    cfg_file = recorded_gateway_config(tmp_path)
     cfg = resolve_config(cfg_file).model_copy(update={"cache": CacheConfig.model_validate({"exact": {"enabled": True}})})
 
-    async def fit_twice() -> list[int]:
-        async with await Runtime.create(cfg) as rt:
-            out = []
-            for offset in (500, 700):
-                router = SymbolicMoERouter(rt.router_context(POOL3))
-                await router.fit(recorded_fit_data(POOL3, 40, offset))
-                out.append(router.fit_version)
-            return out
-
-    v1, v2 = asyncio.run(fit_twice())
+    v1, v2 = asyncio.run(fit_twice(cfg))
     (q,) = mmlu_questions(1, offset=3200)
     settings = GatewaySettings(fit_poll_s=0.5)
 
